@@ -1,0 +1,37 @@
+# Optimas CLI. `make install` then `make test`; `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export HF_HUB_OFFLINE := 1
+
+.PHONY: help install test test-fast lint bench-lm demo clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/optimas: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/optimas  ## create .venv and install optimas with its dev tools (compiles llama.cpp once, ~6 min)
+
+test: install  ## the whole suite, slow end-to-end tests with the real embedded model included
+	$(BIN)/pytest -n 2 --durations=15
+
+test-fast: install  ## logic tests only (scripted LM), seconds
+	$(BIN)/pytest -n 2 -m "not slow"
+
+lint: install  ## ruff
+	$(BIN)/ruff check optimas_cli systems tests bench
+
+bench-lm: install  ## LM engine throughput benchmark -> BENCHMARKS.md figures
+	$(BIN)/python bench/lm_throughput.py
+
+demo: install  ## the main job on the embedded default
+	$(BIN)/optimas run configs/hotpotqa.yaml
+
+clean:  ## remove the venv and caches (not runs/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

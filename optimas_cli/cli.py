@@ -1,0 +1,114 @@
+"""`optimas`: parse CONFIG + overrides, compose, hand over to a stage. No logic lives here."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# litellm fetches its cost map at import and retries for seconds offline; use its bundled copy.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from optimas_cli.config import ConfigError  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  help="Optimize compound AI systems with globally aligned local rewards (Optimas).")
+console = Console(stderr=True)
+
+CONFIG = typer.Argument(..., help="A run config YAML, e.g. configs/hotpotqa.yaml")
+OVERRIDES = typer.Argument(None, help="Hydra overrides: key=value, +key=value, ~key, group=option")
+MULTIRUN = typer.Option(False, "--multirun", "-m",
+                        help="Sweep: run every combination of a=1,2 b=x,y, each in its own run dir")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars")
+
+
+def _fail(e: Exception, code: int = 2) -> None:
+    console.print(f"[red]error:[/] {e}")
+    raise typer.Exit(code)
+
+
+def _dispatch(command: str, config: str, overrides: list[str] | None, multirun: bool, quiet: bool):
+    from optimas_cli.config import load
+    from optimas_cli.jobs import execute
+    from optimas_cli.lm.base import BudgetExceeded
+    from optimas_cli.reports import print_summary
+
+    overrides = list(overrides or [])
+    try:
+        if multirun:
+            from optimas_cli.sweep import launch
+
+            sweep = launch(command, config, overrides, show_progress=False)
+            console.print(f"sweep directory: {sweep}")
+            return
+        composed = load(config, overrides)
+        path, summary = execute(command, composed, show_progress=not quiet)
+    except ConfigError as e:
+        _fail(e)
+    except BudgetExceeded:
+        raise typer.Exit(3) from None
+    except Exception as e:  # noqa: BLE001 - the traceback is in FAILED; say what broke
+        _fail(f"{type(e).__name__}: {e}", code=1)
+    else:
+        print_summary(path, console)
+
+
+@app.command()
+def run(config: str = CONFIG, overrides: list[str] = OVERRIDES, multirun: bool = MULTIRUN,
+        quiet: bool = QUIET):
+    """Run the Optimas loop: collect rollouts, fit local rewards, update components, evaluate.
+
+    Example: `optimas run configs/hotpotqa.yaml optimizer.num_iterations=4`
+    """
+    _dispatch("run", config, overrides, multirun, quiet)
+
+
+@app.command()
+def evaluate(config: str = CONFIG, overrides: list[str] = OVERRIDES, multirun: bool = MULTIRUN,
+             quiet: bool = QUIET):
+    """Evaluate a system on a split (default: test) and write a run directory.
+
+    Examples: `optimas evaluate configs/hotpotqa.yaml data.test_size=20`;
+    `optimas evaluate configs/hotpotqa.yaml --multirun system.components.retriever.variables.k.value=1,5`
+    """
+    _dispatch("evaluate", config, overrides, multirun, quiet)
+
+
+@app.command()
+def validate(config: str = CONFIG, overrides: list[str] = OVERRIDES):
+    """Compose and check a config (schemas and graph) without running anything."""
+    from optimas_cli.config import load
+    from optimas_cli.graph import topological_order
+
+    try:
+        composed = load(config, list(overrides or []))
+    except ConfigError as e:
+        _fail(e)
+    order = " -> ".join(topological_order(composed.run.system))
+    console.print(f"[green]ok[/] {composed.path}: system '{composed.run.system.name}': {order}")
+
+
+@app.command()
+def show(run_dir: str = typer.Argument(..., help="A run directory")):
+    """Print a run's status, config summary and metrics."""
+    from optimas_cli.reports import print_summary
+
+    try:
+        print_summary(run_dir, console)
+    except FileNotFoundError as e:
+        _fail(e)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

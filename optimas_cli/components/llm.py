@@ -1,0 +1,128 @@
+"""An LLM call: instruction + demonstrations + input fields -> output fields.
+
+Two prompt styles. `completion` writes a few-shot document that ends with the
+first output's label, which small base and instruct models continue far more
+reliably than they follow chat instructions. `chat` sends the instruction as
+the system message. Several outputs are read from `Label: value` lines.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from optimas_cli.components.base import BaseComponent
+from optimas_cli.graph import Call
+from optimas_cli.lm.base import LMRequest
+
+
+class LLMParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    style: Literal["completion", "chat"] = "completion"
+    instruction: str = ""  # used when the component has no prompt variable
+    model: str | None = None  # used when it has no model variable; default lm.model
+    labels: dict[str, str] = Field(default_factory=dict)  # field -> label shown in the prompt
+    max_tokens: int | None = Field(None, gt=0)  # default lm.max_tokens
+    temperature: float | None = Field(None, ge=0)  # default lm.temperature
+    stop: list[str] | None = None  # default: newline for one output, blank line for several
+    max_field_chars: int = Field(2000, gt=0)  # long inputs (retrieved text) are cut to this
+
+
+class LLMComponent(BaseComponent):
+    Params = LLMParams
+    variable_types = {"prompt": None, "model": None, "hyperparameter": {"temperature", "max_tokens"}}
+    stochastic = True
+
+    def __init__(self, name, cfg, resources):
+        super().__init__(name, cfg, resources)
+        lm_cfg = resources.get("lm_config")
+        self.default_model = self.params.model or (lm_cfg.model if lm_cfg else None)
+        self.default_temperature = lm_cfg.temperature if lm_cfg else 0.0
+        self.default_max_tokens = lm_cfg.max_tokens if lm_cfg else 64
+
+    # ---------------------------------------------------------------- prompt
+
+    def label(self, f: str) -> str:
+        return self.params.labels.get(f) or f.replace("_", " ").capitalize()
+
+    def _field(self, f: str, value: Any) -> str:
+        text = str(value).strip()
+        if len(text) > self.params.max_field_chars:
+            text = text[: self.params.max_field_chars].rstrip() + " ..."
+        return f"{self.label(f)}: {text}"
+
+    def _block(self, record: dict[str, Any], with_outputs: bool) -> str:
+        lines = [self._field(f, record.get(f, "")) for f in self.inputs]
+        if with_outputs:
+            lines += [self._field(f, record.get(f, "")) for f in self.outputs]
+        return "\n".join(lines)
+
+    def render(self, inputs: dict[str, Any], instruction: str, demos: list[dict]) -> LMRequest | dict:
+        """The prompt (completion) or messages (chat) for one call, as LMRequest kwargs."""
+        demo_text = "\n\n".join(self._block(d, True) for d in demos)
+        query = self._block(inputs, False)
+        if self.params.style == "completion":
+            parts = [p for p in (instruction.strip(), demo_text, query) if p]
+            return {"prompt": "\n\n".join(parts) + f"\n{self.label(self.outputs[0])}:"}
+        if len(self.outputs) == 1:
+            ask = f"Respond with only the {self.label(self.outputs[0]).lower()}."
+        else:
+            ask = "Respond with one line per field:\n" + "\n".join(
+                f"{self.label(f)}: ..." for f in self.outputs)
+        user = (f"Examples:\n\n{demo_text}\n\n" if demo_text else "") + query + "\n\n" + ask
+        system = instruction.strip() or self.description
+        return {"messages": (("system", system), ("user", user))}
+
+    # ---------------------------------------------------------------- parse
+
+    def parse(self, text: str) -> dict[str, str]:
+        """Output fields from a completion; see module doc for the fallback."""
+        text = text.strip()
+        if len(self.outputs) == 1:
+            return {self.outputs[0]: _strip_label(text, self.label(self.outputs[0]), self.outputs[0])}
+        found: dict[str, str] = {}
+        # In completion style the first label is already in the prompt: its value leads.
+        pattern = "|".join(re.escape(self.label(f)) + "|" + re.escape(f) for f in self.outputs)
+        chunks = re.split(rf"^\s*({pattern})\s*:", text, flags=re.IGNORECASE | re.MULTILINE)
+        lead = chunks[0].strip()
+        if lead:
+            found[self.outputs[0]] = lead
+        for label, value in zip(chunks[1::2], chunks[2::2], strict=False):
+            f = next(o for o in self.outputs if label.lower() in (self.label(o).lower(), o.lower()))
+            found.setdefault(f, value.strip())
+        if not found:
+            found[self.outputs[0]] = text
+        return {f: found.get(f, "") for f in self.outputs}
+
+    # ---------------------------------------------------------------- forward
+
+    def forward(self, inputs: dict[str, Any], values: dict[str, Any], call: Call) -> dict[str, Any]:
+        prompt = dict(self.values_of(values, "prompt"))
+        prompt_value = next(iter(prompt.values()), None) or {}
+        instruction = prompt_value.get("instruction", self.params.instruction)
+        demos = prompt_value.get("demos", [])
+        model = next((v for _, v in self.values_of(values, "model")), self.default_model)
+        if not model:
+            raise ValueError(f"component '{self.name}' has no model: set lm.model or params.model")
+        hyper = dict(self.values_of(values, "hyperparameter"))
+        temperature = call.temperature if call.temperature is not None else hyper.get(
+            "temperature", self.params.temperature if self.params.temperature is not None
+            else self.default_temperature)
+        max_tokens = int(hyper.get("max_tokens", self.params.max_tokens or self.default_max_tokens))
+        stop = self.params.stop
+        if stop is None:
+            stop = ["\n"] if len(self.outputs) == 1 else ["\n\n"]
+        request = LMRequest(model=model, temperature=float(temperature), max_tokens=max_tokens,
+                            stop=tuple(stop), seed=call.seed, sample_index=call.sample_index,
+                            **self.render(inputs, instruction, demos))
+        return self.parse(call.complete(request).text)
+
+
+def _strip_label(text: str, label: str, name: str) -> str:
+    for prefix in (label, name):
+        if text.lower().startswith(prefix.lower() + ":"):
+            return text[len(prefix) + 1:].strip()
+    return text

@@ -1,0 +1,228 @@
+"""Hydra composition of `CONFIG.yaml [overrides...]` and validation against the schemas.
+
+Any YAML path works as CONFIG: its own directory is Hydra's primary config
+dir, and the project's `configs/` is on the search path so defaults such as
+`lm: smollm2` resolve to `configs/lm/smollm2.yaml` wherever CONFIG lives.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pydantic import ValidationError
+
+from optimas_cli.schema import RunConfig
+
+PROJECT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+GROUPS = ("lm", "system", "optimizer", "reward")
+SECRET_KEY = re.compile(r"(api_key|apikey|token|secret|password)$", re.IGNORECASE)
+
+
+class ConfigError(ValueError):
+    """A config problem, worded for the user: which file, which key, which value."""
+
+
+@dataclass
+class Composed:
+    """A composed and validated run config, with where it came from."""
+
+    path: Path
+    overrides: list[str]
+    raw: dict[str, Any]  # the composed config as plain data (secrets intact)
+    run: RunConfig
+    choices: dict[str, str] = field(default_factory=dict)  # group -> option chosen
+
+
+def search_path(config_path: Path) -> list[str]:
+    dirs = [PROJECT_CONFIGS, Path.cwd() / "configs"]
+    seen, out = {config_path.parent.resolve()}, []
+    for d in dirs:
+        d = d.resolve()
+        if d.is_dir() and d not in seen:
+            seen.add(d)
+            out.append(f"file://{d}")
+    return out
+
+
+def hydra_overrides(overrides: list[str], config_path: Path) -> list[str]:
+    """The user's overrides as Hydra should see them.
+
+    `key=value` on a key the YAML does not spell out (but the schema defaults)
+    becomes `++key=value`, so every schema key is overridable without Hydra's
+    `+`; group choices (`lm=openai`) and explicit `+`/`~`/`++` stay as given.
+    Unknown keys are then refused by the schema, with the key named.
+    """
+    roots = [config_path.parent] + [Path(p[len("file://"):]) for p in search_path(config_path)]
+    out = []
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        plain = "=" in o and not o.startswith(("+", "~")) and not key.startswith("hydra")
+        is_group = "." not in key and any((r / key).is_dir() for r in roots)
+        out.append(f"++{o}" if plain and not is_group else o)
+    return out
+
+
+def _check_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: malformed YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def compose_raw(config_path: str | Path, overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
+    """Compose CONFIG with its defaults list and overrides; return (config, group choices)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(config_path).resolve()
+    _check_yaml(path)
+    hydra_args = hydra_overrides(overrides, path) + [f"hydra.searchpath=[{','.join(search_path(path))}]"]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(path.parent), version_base="1.3"):
+            cfg = compose(config_name=path.stem, overrides=hydra_args, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"{path}: {_first_line(str(e))}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    choices = {k: v for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
+               if not k.startswith("hydra/") and v is not None}
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+def _first_line(msg: str) -> str:
+    return msg.strip().splitlines()[0] if msg.strip() else msg
+
+
+def load(config_path: str | Path, overrides: list[str] | None = None) -> Composed:
+    """Compose and validate; raises ConfigError naming file, key and value."""
+    overrides = list(overrides or [])
+    path = Path(config_path).resolve()
+    cfg, choices = compose_raw(path, overrides)
+    return validate(cfg, path, overrides, choices)
+
+
+def validate(cfg: DictConfig, path: Path, overrides: list[str], choices: dict[str, str]) -> Composed:
+    """Validate an already composed config (a Hydra job's, or ours) against the schemas."""
+    try:
+        raw = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:  # interpolation errors: say which key holds the interpolation
+        key = getattr(e, "full_key", None)
+        at = f"'{key}': " if key else ""
+        raise ConfigError(f"{where(key, path, overrides, choices) if key else path}: "
+                          f"{at}{_first_line(str(e))}") from None
+    raw.pop("hydra", None)
+    try:
+        run = RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, raw, path, overrides, choices)) from None
+    composed = Composed(path=path, overrides=list(overrides), raw=raw, run=run, choices=choices)
+    check_semantics(composed)
+    return composed
+
+
+def _lookup(raw: Any, loc: tuple) -> Any:
+    cur = raw
+    for part in loc:
+        try:
+            cur = cur[part]
+        except (KeyError, IndexError, TypeError):
+            return "<missing>"
+    return cur
+
+
+def where(key: str, path: Path, overrides: list[str], choices: dict[str, str]) -> str:
+    """The file (or override) a dotted key most likely came from."""
+    for o in overrides:
+        name = o.lstrip("+~").split("=", 1)[0]
+        if key == name or key.startswith(name + "."):
+            return f"command-line override '{o}'"
+    top = key.split(".", 1)[0]
+    primary = _check_yaml(path)
+    cur: Any = primary
+    for part in key.split("."):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        else:
+            cur = None
+            break
+    if cur is None and top in choices:
+        for root in [path.parent, *(Path(p[len("file://"):]) for p in search_path(path))]:
+            cand = root / top / f"{choices[top]}.yaml"
+            if cand.is_file():
+                return str(cand)
+    return str(path)
+
+
+def _explain(err: ValidationError, raw: dict, path: Path, overrides: list[str],
+             choices: dict[str, str]) -> str:
+    e = err.errors()[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(str(p) for p in loc) or "<top level>"
+    source = where(key, path, overrides, choices)
+    if e["type"] == "extra_forbidden":
+        msg = f"unknown key '{key}'"
+    elif e["type"] == "missing":
+        msg = f"missing required value '{key}'"
+    else:
+        value = _lookup(raw, loc)
+        msg = f"bad value for '{key}': {value!r} ({e['msg']})"
+    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    return f"{source}: {msg}{more}"
+
+
+def import_object(dotted: str, what: str) -> Any:
+    """Import `pkg.mod:attr` (or `pkg.mod.attr`); ConfigError names `what` on failure."""
+    mod_name, _, attr = dotted.partition(":") if ":" in dotted else dotted.rpartition(".")
+    if not mod_name or not attr:
+        raise ConfigError(f"{what}: '{dotted}' is not a dotted path like 'package.module:name'")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ConfigError(f"{what}: cannot import module '{mod_name}' ({e})") from None
+    try:
+        return getattr(mod, attr)
+    except AttributeError:
+        raise ConfigError(f"{what}: module '{mod_name}' has no attribute '{attr}'") from None
+
+
+def check_semantics(c: Composed) -> None:
+    """Checks beyond types: the graph, each component kind's params, split sizes."""
+    from optimas_cli.graph import check_graph
+
+    problems = check_graph(c.run.system)
+    if problems:
+        key, msg = problems[0]
+        raise ConfigError(f"{where(key, c.path, c.overrides, c.choices)}: {msg}")
+
+
+def redact(data: Any) -> Any:
+    """A copy of `data` with secret-looking values replaced by '***'."""
+    if isinstance(data, dict):
+        return {k: ("***" if SECRET_KEY.search(str(k)) and v else redact(v)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [redact(v) for v in data]
+    return data
+
+
+def to_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)

@@ -1,0 +1,52 @@
+"""Examples, datasets and seeded train/val/test splits."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optimas_cli.schema import DataConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Example:
+    id: str
+    inputs: dict[str, Any]  # the system's input fields
+    target: dict[str, Any]  # what the metric compares against
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Dataset:
+    examples: list[Example]
+    resources: dict[str, Any] = field(default_factory=dict)  # e.g. {"corpus": [passages]}
+
+
+def resolve_data_path(configured: str | None, default_relative: str, hint: str) -> Path:
+    """The data file to read: the configured path, else the default under ../shared/data.
+
+    Relative paths are tried from the working directory, then from the project root.
+    """
+    rel = configured or default_relative
+    candidates = [Path(rel)] if Path(rel).is_absolute() else [Path.cwd() / rel, PROJECT_ROOT / rel]
+    for c in candidates:
+        if c.exists():
+            return c.resolve()
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"data file not found (tried {tried}). {hint}")
+
+
+def split(dataset: Dataset, cfg: DataConfig) -> dict[str, list[Example]]:
+    """Seeded, disjoint train/val/test splits of the configured sizes."""
+    need = cfg.train_size + cfg.val_size + cfg.test_size
+    if need > len(dataset.examples):
+        raise ValueError(f"data: train_size+val_size+test_size = {need} but the dataset has only "
+                         f"{len(dataset.examples)} examples")
+    order = list(dataset.examples)
+    random.Random(cfg.seed).shuffle(order)
+    a, b = cfg.train_size, cfg.train_size + cfg.val_size
+    return {"train": order[:a], "val": order[a:b], "test": order[b:need]}

@@ -1,0 +1,81 @@
+"""The one LM interface every component and optimizer talks to.
+
+A request is plain data with a content hash, so it can be cached, replayed and
+logged; a response carries the accounting a run needs (tokens, latency, cost).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+LOCAL_PREFIX = "local/"
+
+
+@dataclass(frozen=True)
+class LMRequest:
+    """One generation request.
+
+    Exactly one of `prompt` (plain completion) or `messages` (chat) is set.
+    `sample_index` makes the n-th sample at temperature > 0 a distinct request,
+    so n samples are n cache entries rather than one stale answer.
+    """
+
+    model: str
+    prompt: str | None = None
+    messages: tuple[tuple[str, str], ...] | None = None  # ((role, content), ...)
+    temperature: float = 0.0
+    max_tokens: int = 64
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    sample_index: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("LMRequest needs exactly one of prompt= or messages=")
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        """Messages in the OpenAI/litellm wire format."""
+        return [{"role": r, "content": c} for r, c in (self.messages or ())]
+
+    def canonical(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        d["messages"] = [list(m) for m in self.messages] if self.messages else None
+        return d
+
+    def key(self) -> str:
+        """sha256 of the canonical JSON of the whole request (cache key)."""
+        blob = json.dumps(self.canonical(), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class LMResponse:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    cached: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LM(Protocol):
+    """What components call. `component` attributes usage in the accounting."""
+
+    def complete(self, request: LMRequest, *, component: str = "") -> LMResponse: ...
+
+
+class LMError(RuntimeError):
+    """A model call failed for good (after any retries); the message says why."""
+
+
+class BudgetExceeded(RuntimeError):
+    """A run's LM budget (max_calls or max_cost_usd) ran out; the message names it."""

@@ -1,0 +1,55 @@
+"""Human-readable summaries of a run directory (`optimas show`, end of every command)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from optimas_cli.run_dir import RunDir
+
+
+def _usage_table(title: str, per_component: dict[str, dict[str, float]]) -> Table:
+    table = Table(title=title)
+    for col in ("component", "LM calls", "cache hits", "prompt tok", "completion tok",
+                "LM latency s", "cost $", "errors"):
+        table.add_column(col, justify="left" if col == "component" else "right")
+    for comp, u in per_component.items():
+        table.add_row(comp, str(int(u.get("calls", 0))), str(int(u.get("cache_hits", 0))),
+                      str(int(u.get("prompt_tokens", 0))), str(int(u.get("completion_tokens", 0))),
+                      f"{u.get('latency_s', 0):.1f}", f"{u.get('cost_usd', 0):.4f}",
+                      str(int(u.get("errors", 0))))
+    return table
+
+
+def print_summary(path: str | Path, console: Console) -> None:
+    """Status, system, LM, scores and spend of one run directory."""
+    rd = RunDir(Path(path))
+    if not (rd.path / "config.yaml").exists():
+        raise FileNotFoundError(f"{rd.path} is not a run directory (no config.yaml)")
+    cfg = yaml.safe_load((rd.path / "config.yaml").read_text())
+    console.print(f"[bold]{rd.path}[/]  status: [bold]{rd.status()}[/]")
+    console.print(f"system: {cfg['system']['name']}   lm: {cfg['lm']['model']}")
+    if (rd.path / "STOPPED").exists():
+        console.print(f"[yellow]stopped:[/] {(rd.path / 'STOPPED').read_text().strip()}")
+    if (rd.path / "summary.json").exists():
+        s = rd.read_json("summary.json")
+        console.print_json(json.dumps({k: v for k, v in s.items() if k != "per_component"},
+                                      default=str))
+    if (rd.path / "metrics.json").exists():
+        m = rd.read_json("metrics.json")
+        if "mean" in m:
+            line = (f"{m['split']}: score {m['mean']:.4f} ± {m['std']:.4f}  n={m['n']}  "
+                    f"failed={m['failed']}  repeats={m.get('repeats', 1)}")
+            extra = "  ".join(f"{k} {v['mean']:.4f}" for k, v in m.get("metrics", {}).items())
+            console.print(line + ("  " + extra if extra else ""))
+            console.print(f"wall time {m.get('wall_time_s', 0):.1f} s")
+        if m.get("per_component"):
+            console.print(_usage_table("LM usage per component", m["per_component"]))
+        total = m.get("lm", {}).get("total")
+        if total:
+            console.print("LM total: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else
+                                                    f"{k}={v}" for k, v in total.items()))

@@ -1,0 +1,128 @@
+"""The run directory: created first, config written before any work, marker written last.
+
+Layout (every artifact is named after its stage):
+  config.yaml        resolved config, secrets redacted
+  overrides.txt      the command-line overrides, one a line
+  run.log            the log of every stage
+  predictions.jsonl  evaluate: one line per example (trace + score)
+  metrics.json       evaluate: mean, std, n, failures, LM usage, wall time
+  DONE | FAILED | STOPPED   how it ended (FAILED holds the traceback,
+                            STOPPED the budget that ran out)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from optimas_cli.config import Composed, redact, to_yaml
+from optimas_cli.lm.base import BudgetExceeded
+
+log = logging.getLogger("optimas")
+MARKERS = ("DONE", "FAILED", "STOPPED")
+
+
+class RunDir:
+    """A run directory on disk; all writes go through here."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, composed: Composed) -> RunDir:
+        """Make the directory and write config.yaml and overrides.txt."""
+        run = composed.run
+        if run.run_dir:
+            path = Path(run.run_dir)
+        else:
+            stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+            path = Path(run.run_root) / run.system.name / stamp
+            n = 1
+            while path.exists():
+                n += 1
+                path = Path(run.run_root) / run.system.name / f"{stamp}_{n}"
+        path.mkdir(parents=True, exist_ok=True)
+        rd = cls(path.resolve())
+        rd.write_text("config.yaml", to_yaml(redact(composed.raw)))
+        rd.write_text("overrides.txt", "".join(o + "\n" for o in composed.overrides))
+        return rd
+
+    # ------------------------------------------------------------ files
+
+    def file(self, name: str) -> Path:
+        p = self.path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Atomic write (temp file + rename), so a kill never leaves half a file."""
+        p = self.file(name)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(p)
+        return p
+
+    def write_json(self, name: str, data: Any) -> Path:
+        return self.write_text(name, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text(encoding="utf-8"))
+
+    def append_jsonl(self, name: str, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        with self._lock, self.file(name).open("a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        p = self.path / name
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: everything before it is intact
+        return out
+
+    def status(self) -> str:
+        for m in MARKERS:
+            if (self.path / m).exists():
+                return m
+        return "RUNNING or KILLED"
+
+    # ------------------------------------------------------------ lifecycle
+
+    @contextmanager
+    def guard(self) -> Iterator[RunDir]:
+        """Log to run.log; write DONE, STOPPED (budget) or FAILED (traceback) at the end."""
+        for m in MARKERS:
+            (self.path / m).unlink(missing_ok=True)
+        handler = logging.FileHandler(self.path / "run.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        try:
+            yield self
+        except BudgetExceeded as e:
+            self.write_text("STOPPED", f"{e}\n")
+            log.warning("stopped: %s", e)
+            raise
+        except BaseException:
+            self.write_text("FAILED", traceback.format_exc())
+            log.error("failed:\n%s", traceback.format_exc())
+            raise
+        else:
+            self.write_text("DONE", datetime.now().isoformat() + "\n")
+        finally:
+            log.removeHandler(handler)
+            handler.close()

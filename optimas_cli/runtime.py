@@ -1,0 +1,85 @@
+"""Everything a stage needs, built from a validated config: LM client, data splits, system, metric."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from optimas_cli.config import Composed, ConfigError, import_object
+from optimas_cli.data import Dataset, Example, split
+from optimas_cli.graph import State, System, build_components
+from optimas_cli.lm.base import LM
+
+Metric = Callable[[Example, dict[str, Any]], dict[str, float]]
+
+
+@dataclass
+class Runtime:
+    composed: Composed
+    lm: LM
+    dataset: Dataset
+    splits: dict[str, list[Example]]
+    system: System
+    metric: Metric
+    state: State  # the starting variable values (config, or system_state when given)
+
+
+def model_names(composed: Composed) -> set[str]:
+    """Every LM name the config may call (defaults, per-component models, model choices)."""
+    names = {composed.run.lm.model}
+    for comp in composed.run.system.components.values():
+        if comp.params.get("model"):
+            names.add(comp.params["model"])
+        for var in comp.variables.values():
+            if var.type == "model":
+                names.add(var.value)
+                names.update(var.choices or [])
+    return names
+
+
+def make_lm(composed: Composed) -> LM:
+    from optimas_cli.lm import LMClient, check_credentials
+
+    check_credentials(sorted(model_names(composed)), composed.run.lm)
+    return LMClient(composed.run.lm)
+
+
+def load_state(path: str | Path, system: System) -> State:
+    """Variable values from a system.yaml (e.g. RUN/final/system.yaml), checked against the graph."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"system_state: no such file {p}")
+    data = yaml.safe_load(p.read_text()) or {}
+    data = data.get("state", data)
+    state = system.initial_state()
+    for comp, values in data.items():
+        if comp not in state:
+            raise ConfigError(f"{p}: component '{comp}' has no optimizable variables in this system "
+                              f"(it has {sorted(state)})")
+        for var, value in values.items():
+            if var not in state[comp]:
+                raise ConfigError(f"{p}: component '{comp}' has no variable '{var}'")
+            state[comp][var] = value
+    return state
+
+
+def build_runtime(composed: Composed, lm: LM | None = None) -> Runtime:
+    """Load data, build the system and the LM client; errors name the config key at fault."""
+    run = composed.run
+    loader = import_object(run.system.loader, "system.loader")
+    metric = import_object(run.system.metric, "system.metric")
+    try:
+        dataset = loader(run.data)
+        splits = split(dataset, run.data)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"data: {e}") from None
+    lm = lm if lm is not None else make_lm(composed)
+    resources = dict(dataset.resources, lm_config=run.lm)
+    system = System(run.system, build_components(run.system, resources), lm)
+    state = load_state(run.system_state, system) if run.system_state else system.initial_state()
+    return Runtime(composed=composed, lm=lm, dataset=dataset, splits=splits, system=system,
+                   metric=metric, state=state)

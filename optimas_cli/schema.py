@@ -1,0 +1,162 @@
+"""Typed schemas of a composed run config.
+
+Every model forbids unknown keys, so a typo fails at load with the key's path
+instead of being silently ignored. `config.validate` turns pydantic's errors
+into one message naming the key, the value and the YAML file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from optimas_cli.lm.config import LMConfig
+
+VariableType = Literal["prompt", "hyperparameter", "model", "weights"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VariableConfig(Strict):
+    """An optimizable variable and its search space.
+
+    prompt: `instruction` text and few-shot `demos` (dicts of field -> value).
+    hyperparameter: `value` with finite `choices`, or a numeric range `low`..`high`.
+    model: `value` is an LM name, `choices` the LM names to choose among.
+    weights: `value` is a local adapter path (or null for the base weights).
+    """
+
+    type: VariableType
+    description: str = ""
+    value: Any = None
+    choices: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    instruction: str | None = None
+    demos: list[dict[str, Any]] = Field(default_factory=list)
+    max_demos: int = Field(4, ge=0)
+    base_model: str | None = None
+
+    @model_validator(mode="after")
+    def _check_space(self) -> VariableConfig:
+        if self.type == "prompt":
+            if self.instruction is None:
+                raise ValueError("a prompt variable needs `instruction`")
+        elif self.type in ("hyperparameter", "model"):
+            ranged = self.low is not None or self.high is not None
+            if self.choices is None and not ranged:
+                raise ValueError(f"a {self.type} variable needs `choices` or `low`/`high`")
+            if self.type == "model" and self.choices is None:
+                raise ValueError("a model variable needs `choices` (LM names)")
+            if ranged and (self.low is None or self.high is None or self.low > self.high):
+                raise ValueError("`low` and `high` must both be set with low <= high")
+            if self.value is None:
+                raise ValueError(f"a {self.type} variable needs an initial `value`")
+            if self.choices is not None and self.value not in self.choices:
+                raise ValueError(f"initial value {self.value!r} is not among choices {self.choices}")
+            if ranged and self.choices is None and not (self.low <= self.value <= self.high):
+                raise ValueError(f"initial value {self.value!r} is outside [{self.low}, {self.high}]")
+        return self
+
+    def initial_value(self) -> Any:
+        if self.type == "prompt":
+            return {"instruction": self.instruction, "demos": list(self.demos)}
+        return self.value
+
+
+class ComponentConfig(Strict):
+    kind: str
+    description: str
+    inputs: list[str]
+    outputs: list[str] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)  # kind-specific, checked by the kind
+    variables: dict[str, VariableConfig] = Field(default_factory=dict)
+
+
+class SystemConfig(Strict):
+    name: str
+    description: str = ""
+    inputs: list[str] = Field(min_length=1)  # fields every example provides
+    final_output: str  # the field the metric reads
+    loader: str  # dotted path: (DataConfig) -> Dataset
+    metric: str  # dotted path: (example, fields) -> {"score": float, ...}
+    components: dict[str, ComponentConfig] = Field(min_length=1)
+
+
+class DataConfig(Strict):
+    path: str | None = None  # None: the system loader's default location
+    train_size: int = Field(30, ge=0)
+    val_size: int = Field(20, ge=0)
+    test_size: int = Field(30, ge=0)
+    seed: int = 0
+
+
+class EvalConfig(Strict):
+    split: Literal["train", "val", "test"] = "test"
+    workers: int = Field(4, ge=1)  # examples in flight at once
+    repeats: int = Field(1, ge=1)  # repeated evaluations (different sampling seeds)
+
+
+class CollectConfig(Strict):
+    num_inputs: int = Field(8, ge=1)  # train inputs drawn per collection
+    num_samples: int = Field(3, ge=1)  # alternative outputs (or values) of the component per input
+    num_rollouts: int = Field(1, ge=1)  # downstream completions per candidate; scores are their mean
+    temperature: float = Field(0.9, gt=0)  # sampling temperature of the alternative outputs
+    rollout_temperature: float = Field(0.0, ge=0)  # downstream; > 0 makes rollouts differ
+    add_gold: bool = True  # the gold answer as a top candidate of the final component
+    workers: int = Field(4, ge=1)
+
+
+class UpdateConfig(Strict):
+    prompt: Literal["opro", "mipro", "copro"] = "opro"
+    num_candidates: int = Field(3, ge=1)  # proposed instructions per update
+    per_component_train_size: int = Field(8, ge=1)  # inputs each candidate is scored on
+    max_demos: int = Field(2, ge=0)  # demonstrations picked from high-reward rollouts
+    proposer_model: str | None = None  # null: lm.model
+    max_choices: int = Field(8, ge=1)  # a seeded sample of larger hyperparameter spaces
+    choice_mode: Literal["best", "per_input"] = "best"
+    choice_temperature: float = Field(0.1, gt=0)  # per_input: p(value) ~ exp(LRF / temperature)
+
+
+class OptimizerConfig(Strict):
+    name: Literal["optimas", "none"] = "optimas"
+    num_iterations: int = Field(4, ge=0)
+    selection_temperature: float = Field(1.0, gt=0)  # softmax over mean preference gaps
+    replay_buffer_size: int = Field(256, ge=0)  # pairs per component kept from earlier iterations
+    accept_threshold: float = 0.0  # accept a change only if val improves by more than this
+    collect: CollectConfig = CollectConfig()
+    update: UpdateConfig = UpdateConfig()
+
+
+class RewardConfig(Strict):
+    backbone: str = "all-MiniLM-L6-v2"  # embedded; or any Hugging Face encoder/decoder name
+    max_length: int = Field(256, gt=0)
+    lora: dict[str, Any] | None = None  # e.g. {r: 8, alpha: 16}; needs a GPU to be worth it
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(2e-5, gt=0)
+    head_lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(16, ge=1)
+    weight_by_gap: bool = True
+    gap_floor: float = Field(0.1, ge=0, le=1)
+    holdout: float = Field(0.2, ge=0, lt=1)
+    adapt_epochs: int = Field(3, ge=1)  # head-only adaptation in each iteration
+
+
+class RunConfig(Strict):
+    name: str
+    seed: int = 0
+    run_root: str = "runs"  # runs/<system>/<timestamp>/
+    run_dir: str | None = None  # an explicit run directory (overrides run_root)
+    system_state: str | None = None  # a system.yaml of variable values to load
+    lm: LMConfig
+    system: SystemConfig
+    data: DataConfig = DataConfig()
+    eval: EvalConfig = EvalConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    reward: RewardConfig = RewardConfig()
+    resume: str | None = None  # a run directory to continue

@@ -1,0 +1,1 @@
+"""The pipeline stages: collect, fit, update, evaluate, and the loop that runs them."""

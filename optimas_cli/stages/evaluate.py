@@ -1,0 +1,155 @@
+"""Evaluate a system state on a split: concurrent examples, per-example traces, summary metrics."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from optimas_cli.data import Example
+from optimas_cli.graph import State, System
+from optimas_cli.lm.base import BudgetExceeded
+
+log = logging.getLogger("optimas.evaluate")
+Metric = Callable[[Example, dict[str, Any]], dict[str, float]]
+
+
+def evaluate_example(system: System, state: State, example: Example, metric: Metric,
+                     seed: int = 0) -> dict[str, Any]:
+    """Run one example; a failure scores 0 and keeps its error, never dropped."""
+    trace = system.run(example.inputs, state, seed=seed)
+    if trace.error:
+        scores, error = {"score": 0.0}, trace.error
+    else:
+        try:
+            scores, error = metric(example, trace.fields), None
+        except Exception as e:  # noqa: BLE001 - a metric crash is this example's failure
+            scores, error = {"score": 0.0}, f"metric: {type(e).__name__}: {e}"
+    return {"id": example.id, "score": float(scores["score"]), "metrics": scores, "error": error,
+            "prediction": trace.fields.get(system.cfg.final_output), "target": example.target,
+            "trace": trace.to_dict()}
+
+
+def evaluate_examples(system: System, state: State, examples: list[Example], metric: Metric, *,
+                      workers: int = 4, seed: int = 0, label: str = "evaluate",
+                      on_result: Callable[[dict[str, Any]], None] | None = None,
+                      show_progress: bool = True) -> list[dict[str, Any]]:
+    """Results in example order. Examples run `workers` at a time.
+
+    BudgetExceeded stops submitting new work; the results finished so far have
+    already gone to `on_result`, then the exception propagates.
+    """
+    results: dict[int, dict[str, Any]] = {}
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), disable=not show_progress, transient=True)
+    with progress, ThreadPoolExecutor(max_workers=workers) as pool:
+        task = progress.add_task(label, total=len(examples))
+        futures = {pool.submit(evaluate_example, system, state, ex, metric, seed): i
+                   for i, ex in enumerate(examples)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                if fut.exception() is not None:
+                    for p in pending:
+                        p.cancel()
+                    raise fut.exception()
+                results[futures[fut]] = fut.result()
+                if on_result:
+                    on_result(results[futures[fut]])
+                progress.advance(task)
+    return [results[i] for i in range(len(examples))]
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values) if values else 0.0,
+            "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean/std of the score and every metric, failures, and LM usage per component."""
+    scores = [r["score"] for r in results]
+    names = sorted({k for r in results if not r["error"] for k in r["metrics"]})
+    per_component: dict[str, dict[str, float]] = {}
+    for r in results:
+        for step in r["trace"]["steps"]:
+            agg = per_component.setdefault(step["component"], {
+                "calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                "latency_s": 0.0, "cost_usd": 0.0, "errors": 0})
+            for k, v in step["usage"].items():
+                agg[k] += v
+            agg["errors"] += bool(step["error"])
+    return {
+        "n": len(results), **mean_std(scores),
+        "failed": sum(1 for r in results if r["error"]),
+        "metrics": {k: mean_std([r["metrics"].get(k, 0.0) for r in results]) for k in names},
+        "per_component": per_component,
+    }
+
+
+def evaluate_state(system: System, state: State, examples: list[Example], metric: Metric, *,
+                   workers: int, repeats: int = 1, label: str = "evaluate",
+                   on_result: Callable[[dict[str, Any]], None] | None = None,
+                   show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate `repeats` times (sampling seed = repeat index); mean/std are over repeat means."""
+    t0 = time.perf_counter()
+    per_repeat = []
+    for rep in range(repeats):
+        def tagged(r: dict[str, Any], rep: int = rep) -> None:
+            if on_result:
+                on_result({"repeat": rep, **r})
+        results = evaluate_examples(system, state, examples, metric, workers=workers, seed=rep,
+                                    label=f"{label} {rep + 1}/{repeats}" if repeats > 1 else label,
+                                    on_result=tagged, show_progress=show_progress)
+        per_repeat.append(summarize(results))
+    means = [s["mean"] for s in per_repeat]
+    out = dict(per_repeat[0]) if repeats == 1 else {
+        "n": per_repeat[0]["n"], **mean_std(means), "failed": sum(s["failed"] for s in per_repeat),
+        "metrics": {k: mean_std([s["metrics"][k]["mean"] for s in per_repeat])
+                    for k in per_repeat[0]["metrics"]},
+        "per_component": _sum_components([s["per_component"] for s in per_repeat]),
+    }
+    out["repeats"] = repeats
+    out["repeat_means"] = means
+    out["wall_time_s"] = time.perf_counter() - t0
+    return out
+
+
+def _sum_components(parts: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    total: dict[str, dict[str, float]] = {}
+    for part in parts:
+        for comp, usage in part.items():
+            agg = total.setdefault(comp, dict.fromkeys(usage, 0))
+            for k, v in usage.items():
+                agg[k] += v
+    return total
+
+
+def run_evaluate(rt, run_dir, *, split: str | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """The `evaluate` stage: writes predictions.jsonl and metrics.json into the run directory."""
+    cfg = rt.composed.run
+    split = split or cfg.eval.split
+    examples = rt.splits[split]
+    log.info("evaluating %d %s examples with %d workers", len(examples), split, cfg.eval.workers)
+    (run_dir.path / "predictions.jsonl").unlink(missing_ok=True)
+    summary: dict[str, Any] = {}
+    try:
+        summary = evaluate_state(rt.system, rt.state, examples, rt.metric,
+                                 workers=cfg.eval.workers, repeats=cfg.eval.repeats, label=split,
+                                 on_result=lambda r: run_dir.append_jsonl("predictions.jsonl", r),
+                                 show_progress=show_progress)
+    except BudgetExceeded as e:
+        summary = {"stopped": str(e), "completed": len(run_dir.read_jsonl("predictions.jsonl"))}
+        raise
+    finally:
+        summary["split"] = split
+        summary["lm"] = rt.lm.usage_summary() if hasattr(rt.lm, "usage_summary") else {}
+        run_dir.write_json("metrics.json", summary)
+    log.info("%s score %.4f ± %.4f over %d examples (%d failed)", split, summary["mean"],
+             summary["std"], summary["n"], summary["failed"])
+    return summary

@@ -1,0 +1,50 @@
+"""Read the official HotpotQA layout (a JSON list, or JSON lines) into a Dataset.
+
+The retriever's corpus is every paragraph of every loaded question, once each,
+as "Title: sentences" — the distractor setting's pool, shared across questions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from optimas_cli.data import Dataset, Example, resolve_data_path
+from optimas_cli.schema import DataConfig
+
+DEFAULT_PATH = "../shared/data/hotpotqa/hotpot_distractor_sample.jsonl"
+HINT = ("Put the official HotpotQA file (hotpot_dev_distractor_v1.json from hotpotqa.github.io, "
+        f"or a JSON-lines sample) at {DEFAULT_PATH}, or set data.path=/path/to/file.")
+
+
+def read_records(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        return json.loads(text)
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    return records
+
+
+def load(cfg: DataConfig) -> Dataset:
+    path = resolve_data_path(cfg.path, DEFAULT_PATH, HINT)
+    examples, corpus, seen = [], [], set()
+    for n, r in enumerate(read_records(path)):
+        missing = {"question", "answer", "context"} - set(r)
+        if missing:
+            raise ValueError(f"{path}: record {n} lacks {sorted(missing)}; expected the official "
+                             "HotpotQA layout {_id, question, answer, context, ...}")
+        for title, sentences in r["context"]:
+            passage = f"{title}: {''.join(sentences).strip()}"
+            if passage not in seen:
+                seen.add(passage)
+                corpus.append(passage)
+        examples.append(Example(id=str(r.get("_id", n)), inputs={"question": r["question"]},
+                                target={"answer": r["answer"]},
+                                meta={"type": r.get("type"), "level": r.get("level")}))
+    return Dataset(examples=examples, resources={"corpus": corpus})

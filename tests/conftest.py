@@ -1,0 +1,70 @@
+"""Shared fixtures: a scripted LM for logic tests, paths, and an isolated LM cache."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from optimas_cli.lm.base import LMRequest, LMResponse  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HOTPOT = ROOT.parent / "shared" / "data" / "hotpotqa" / "hotpot_distractor_sample.jsonl"
+
+
+class ScriptedLM:
+    """Answers every request with `script(request)`; records what it was asked."""
+
+    def __init__(self, script: Callable[[LMRequest], str] | None = None):
+        self.script = script or (lambda r: "scripted")
+        self.requests: list[tuple[str, LMRequest]] = []
+        self._lock = threading.Lock()
+
+    def complete(self, request: LMRequest, *, component: str = "") -> LMResponse:
+        with self._lock:
+            self.requests.append((component, request))
+        text = self.script(request)
+        return LMResponse(text=text, prompt_tokens=len((request.prompt or "").split()),
+                          completion_tokens=len(text.split()), latency_s=0.001)
+
+    def usage_summary(self) -> dict:
+        return {"total": {"calls": len(self.requests)}}
+
+
+@pytest.fixture
+def scripted_lm():
+    return ScriptedLM
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own LM cache dir, so no test sees another's cached answers."""
+    d = tmp_path_factory.mktemp("lmcache")
+    monkeypatch.setenv("OPTIMAS_CACHE_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def hotpot_path():
+    if not HOTPOT.exists():
+        pytest.skip(f"HotpotQA sample not found at {HOTPOT}")
+    return HOTPOT
+
+
+@pytest.fixture
+def write_yaml(tmp_path):
+    """Write a YAML file under tmp_path and return its path."""
+
+    def _write(name: str, text: str) -> Path:
+        p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        return p
+
+    return _write
