@@ -19,6 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 console = Console(stderr=True)
 
 CONFIG = typer.Argument(..., help="A run config YAML, e.g. configs/hotpotqa.yaml")
+TARGET = typer.Argument(..., help="A run config YAML, or an existing run directory")
 OVERRIDES = typer.Argument(None, help="Hydra overrides: key=value, +key=value, ~key, group=option")
 MULTIRUN = typer.Option(False, "--multirun", "-m",
                         help="Sweep: run every combination of a=1,2 b=x,y, each in its own run dir")
@@ -30,13 +31,27 @@ def _fail(e: Exception, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _dispatch(command: str, config: str, overrides: list[str] | None, multirun: bool, quiet: bool):
+def _target(target: str, overrides: list[str]) -> tuple[str, list[str], bool]:
+    """A run directory stands for its own config.yaml, resumed in place."""
+    from pathlib import Path
+
+    p = Path(target)
+    if p.is_dir():
+        if not (p / "config.yaml").exists():
+            _fail(ConfigError(f"{p} is a directory but not a run directory (no config.yaml)"))
+        return str(p / "config.yaml"), [*overrides, f"resume={p.resolve()}"], True
+    return target, overrides, False
+
+
+def _dispatch(command: str, target: str, overrides: list[str] | None, multirun: bool, quiet: bool):
     from optimas_cli.config import load
     from optimas_cli.jobs import execute
     from optimas_cli.lm.base import BudgetExceeded
     from optimas_cli.reports import print_summary
 
-    overrides = list(overrides or [])
+    config, overrides, is_run_dir = _target(target, list(overrides or []))
+    if is_run_dir and command == "evaluate":
+        command = "final"
     try:
         if multirun:
             from optimas_cli.sweep import launch
@@ -61,20 +76,37 @@ def run(config: str = CONFIG, overrides: list[str] = OVERRIDES, multirun: bool =
         quiet: bool = QUIET):
     """Run the Optimas loop: collect rollouts, fit local rewards, update components, evaluate.
 
-    Example: `optimas run configs/hotpotqa.yaml optimizer.num_iterations=4`
+    Examples: `optimas run configs/hotpotqa.yaml optimizer.num_iterations=6`;
+    resume a killed run: `optimas run configs/hotpotqa.yaml resume=runs/hotpotqa/<stamp>`
     """
     _dispatch("run", config, overrides, multirun, quiet)
 
 
 @app.command()
-def evaluate(config: str = CONFIG, overrides: list[str] = OVERRIDES, multirun: bool = MULTIRUN,
+def evaluate(target: str = TARGET, overrides: list[str] = OVERRIDES, multirun: bool = MULTIRUN,
              quiet: bool = QUIET):
-    """Evaluate a system on a split (default: test) and write a run directory.
+    """Evaluate a config on its eval split (default: test), or a run directory's initial and final system.
 
     Examples: `optimas evaluate configs/hotpotqa.yaml data.test_size=20`;
+    `optimas evaluate configs/hotpotqa.yaml system_state=runs/hotpotqa/<stamp>/final/system.yaml`;
     `optimas evaluate configs/hotpotqa.yaml --multirun system.components.retriever.variables.k.value=1,5`
     """
-    _dispatch("evaluate", config, overrides, multirun, quiet)
+    _dispatch("evaluate", target, overrides, multirun, quiet)
+
+
+def _stage_command(stage: str, doc: str):
+    def command(target: str = TARGET, overrides: list[str] = OVERRIDES, quiet: bool = QUIET):
+        _dispatch(stage, target, overrides, False, quiet)
+
+    command.__doc__ = doc
+    app.command(name=stage)(command)
+
+
+_stage_command("collect", "Collect rollouts for every optimizable component (stage 1 of run).\n\n"
+               "Example: `optimas collect runs/hotpotqa/<stamp>`")
+_stage_command("fit", "Fit the local reward functions on the collected rollouts (stage 2 of run).")
+_stage_command("update", "Run the loop's iterations: select, collect, adapt, update, accept or "
+               "revert (stage 3 of run).")
 
 
 @app.command()

@@ -8,6 +8,7 @@ produced and spent.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -179,6 +180,8 @@ class System:
         self.components = components
         self.lm = lm
         self.order = topological_order(cfg)
+        self.runs = 0  # (partial) system executions, the budget unit optimizers are compared by
+        self._runs_lock = threading.Lock()
 
     @property
     def optimizable(self) -> list[str]:
@@ -233,6 +236,8 @@ class System:
                  temperature: float | None = None, sample_index: int = 0, seed: int = 0,
                  stop_before: str | None = None) -> Trace:
         """Run `start` and every component after it, given the fields upstream produced."""
+        with self._runs_lock:
+            self.runs += 1
         trace = Trace(fields=dict(fields))
         end = self.order.index(stop_before) if stop_before else len(self.order)
         for name in self.order[self.order.index(start):end]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from optimas_cli.config import Composed
+from optimas_cli.config import Composed, ConfigError
 from optimas_cli.lm.base import BudgetExceeded
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import build_runtime
@@ -27,21 +27,38 @@ def stage_evaluate(rt, run_dir: RunDir, show_progress: bool) -> dict[str, Any]:
     return run_evaluate(rt, run_dir, show_progress=show_progress)
 
 
-def stage_run(rt, run_dir: RunDir, show_progress: bool) -> dict[str, Any]:
-    from optimas_cli.stages import loop
+def loop_stages(*stages: str) -> Callable[..., dict[str, Any]]:
+    def run(rt, run_dir: RunDir, show_progress: bool) -> dict[str, Any]:
+        from optimas_cli.stages.loop import run_loop
 
-    return loop.run_loop(rt, run_dir, show_progress=show_progress)
+        return run_loop(rt, run_dir, show_progress=show_progress, stages=stages)
+
+    return run
 
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
-    "evaluate": stage_evaluate,
-    "run": stage_run,
+    "evaluate": stage_evaluate,  # a config on its eval split
+    "run": loop_stages("collect", "fit", "update", "evaluate"),
+    "collect": loop_stages("collect"),
+    "fit": loop_stages("fit"),
+    "update": loop_stages("update"),
+    "final": loop_stages("evaluate"),  # `optimas evaluate RUN_DIR`: the loop's test evaluation
 }
 
 
+def open_run_dir(composed: Composed) -> RunDir:
+    """The run directory: the one to resume, or a new one."""
+    if composed.run.resume:
+        rd = RunDir(Path(composed.run.resume).resolve())
+        if not (rd.path / "config.yaml").exists():
+            raise ConfigError(f"resume: {rd.path} is not a run directory (no config.yaml)")
+        return rd
+    return RunDir.create(composed)
+
+
 def execute(command: str, composed: Composed, *, show_progress: bool = True) -> tuple[Path, dict]:
-    """Create the run directory, run the stage, and always say where the run directory is."""
-    run_dir = RunDir.create(composed)
+    """Open the run directory, run the stage, and always say where the run directory is."""
+    run_dir = open_run_dir(composed)
     summary: dict[str, Any] = {}
     try:
         with run_dir.guard():

@@ -26,3 +26,28 @@ class Reverse(BaseComponent):
 
     def forward(self, inputs, values, call):
         return {self.outputs[0]: str(inputs[self.inputs[0]])[::-1]}
+
+
+# ---- a tiny numeric system for loop tests: y = x * factor, out = y + 1, target 2x + 1
+CALLS = {"scale": 0}
+
+
+def scale(x: int, factor: int) -> dict:
+    CALLS["scale"] += 1
+    return {"y": x * factor}
+
+
+def finish(y: int) -> dict:
+    return {"out": y + 1}
+
+
+def load_linear(cfg):
+    from optimas_cli.data import Dataset, Example
+
+    examples = [Example(id=f"x{i}", inputs={"x": i}, target={"out": 2 * i + 1}) for i in range(1, 41)]
+    return Dataset(examples=examples)
+
+
+def linear_metric(example, fields) -> dict:
+    err = abs(fields["out"] - example.target["out"])
+    return {"score": 1.0 / (1.0 + err)}

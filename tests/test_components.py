@@ -87,10 +87,17 @@ def retriever(k=2) -> RetrieverComponent:
 def test_bm25_ranks_relevant_passages_and_respects_k():
     r = retriever()
     out = r.forward({"query": "volcano Japan"}, {"k": 1}, call=None)["docs"]
-    assert out == "[1] Mount Fuji: the highest volcano in Japan."
+    assert out == "Mount Fuji: the highest volcano in Japan."
     out = r.forward({"query": "capital of France Paris"}, {"k": 2}, call=None)["docs"]
     lines = out.splitlines()
     assert len(lines) == 2 and "Paris: the capital" in lines[0]
+
+
+def test_numbered_passages_on_request():
+    r = retriever()
+    r.params.numbered = True
+    out = r.forward({"query": "volcano Japan"}, {"k": 2}, call=None)["docs"]
+    assert out.startswith("[1] Mount Fuji") and "\n[2] " in out
 
 
 def test_empty_query_retrieves_nothing():

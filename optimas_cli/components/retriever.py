@@ -21,6 +21,7 @@ class RetrieverParams(BaseModel):
     k: int = Field(5, ge=1)  # used when the component has no `k` variable
     max_passage_chars: int = Field(600, gt=0)
     stemmer: str | None = "english"  # PyStemmer language, or null
+    numbered: bool = False  # "[1] ..." markers; tiny models tend to answer with the marker
 
 
 class BM25Index:
@@ -63,7 +64,7 @@ def shared_index(passages: list[str], stemmer: str | None) -> BM25Index:
 
 
 class RetrieverComponent(BaseComponent):
-    """Query = the input fields joined; output = the top-k passages, numbered."""
+    """Query = the input fields joined; output = the top-k passages, one a line, best first."""
 
     Params = RetrieverParams
     variable_types = {"hyperparameter": {"k"}}
@@ -83,5 +84,8 @@ class RetrieverComponent(BaseComponent):
         query = " ".join(str(inputs[f]) for f in self.inputs)
         hits = self.index.search(query, k)
         cap = self.params.max_passage_chars
-        text = "\n".join(f"[{n}] {self.index.passages[i][:cap]}" for n, i in enumerate(hits, 1))
+        passages = [self.index.passages[i][:cap] for i in hits]
+        if self.params.numbered:
+            passages = [f"[{n}] {p}" for n, p in enumerate(passages, 1)]
+        text = "\n".join(passages)
         return {self.outputs[0]: text}

@@ -1,0 +1,146 @@
+"""Collect rollouts: alternative outputs of one component, each scored by the global metric.
+
+For an input, the system runs up to component k with the current state; k then
+produces distinct candidate outputs (its current output, temperature samples
+for LM components, and one output per alternative value of its hyperparameter
+and model variables); each candidate is completed downstream `num_rollouts`
+times and scored by the mean metric. Every pair of candidates with a strictly
+higher score is a preference pair. One JSON line per input is appended to
+rollouts/iter_NNN/<component>.jsonl as soon as it is done, so a killed run
+loses only the inputs in flight and resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import statistics
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from optimas_cli.data import Example
+from optimas_cli.graph import State, System
+from optimas_cli.rewards import PreferencePair
+from optimas_cli.schema import CollectConfig
+
+log = logging.getLogger("optimas.collect")
+
+
+def _key(outputs: dict[str, Any]) -> str:
+    return json.dumps(outputs, sort_keys=True, ensure_ascii=False)
+
+
+def space_values(var, limit: int, rng: random.Random) -> list[Any]:
+    """Values of a hyperparameter/model variable to try: its choices, or a seeded draw of a range."""
+    if var.choices is not None:
+        values = list(var.choices)
+        return values if len(values) <= limit else rng.sample(values, limit)
+    draws = [rng.uniform(var.low, var.high) for _ in range(limit)]
+    return [round(d) for d in draws] if var.integer else draws
+
+
+def propose_candidates(system: System, name: str, fields: dict[str, Any], state: State,
+                       cfg: CollectConfig, rng: random.Random) -> list[dict[str, Any]]:
+    """Distinct candidate outputs of component `name` for one input (see module doc)."""
+    comp_cfg = system.cfg.components[name]
+    current = dict(state.get(name, {}))
+    tries: list[tuple[str, dict[str, Any], float | None, int]] = [("current", current, None, 0)]
+    if getattr(system.components[name], "stochastic", False):
+        tries += [(f"sample:{i}", current, cfg.temperature, i) for i in range(1, cfg.num_samples + 1)]
+    for vname, var in comp_cfg.variables.items():
+        if var.type not in ("hyperparameter", "model"):
+            continue
+        others = [v for v in space_values(var, len(var.choices or []) or cfg.num_samples, rng)
+                  if v != current.get(vname)]
+        for value in others[: cfg.num_samples]:
+            tries.append((f"{vname}={value}", {**current, vname: value}, None, 0))
+    seen, out = set(), []
+    for source, values, temperature, index in tries:
+        step = system.run_step(name, fields, state, temperature=temperature, sample_index=index,
+                               values=values)
+        if step.error or _key(step.outputs) in seen:
+            continue
+        seen.add(_key(step.outputs))
+        out.append({"source": source, "outputs": step.outputs, "values": values})
+    return out
+
+
+def score_candidate(system: System, name: str, fields: dict[str, Any], outputs: dict[str, Any],
+                    state: State, example: Example, metric, cfg: CollectConfig) -> list[float]:
+    """Global metric of each downstream completion of one candidate output."""
+    after = system.downstream(name)
+    known = {**fields, **outputs}
+    if not after:
+        return [float(metric(example, known)["score"])]
+    n = cfg.num_rollouts if cfg.rollout_temperature > 0 else 1  # greedy rollouts would repeat
+    scores = []
+    for r in range(n):
+        trace = system.run_from(after[0], known, state, sample_index=r,
+                                temperature=cfg.rollout_temperature or None)
+        scores.append(0.0 if trace.error else float(metric(example, trace.fields)["score"]))
+    return scores
+
+
+def collect_example(system: System, name: str, example: Example, state: State, metric,
+                    cfg: CollectConfig, seed: int) -> dict[str, Any]:
+    """The rollout record of one input: upstream fields, scored candidates."""
+    rng = random.Random(f"{seed}:{name}:{example.id}")
+    upstream = system.run_until(name, example.inputs, state)
+    record: dict[str, Any] = {"example_id": example.id, "component": name, "fields": upstream.fields,
+                              "candidates": [], "error": upstream.error}
+    if upstream.error:
+        return record
+    for cand in propose_candidates(system, name, upstream.fields, state, cfg, rng):
+        cand["scores"] = score_candidate(system, name, upstream.fields, cand["outputs"], state,
+                                         example, metric, cfg)
+        cand["score"] = statistics.fmean(cand["scores"])
+        record["candidates"].append(cand)
+    final = system.cfg.final_output
+    gold = example.target.get(final)
+    if cfg.add_gold and final in system.cfg.components[name].outputs and gold is not None:
+        outputs = {o: (gold if o == final else "") for o in system.cfg.components[name].outputs}
+        if _key(outputs) not in {_key(c["outputs"]) for c in record["candidates"]}:
+            score = float(metric(example, {**upstream.fields, **outputs})["score"])
+            record["candidates"].append({"source": "gold", "outputs": outputs, "values": {},
+                                         "scores": [score], "score": score})
+    return record
+
+
+def pairs_from_record(record: dict[str, Any], system: System) -> list[PreferencePair]:
+    """Every pair of candidates of one input whose scores differ, better one chosen."""
+    name = record["component"]
+    inputs = {k: record["fields"][k] for k in system.cfg.components[name].inputs}
+    pairs = []
+    for a, b in itertools.combinations(record["candidates"], 2):
+        if a["score"] == b["score"]:
+            continue
+        win, lose = (a, b) if a["score"] > b["score"] else (b, a)
+        pairs.append(PreferencePair(component=name, inputs=inputs, chosen=win["outputs"],
+                                    rejected=lose["outputs"], score_chosen=win["score"],
+                                    score_rejected=lose["score"], example_id=record["example_id"]))
+    return pairs
+
+
+def collect_rollouts(system: System, name: str, examples: list[Example], state: State, metric,
+                     cfg: CollectConfig, run_dir, path: str, *, seed: int = 0) -> list[dict[str, Any]]:
+    """Collect for `examples` into run_dir/path (JSON lines), skipping inputs already there."""
+    done = {r["example_id"]: r for r in run_dir.read_jsonl(path)}
+    todo = [e for e in examples if e.id not in done]
+    if done:
+        log.info("%s: %d inputs already collected in %s, %d to go", name, len(done), path, len(todo))
+
+    def work(example: Example) -> dict[str, Any]:
+        record = collect_example(system, name, example, state, metric, cfg, seed)
+        run_dir.append_jsonl(path, record)
+        return record
+
+    with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+        for record in pool.map(work, todo):
+            done[record["example_id"]] = record
+    records = [done[e.id] for e in examples if e.id in done]
+    n_pairs = sum(len(pairs_from_record(r, system)) for r in records)
+    log.info("%s: %d inputs, %d candidates, %d pairs", name, len(records),
+             sum(len(r["candidates"]) for r in records), n_pairs)
+    return records

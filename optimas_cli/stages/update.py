@@ -1,0 +1,44 @@
+"""Update one component: optimize each of its variables against its local reward, in turn."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from optimas_cli.graph import State, System
+from optimas_cli.lm.base import LM
+from optimas_cli.optimizers.choice import optimize_choice
+from optimas_cli.optimizers.prompt import optimize_prompt
+from optimas_cli.schema import OptimizerConfig
+
+ORDER = {"prompt": 0, "model": 1, "hyperparameter": 2, "weights": 3}
+
+
+def update_component(system: System, name: str, records: list[dict], lrf, state: State,
+                     cfg: OptimizerConfig, lm: LM, default_model: str,
+                     prompt_history: list[tuple[str, float]], seed: int) -> dict[str, Any]:
+    """A new state for `name` (others untouched) and, per variable, the candidates tried."""
+    rng = random.Random(f"{seed}:update:{name}")
+    new_state = {c: dict(v) for c, v in state.items()}
+    results = []
+    variables = sorted(system.cfg.components[name].variables.items(), key=lambda kv: ORDER[kv[1].type])
+    for vname, var in variables:
+        if var.type == "prompt":
+            if cfg.update.prompt != "opro":
+                from optimas_cli.optimizers.dspy_prompt import optimize_prompt_dspy
+
+                res = optimize_prompt_dspy(system, name, vname, records, lrf, new_state, cfg.update,
+                                           lm, rng)
+            else:
+                res = optimize_prompt(system, name, vname, records, lrf, new_state, cfg.update, lm,
+                                      cfg.update.proposer_model or default_model, prompt_history,
+                                      rng, workers=cfg.collect.workers)
+        elif var.type in ("hyperparameter", "model"):
+            res = optimize_choice(system, name, vname, records, lrf, new_state, cfg.update, rng,
+                                  workers=cfg.collect.workers)
+        else:
+            res = {"variable": vname, "type": var.type, "best": new_state[name][vname],
+                   "candidates": [], "skipped": f"no optimizer for '{var.type}' variables yet"}
+        new_state[name][vname] = res["best"]
+        results.append(res)
+    return {"state": new_state, "variables": results}

@@ -1,0 +1,113 @@
+"""The Optimas loop on a numeric system with a known optimum (factor=2), real local reward model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fns
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from optimas_cli.cli import app
+from optimas_cli.config import load
+from optimas_cli.jobs import execute
+from optimas_cli.stages import loop
+from optimas_cli.stages.loop import pick_component
+
+LINEAR = Path(__file__).parent / "linear.yaml"
+
+
+def run(tmp_path, *overrides):
+    return execute("run", load(LINEAR, [f"run_root={tmp_path}", *overrides]), show_progress=False)
+
+
+@pytest.mark.slow
+def test_loop_finds_the_better_value_and_writes_every_artifact(tmp_path):
+    path, summary = run(tmp_path)
+    for name in ("config.yaml", "rollouts/iter_000/scale.jsonl", "lrf/iter_000/metrics.json",
+                 "rollouts/iter_001/scale.jsonl", "lrf/iter_001/metrics.json", "history.jsonl",
+                 "final/system.yaml", "summary.json", "val_score.png", "test/initial.json",
+                 "test/final.json", "DONE"):
+        assert (path / name).exists(), name
+    final = yaml.safe_load((path / "final/system.yaml").read_text())["state"]
+    assert final == {"scale": {"factor": 2}}
+    history = [json.loads(line) for line in (path / "history.jsonl").read_text().splitlines()]
+    it = history[1]
+    assert it["component"] == "scale" and it["accepted"] and it["val_after"] > it["val_before"]
+    choice = it["update"]["variables"][0]
+    assert choice["best"] == 2 and {c["value"] for c in choice["candidates"]} == {1, 2, 3}
+    assert summary["test"]["final"]["mean"] == 1.0 and summary["test_improvement"] > 0
+    lrf = summary["lrf_heldout"]["scale"]
+    assert lrf["pairwise_accuracy"] > 0.6
+    # the optimized state loads back into evaluate
+    result = execute("evaluate", load(LINEAR, [f"run_root={tmp_path}",
+                                               f"system_state={path}/final/system.yaml"]),
+                     show_progress=False)[1]
+    assert result["mean"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("proposed,accepted", [(2, True), (3, False)])
+def test_change_is_accepted_only_if_validation_improves(tmp_path, monkeypatch, proposed, accepted):
+    def fake_update(system, name, records, lrf, state, *a, **k):
+        return {"state": {"scale": {"factor": proposed}}, "variables": []}
+
+    monkeypatch.setattr(loop, "update_component", fake_update)
+    path, summary = run(tmp_path)
+    history = [json.loads(line) for line in (path / "history.jsonl").read_text().splitlines()]
+    assert history[1]["accepted"] is accepted
+    final = yaml.safe_load((path / "final/system.yaml").read_text())["state"]["scale"]["factor"]
+    assert final == (proposed if accepted else 1)  # factor 3 is no better than 1: reverted
+
+
+def test_selection_prefers_components_with_larger_preference_gaps():
+    import random
+
+    rng = random.Random(0)
+    picks = [pick_component({"a": 0.9, "b": 0.1}, 0.2, rng)[0] for _ in range(200)]
+    assert 0.9 < picks.count("a") / 200 < 1.0
+    _, probs = pick_component({"a": 0.0, "b": 0.0}, 1.0, rng)
+    assert probs == {"a": 0.5, "b": 0.5}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_end_without_redoing_collected_inputs(tmp_path, monkeypatch):
+    real = fns.scale
+    fns.CALLS["scale"] = 0
+
+    def dies(x, factor):
+        if fns.CALLS["scale"] >= 4 * 3:  # four inputs' candidates, then the kill
+            raise KeyboardInterrupt
+        return real(x, factor)
+
+    monkeypatch.setattr(fns, "scale", dies)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "optimizer.collect.workers=1")
+    path = next((tmp_path / "linear").iterdir())
+    assert (path / "FAILED").exists()
+    done = len((path / "rollouts/iter_000/scale.jsonl").read_text().splitlines())
+    assert done == 4
+    monkeypatch.setattr(fns, "scale", real)
+    fns.CALLS["scale"] = 0
+    path2, summary = execute("run", load(LINEAR, [f"resume={path}", "optimizer.collect.workers=1"]),
+                             show_progress=False)
+    assert path2 == path and (path / "DONE").exists() and not (path / "FAILED").exists()
+    lines = (path / "rollouts/iter_000/scale.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and len({json.loads(x)["example_id"] for x in lines}) == 8
+    assert summary["test"]["final"]["mean"] == 1.0
+
+
+@pytest.mark.slow
+def test_stage_commands_on_a_run_directory(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["collect", str(LINEAR), f"run_root={tmp_path}", "-q"])
+    assert r.exit_code == 0, r.output
+    path = next((tmp_path / "linear").iterdir())
+    assert (path / "rollouts/iter_000/scale.jsonl").exists() and not (path / "lrf").exists()
+    for stage in ("fit", "update", "evaluate"):
+        r = runner.invoke(app, [stage, str(path), "-q"])
+        assert r.exit_code == 0, (stage, r.output)
+    assert (path / "lrf/iter_000/metrics.json").exists() and (path / "history.jsonl").exists()
+    assert json.loads((path / "summary.json").read_text())["test"]["final"]["mean"] == 1.0
