@@ -26,6 +26,7 @@ class Runtime:
     system: System
     metric: Metric
     state: State  # the starting variable values (config, or system_state when given)
+    lm_calls_offset: int = 0  # model calls spent by earlier processes of a resumed run
 
 
 def model_names(composed: Composed) -> set[str]:

@@ -123,14 +123,21 @@ class UpdateConfig(Strict):
     choice_temperature: float = Field(0.1, gt=0)  # per_input: p(value) ~ exp(LRF / temperature)
 
 
+OPTIMIZERS = ("optimas", "none", "mipro", "gepa", "textgrad", "llmselector", "search")
+
+
 class OptimizerConfig(Strict):
-    name: Literal["optimas", "none"] = "optimas"
+    name: Literal[OPTIMIZERS] = "optimas"  # optimas, or a baseline (optimas_cli/baselines/)
     num_iterations: int = Field(4, ge=0)
     selection_temperature: float = Field(1.0, gt=0)  # softmax over mean preference gaps
     replay_buffer_size: int = Field(256, ge=0)  # pairs per component kept from earlier iterations
     accept_threshold: float = 0.0  # accept a change only if val improves by more than this
     collect: CollectConfig = CollectConfig()
     update: UpdateConfig = UpdateConfig()
+    # Baselines: the budget in (partial) system runs they may spend, and their own settings,
+    # checked by each baseline (optimas_cli/baselines/<name>.py).
+    budget_system_runs: int | None = Field(None, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class RewardConfig(Strict):

@@ -122,6 +122,12 @@ def evaluate_val(rt, state: State, label: str) -> dict[str, Any]:
                           label=label, show_progress=False)
 
 
+def _lm_calls(rt) -> int:
+    """Real model calls so far in this process (cache hits are free)."""
+    usage = rt.lm.usage_summary() if hasattr(rt.lm, "usage_summary") else {}
+    return int(usage.get("total", {}).get("calls", 0)) + rt.lm_calls_offset
+
+
 def _short(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary[k] for k in ("mean", "std", "n", "failed") if k in summary}
 
@@ -153,7 +159,8 @@ def stage_update(rt, run_dir: RunDir, lrf: LocalRewardModel, state: State) -> St
     history = run_dir.read_jsonl("history.jsonl")
     if not history:
         val = evaluate_val(rt, state, "val initial")
-        history = [{"iteration": 0, "kind": "initial", "val": _short(val), "state": state}]
+        history = [{"iteration": 0, "kind": "initial", "val": _short(val), "state": state,
+                    "system_runs": rt.system.runs, "lm_calls": _lm_calls(rt)}]
         run_dir.append_jsonl("history.jsonl", history[0])
     last = history[-1]
     state = last["state"]
@@ -195,6 +202,7 @@ def stage_update(rt, run_dir: RunDir, lrf: LocalRewardModel, state: State) -> St
             state, val_score = update["state"], record["val_after"]
         record["state"] = state
         record["seconds"] = time.perf_counter() - t0
+        record["system_runs"], record["lm_calls"] = rt.system.runs, _lm_calls(rt)
         log.info("iteration %d: %s val %.4f -> %.4f, %s", it, name, record["val_before"],
                  record["val_after"], "accepted" if record["accepted"] else "reverted")
         run_dir.append_jsonl("history.jsonl", record)
@@ -246,6 +254,7 @@ def build_summary(rt, run_dir: RunDir, tests: dict, history: list[dict]) -> dict
                                                "accepted", "changed", "seconds")} for h in iters],
         "accepted": sum(1 for h in iters if h["accepted"]),
         "system_runs": rt.system.runs,
+        "lm_calls": _lm_calls(rt),
         "lm": lm_usage.get("total", lm_usage),
     }
 
@@ -289,7 +298,17 @@ def run_loop(rt, run_dir: RunDir, show_progress: bool = True, stages: tuple[str,
     initial = rt.state
     history = run_dir.read_jsonl("history.jsonl")
     final = history[-1]["state"] if history else initial
-    if rt.composed.run.optimizer.name == "none" or rt.composed.run.optimizer.num_iterations == 0:
+    if history:  # a resumed run: count what earlier processes spent
+        rt.system.runs += history[-1].get("system_runs", 0)
+        rt.lm_calls_offset = history[-1].get("lm_calls", 0)
+    name = rt.composed.run.optimizer.name
+    if name != "optimas":
+        from optimas_cli.baselines import run_baseline
+
+        if "update" in stages or name == "none":
+            final = run_baseline(name, rt, run_dir, initial)
+        return stage_final(rt, run_dir, initial, final) if "evaluate" in stages else {}
+    if rt.composed.run.optimizer.num_iterations == 0:
         stages = tuple(s for s in stages if s == "evaluate")
     if "collect" in stages:
         stage_collect(rt, run_dir, initial)
