@@ -102,6 +102,11 @@ class Trace:
         return {"fields": self.fields, "error": self.error, "steps": [asdict(s) for s in self.steps]}
 
 
+def is_per_input(value: Any) -> bool:
+    """A variable value that is a per-input policy rather than a fixed value."""
+    return isinstance(value, dict) and value.get("mode") == "per_input"
+
+
 # ---------------------------------------------------------------- graph checks
 
 
@@ -182,6 +187,7 @@ class System:
         self.order = topological_order(cfg)
         self.runs = 0  # (partial) system executions, the budget unit optimizers are compared by
         self._runs_lock = threading.Lock()
+        self._reward_models: dict[str, Any] = {}
 
     @property
     def optimizable(self) -> list[str]:
@@ -211,7 +217,12 @@ class System:
                     sample_index=sample_index, seed=seed)
         t0 = time.perf_counter()
         try:
-            outputs = comp.forward(dict(inputs), dict(vals), call)
+            vals = dict(vals)
+            policy = next(((k, v) for k, v in vals.items() if is_per_input(v)), None)
+            if policy:
+                outputs, vals[policy[0]] = self._choose_per_input(name, inputs, vals, policy, call)
+            else:
+                outputs = comp.forward(dict(inputs), dict(vals), call)
             missing = [o for o in comp.outputs if o not in outputs]
             if missing:
                 raise ValueError(f"component '{name}' returned no value for {missing}")
@@ -223,6 +234,31 @@ class System:
             outputs, error = {}, f"{type(e).__name__}: {e}"
         return Step(component=name, inputs=inputs, outputs=outputs, variables=dict(vals),
                     latency_s=time.perf_counter() - t0, usage=call.usage, error=error)
+
+    def _choose_per_input(self, name: str, inputs: dict[str, Any], vals: dict[str, Any],
+                          policy: tuple[str, dict], call: Call) -> tuple[dict[str, Any], Any]:
+        """The paper's per-input mode: run every choice, sample one by exp(LRF / temperature)."""
+        import math
+        import random
+
+        var, spec = policy
+        outs = [self.components[name].forward(dict(inputs), {**vals, var: c}, call)
+                for c in spec["choices"]]
+        scores = self.reward_model(spec["reward_model"]).score(name, [inputs] * len(outs), outs)
+        top = max(scores)
+        weights = [math.exp((s - top) / spec["temperature"]) for s in scores]
+        key = f"{call.seed}:{call.sample_index}:{sorted(inputs.items())}"
+        i = random.Random(key).choices(range(len(outs)), weights=weights, k=1)[0]
+        return outs[i], spec["choices"][i]
+
+    def reward_model(self, path: str):
+        """A local reward model from disk, loaded once per system."""
+        with self._runs_lock:
+            if path not in self._reward_models:
+                from optimas_cli.rewards import LocalRewardModel
+
+                self._reward_models[path] = LocalRewardModel.load(path)
+            return self._reward_models[path]
 
     def run(self, inputs: dict[str, Any], state: State, **sampling: Any) -> Trace:
         """Run the whole system on one example's inputs."""

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from optimas_cli.cli import app
 from optimas_cli.config import load
 from optimas_cli.jobs import execute
+from optimas_cli.rewards import LocalRewardModel
 from optimas_cli.stages import loop
 from optimas_cli.stages.loop import pick_component
 
@@ -111,3 +112,21 @@ def test_stage_commands_on_a_run_directory(tmp_path):
         assert r.exit_code == 0, (stage, r.output)
     assert (path / "lrf/iter_000/metrics.json").exists() and (path / "history.jsonl").exists()
     assert json.loads((path / "summary.json").read_text())["test"]["final"]["mean"] == 1.0
+
+
+@pytest.mark.slow
+def test_per_input_choice_mode_samples_by_local_reward_at_inference(tmp_path):
+    path, summary = run(tmp_path, "optimizer.update.choice_mode=per_input",
+                        "optimizer.update.choice_temperature=0.01")
+    policy = yaml.safe_load((path / "final/system.yaml").read_text())["state"]["scale"]["factor"]
+    assert policy["mode"] == "per_input" and policy["choices"] == [1, 2, 3]
+    assert (Path(policy["reward_model"]) / "metrics.json").exists()
+    preds = [json.loads(x) for x in (path / "test/final_predictions.jsonl").read_text().splitlines()]
+    lrf = LocalRewardModel.load(policy["reward_model"])
+    for p in preds:
+        x = p["trace"]["steps"][0]["inputs"]["x"]
+        chosen = p["trace"]["steps"][0]["variables"]["factor"]
+        scores = lrf.score("scale", [{"x": x}] * 3, [{"y": x * c} for c in (1, 2, 3)])
+        # temperature 0.01: sampling by exp(LRF / T) is the arg-max of the local reward
+        assert chosen == (1, 2, 3)[scores.index(max(scores))]
+    assert summary["test"]["final"]["mean"] > summary["test"]["initial"]["mean"]

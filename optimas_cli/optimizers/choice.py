@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
-from optimas_cli.graph import State, System
+from optimas_cli.graph import State, System, is_per_input
 from optimas_cli.optimizers.common import best_of, lrf_score_values
 from optimas_cli.schema import UpdateConfig
 from optimas_cli.stages.collect import space_values
 
 
 def optimize_choice(system: System, name: str, vname: str, records: list[dict], lrf, state: State,
-                    cfg: UpdateConfig, rng: random.Random, workers: int = 4) -> dict[str, Any]:
-    """Best value of variable `vname` of component `name`; the current value is a candidate."""
+                    cfg: UpdateConfig, rng: random.Random, workers: int = 4,
+                    reward_dir: Path | None = None) -> dict[str, Any]:
+    """Best value of variable `vname` of component `name`; the current value is a candidate.
+
+    With `choice_mode: per_input` the result is a policy that picks per input at inference,
+    with probability proportional to exp(LRF / choice_temperature), using the reward model
+    saved in `reward_dir`.
+    """
     var = system.cfg.components[name].variables[vname]
     current = state[name][vname]
+    if is_per_input(current):
+        current = current["choices"][0]
     values = [current] + [v for v in space_values(var, cfg.max_choices, rng) if v != current]
     candidates = []
     for value in values:
@@ -23,4 +32,9 @@ def optimize_choice(system: System, name: str, vname: str, records: list[dict], 
                                   workers)
         candidates.append({"value": value, **scored})
     best = best_of(candidates)
-    return {"variable": vname, "type": var.type, "best": best["value"], "candidates": candidates}
+    result = {"variable": vname, "type": var.type, "best": best["value"], "candidates": candidates}
+    if cfg.choice_mode == "per_input" and reward_dir is not None:
+        # choose at inference, per input, among the values the local reward can tell apart
+        result["best"] = {"mode": "per_input", "choices": values,
+                          "temperature": cfg.choice_temperature, "reward_model": str(reward_dir)}
+    return result

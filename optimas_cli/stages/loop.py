@@ -184,7 +184,7 @@ def stage_update(rt, run_dir: RunDir, lrf: LocalRewardModel, state: State) -> St
         save_reward_model(lrf, lrf_dir, adapt, run_dir)
         update = update_component(rt.system, name, [r for r in fresh if r["candidates"]], lrf, state,
                                   opt, rt.lm, run.lm.model, prompt_history(history, name),
-                                  seed=run.seed + it)
+                                  seed=run.seed + it, reward_dir=lrf_dir)
         changed = update["state"] != state
         record: dict[str, Any] = {
             "iteration": it, "kind": "iteration", "component": name, "selection": probs, "gaps": gaps,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 from optimas_cli.graph import State, System
@@ -16,7 +17,8 @@ ORDER = {"prompt": 0, "model": 1, "hyperparameter": 2, "weights": 3}
 
 def update_component(system: System, name: str, records: list[dict], lrf, state: State,
                      cfg: OptimizerConfig, lm: LM, default_model: str,
-                     prompt_history: list[tuple[str, float]], seed: int) -> dict[str, Any]:
+                     prompt_history: list[tuple[str, float]], seed: int,
+                     reward_dir: Path | None = None) -> dict[str, Any]:
     """A new state for `name` (others untouched) and, per variable, the candidates tried."""
     rng = random.Random(f"{seed}:update:{name}")
     new_state = {c: dict(v) for c, v in state.items()}
@@ -35,7 +37,7 @@ def update_component(system: System, name: str, records: list[dict], lrf, state:
                                       rng, workers=cfg.collect.workers)
         elif var.type in ("hyperparameter", "model"):
             res = optimize_choice(system, name, vname, records, lrf, new_state, cfg.update, rng,
-                                  workers=cfg.collect.workers)
+                                  workers=cfg.collect.workers, reward_dir=reward_dir)
         else:
             res = {"variable": vname, "type": var.type, "best": new_state[name][vname],
                    "candidates": [], "skipped": f"no optimizer for '{var.type}' variables yet"}

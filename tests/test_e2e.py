@@ -1,0 +1,88 @@
+"""End to end with the real embedded model, through the real command line (slow; runs in CI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from optimas_cli.config import PROJECT_CONFIGS
+
+pytestmark = pytest.mark.slow
+HOTPOT = str(PROJECT_CONFIGS / "hotpotqa.yaml")
+
+
+def optimas(*args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OPTIMAS_CACHE_DIR=str(cache))
+    return subprocess.run([sys.executable, "-m", "optimas_cli.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=1800)
+
+
+def only_run(root: Path) -> Path:
+    (run,) = list((root / "hotpotqa").iterdir())
+    return run
+
+
+def test_evaluate_hotpotqa_offline_then_rerun_from_cache(tmp_path, isolated_cache, hotpot_path):
+    first = optimas("evaluate", HOTPOT, "data.test_size=3", f"run_root={tmp_path}/a", "-q",
+                    cwd=tmp_path, cache=isolated_cache)
+    assert first.returncode == 0, first.stderr
+    run = only_run(tmp_path / "a")
+    assert {"config.yaml", "overrides.txt", "run.log", "predictions.jsonl", "metrics.json",
+            "DONE"} <= {p.name for p in run.iterdir()}
+    assert f"run directory: {run}" in first.stderr.replace("\n", "")
+    m1 = json.loads((run / "metrics.json").read_text())
+    assert m1["n"] == 3 and m1["failed"] == 0 and 0.0 <= m1["mean"] <= 1.0
+    assert m1["lm"]["total"]["calls"] == 3 * 4  # four llm components per example
+    preds = [json.loads(x) for x in (run / "predictions.jsonl").read_text().splitlines()]
+    assert all(p["trace"]["steps"][-1]["outputs"]["answer"] == p["prediction"] for p in preds)
+    # the same evaluation again: every answer comes from the persistent cache
+    second = optimas("evaluate", HOTPOT, "data.test_size=3", f"run_root={tmp_path}/b", "-q",
+                     cwd=tmp_path, cache=isolated_cache)
+    assert second.returncode == 0, second.stderr
+    m2 = json.loads((only_run(tmp_path / "b") / "metrics.json").read_text())
+    assert m2["lm"]["total"]["calls"] == 0 and m2["lm"]["total"]["cache_hits"] == 12
+    assert m2["mean"] == m1["mean"]
+
+
+def test_joblib_multirun_over_retriever_k(tmp_path, isolated_cache, hotpot_path):
+    result = optimas("evaluate", HOTPOT, "--multirun", "hydra/launcher=joblib",
+                     "hydra.launcher.n_jobs=2", "data.test_size=2", f"run_root={tmp_path}",
+                     "system.components.retriever.variables.k.value=1,10",
+                     cwd=tmp_path, cache=isolated_cache)
+    assert result.returncode == 0, result.stderr
+    assert "Joblib" in result.stdout + result.stderr
+    sweep = only_run(tmp_path)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 2 and all((j / "DONE").exists() for j in jobs)
+    metrics = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    ctx = [m["per_component"]["answer_generator"]["prompt_tokens"] for m in metrics]
+    assert ctx[0] < ctx[1]  # k=10 puts more retrieved text in front of the answer generator
+
+
+def test_run_optimas_loop_small_budget(tmp_path, isolated_cache, hotpot_path):
+    result = optimas("run", str(PROJECT_CONFIGS / "hotpotqa_ci.yaml"), f"run_root={tmp_path}", "-q",
+                     cwd=tmp_path, cache=isolated_cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["test"]) == {"initial", "final"}
+    assert summary["system_runs"] > 0 and summary["lm_calls"] > 0
+    assert len(summary["iterations"]) == 2
+    assert summary["lrf_heldout"]  # alignment metrics were measured
+    for it in summary["iterations"]:
+        if not it["accepted"]:
+            continue
+        assert it["val_after"] > it["val_before"]
+    assert (run / "val_score.png").stat().st_size > 0
+    # the optimized state evaluates again, from the cache, with the same test score
+    again = optimas("evaluate", str(PROJECT_CONFIGS / "hotpotqa_ci.yaml"), f"run_root={tmp_path}/e",
+                    f"system_state={run}/final/system.yaml", "-q", cwd=tmp_path, cache=isolated_cache)
+    assert again.returncode == 0, again.stderr[-2000:]
+    (e,) = list((tmp_path / "e" / "hotpotqa").iterdir())
+    assert json.loads((e / "metrics.json").read_text())["mean"] == pytest.approx(
+        summary["test"]["final"]["mean"])
