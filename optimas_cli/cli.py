@@ -134,7 +134,24 @@ def show(run_dir: str = typer.Argument(..., help="A run directory")):
         _fail(e)
 
 
+def _register_extensions() -> None:
+    from optimas_cli.compare import register
+
+    register(app)
+
+
+_register_extensions()
+
+
+def _terminated(signum, frame):
+    # A kill (SIGTERM) unwinds like Ctrl-C, so the run directory gets its FAILED marker.
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
     except KeyboardInterrupt:

@@ -213,6 +213,13 @@ def check_semantics(c: Composed) -> None:
     if problems:
         key, msg = problems[0]
         raise ConfigError(f"{where(key, c.path, c.overrides, c.choices)}: {msg}")
+    name = c.run.optimizer.name
+    if name not in ("optimas", "none"):  # a baseline checks its own options, before any work
+        module = importlib.import_module(f"optimas_cli.baselines.{name}")
+        if hasattr(module, "OPTIONS"):
+            from optimas_cli.baselines.common import parse_options
+
+            parse_options(name, c.run.optimizer.options, module.OPTIONS)
 
 
 def redact(data: Any) -> Any:

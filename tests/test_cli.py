@@ -13,7 +13,7 @@ from optimas_cli.config import PROJECT_CONFIGS
 
 runner = CliRunner()
 HOTPOT = str(PROJECT_CONFIGS / "hotpotqa.yaml")
-COMMANDS = ["run", "evaluate", "validate", "show", "collect", "fit", "update"]
+COMMANDS = ["run", "evaluate", "validate", "show", "collect", "fit", "update", "compare"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -24,7 +24,8 @@ def fit_local_rewards(lrf: LocalRewardModel, pairs: list[PreferencePair], cfg: R
                       seed: int = 0) -> dict[str, Any]:
     """Train on `pairs` (all heads and the backbone, or one head); returns held-out metrics."""
     result = lrf.fit(pairs, components=components, epochs=cfg.adapt_epochs if head_only else cfg.epochs,
-                     lr=cfg.lr, head_lr=cfg.head_lr, batch_size=cfg.batch_size,
+                     lr=cfg.lr, head_lr=cfg.adapt_head_lr if head_only else cfg.head_lr,
+                     batch_size=cfg.batch_size,
                      weight_by_gap=cfg.weight_by_gap, gap_floor=cfg.gap_floor,
                      train_backbone=not head_only, seed=seed, holdout=cfg.holdout)
     for comp, m in result.get("heldout", {}).items():

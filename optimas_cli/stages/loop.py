@@ -122,6 +122,18 @@ def evaluate_val(rt, state: State, label: str) -> dict[str, Any]:
                           label=label, show_progress=False)
 
 
+def _wall_time(run_dir: RunDir) -> float | None:
+    """Seconds since the run's first log line (a resumed run counts from its first start)."""
+    from datetime import datetime
+
+    try:
+        first = (run_dir.path / "run.log").read_text().split(" INFO", 1)[0]
+        return round((datetime.now() - datetime.strptime(first[:19], "%Y-%m-%d %H:%M:%S"))
+                     .total_seconds(), 1)
+    except (OSError, ValueError):
+        return None
+
+
 def _lm_calls(rt) -> int:
     """Real model calls so far in this process (cache hits are free)."""
     usage = rt.lm.usage_summary() if hasattr(rt.lm, "usage_summary") else {}
@@ -220,14 +232,15 @@ def stage_final(rt, run_dir: RunDir, initial: State, final: State) -> dict[str, 
     tests = {}
     for which, state in (("initial", initial), ("final", final)):
         name = f"test/{which}.json"
-        if (run_dir.path / name).exists():
-            tests[which] = run_dir.read_json(name)
+        if (run_dir.path / name).exists() and run_dir.read_json(name).get("state") == state:
+            tests[which] = run_dir.read_json(name)  # already evaluated (a resumed run)
             continue
         (run_dir.path / f"test/{which}_predictions.jsonl").unlink(missing_ok=True)
         s = evaluate_state(rt.system, state, rt.splits["test"], rt.metric, workers=run.eval.workers,
                            repeats=run.eval.repeats, label=f"test {which}",
                            on_result=lambda r, w=which: run_dir.append_jsonl(
                                f"test/{w}_predictions.jsonl", r), show_progress=False)
+        s["state"] = state
         run_dir.write_json(name, s)
         tests[which] = s
     history = run_dir.read_jsonl("history.jsonl")
@@ -253,8 +266,9 @@ def build_summary(rt, run_dir: RunDir, tests: dict, history: list[dict]) -> dict
         "iterations": [{k: h.get(k) for k in ("iteration", "component", "val_before", "val_after",
                                                "accepted", "changed", "seconds")} for h in iters],
         "accepted": sum(1 for h in iters if h["accepted"]),
-        "system_runs": rt.system.runs,
+        "system_runs": rt.system.runs,  # test evaluations included
         "lm_calls": _lm_calls(rt),
+        "wall_time_s": _wall_time(run_dir),
         "lm": lm_usage.get("total", lm_usage),
     }
 
@@ -305,6 +319,11 @@ def run_loop(rt, run_dir: RunDir, show_progress: bool = True, stages: tuple[str,
     if name != "optimas":
         from optimas_cli.baselines import run_baseline
 
+        if name == "none" and not history:  # the unoptimized system's val score, for compare
+            val = evaluate_val(rt, initial, "val initial")
+            run_dir.append_jsonl("history.jsonl", {
+                "iteration": 0, "kind": "initial", "val": _short(val), "state": initial,
+                "system_runs": rt.system.runs, "lm_calls": _lm_calls(rt)})
         if "update" in stages or name == "none":
             final = run_baseline(name, rt, run_dir, initial)
         return stage_final(rt, run_dir, initial, final) if "evaluate" in stages else {}

@@ -1,0 +1,302 @@
+"""Shared plumbing of the baselines: option checking, the system-run budget, and a Trial.
+
+A Trial owns a baseline's `history.jsonl`, in the Optimas loop's record format, so
+`stage_final` (summary.json, val_score.png) and `optimas compare` read every method
+alike:
+
+    {"iteration": 0, "kind": "initial", "val": {mean, std, n, failed}, "state",
+     "system_runs", "lm_calls"}
+    {"iteration": i, "kind": "iteration", "component", "val_before", "val_after",
+     "accepted", "changed", "state" (the accepted state after this step), "system_runs",
+     "lm_calls", "candidate" (what the tried state changes), "val", "seconds", ...}
+
+Every candidate is scored end to end on the val split (one system run per example).
+`try_state` accepts it only if it beats the accepted state by more than
+`optimizer.accept_threshold`. A resumed run replays the records already on disk
+instead of evaluating again, as long as the baseline proposes the same candidates
+in the same order (deterministic baselines do).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from optimas_cli.config import ConfigError
+from optimas_cli.graph import State
+from optimas_cli.run_dir import RunDir
+from optimas_cli.stages.loop import _lm_calls, _short, accepted_val, evaluate_val
+
+log = logging.getLogger("optimas.baselines")
+
+# ------------------------------------------------------------------ options
+
+Check = Callable[[Any], Any]  # returns the (normalized) value or raises ValueError(reason)
+
+
+def parse_options(baseline: str, options: dict[str, Any] | None,
+                  spec: dict[str, tuple[Any, Check]]) -> dict[str, Any]:
+    """`optimizer.options` checked against `spec` ({key: (default, check)}), defaults filled in.
+
+    Unknown keys and bad values raise ConfigError naming `optimizer.options.<key>`.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(spec))
+    if unknown:
+        raise ConfigError(f"optimizer.options.{unknown[0]}: unknown option for the '{baseline}' "
+                          f"baseline (it takes: {', '.join(sorted(spec)) or 'no options'})")
+    out = {}
+    for key, (default, check) in spec.items():
+        if key not in options:
+            out[key] = default
+            continue
+        try:
+            out[key] = check(options[key])
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"optimizer.options.{key}: {e} (got {options[key]!r})") from None
+    return out
+
+
+def one_of(*allowed: Any) -> Check:
+    def check(v: Any) -> Any:
+        if v not in allowed:
+            raise ValueError(f"must be one of {', '.join(map(str, allowed))}")
+        return v
+    return check
+
+
+def integer(low: int | None = None, *, optional: bool = False) -> Check:
+    def check(v: Any) -> int | None:
+        if v is None and optional:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError("must be an integer" + (" or null" if optional else ""))
+        if low is not None and v < low:
+            raise ValueError(f"must be >= {low}")
+        return v
+    return check
+
+
+def number(low: float | None = None) -> Check:
+    def check(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError("must be a number")
+        if low is not None and v < low:
+            raise ValueError(f"must be >= {low}")
+        return float(v)
+    return check
+
+
+def text(*, optional: bool = False) -> Check:
+    def check(v: Any) -> str | None:
+        if v is None and optional:
+            return None
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError("must be a non-empty string" + (" or null" if optional else ""))
+        return v
+    return check
+
+
+def text_list(*, optional: bool = False) -> Check:
+    def check(v: Any) -> list[str] | None:
+        if v is None and optional:
+            return None
+        if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
+            raise ValueError("must be a list of strings" + (" or null" if optional else ""))
+        return list(v)
+    return check
+
+
+def check_components(rt, names: list[str] | None, eligible: list[str], what: str) -> list[str]:
+    """`optimizer.options.components` restricted to `eligible` (all of them when None)."""
+    if names is None:
+        return eligible
+    for n in names:
+        if n not in eligible:
+            raise ConfigError(f"optimizer.options.components: '{n}' is not a component with {what} "
+                              f"(those are: {', '.join(eligible) or 'none'})")
+    return [n for n in eligible if n in names]
+
+
+# ------------------------------------------------------------------ states
+
+
+def state_key(state: State) -> str:
+    return json.dumps(state, sort_keys=True, default=str)
+
+
+def state_diff(before: State, after: State) -> State:
+    """The variables whose value differs, with their values in `after`."""
+    out: State = {}
+    for comp, values in after.items():
+        for var, value in values.items():
+            if before.get(comp, {}).get(var) != value:
+                out.setdefault(comp, {})[var] = value
+    return out
+
+
+def with_values(state: State, changes: dict[tuple[str, str], Any]) -> State:
+    """A deep copy of `state` with (component, variable) -> value set."""
+    out = copy.deepcopy(state)
+    for (comp, var), value in changes.items():
+        out.setdefault(comp, {})[var] = value
+    return out
+
+
+# ------------------------------------------------------------------ the trial
+
+
+class Trial:
+    """Evaluate candidates on val within the budget, keep the best, write history.jsonl."""
+
+    def __init__(self, rt, run_dir: RunDir, name: str):
+        self.rt = rt
+        self.run_dir = run_dir
+        self.name = name
+        opt = rt.composed.run.optimizer
+        self.budget: int | None = opt.budget_system_runs
+        self.threshold: float = opt.accept_threshold
+        self.val_cost = len(rt.splits["val"])
+        self.disk = run_dir.read_jsonl("history.jsonl")  # what an earlier process wrote
+        self.records: list[dict[str, Any]] = []
+        self.scores: dict[str, float] = {}  # state key -> val mean of every state evaluated
+        self.state: State = {}
+        self.val: float = 0.0
+        self.stopped: str | None = None  # why the baseline stopped early, if it did
+
+    # -------------------------------------------------------------- budget
+
+    @property
+    def replaying(self) -> bool:
+        return len(self.records) < len(self.disk)
+
+    @property
+    def iteration(self) -> int:
+        """The number the next record gets."""
+        return len(self.records)
+
+    def can_afford(self, extra: int = 0) -> bool:
+        """Whether one more val evaluation (plus `extra` runs) stays within the budget."""
+        if self.replaying:
+            return True  # paid for by the process that wrote the record
+        ok = self.budget is None or self.rt.system.runs + self.val_cost + extra <= self.budget
+        if not ok and self.stopped is None:
+            self.stopped = (f"budget: {self.rt.system.runs} of optimizer.budget_system_runs="
+                            f"{self.budget} system runs spent; the next step needs "
+                            f"{self.val_cost + extra}")
+            log.info("%s: %s", self.name, self.stopped)
+        return ok
+
+    # -------------------------------------------------------------- steps
+
+    def start(self, initial: State, *, replay: bool = True) -> tuple[State, float]:
+        """The initial record (evaluated, or read back from disk); returns (state, val).
+
+        On resume, `replay=True` lets `try_state` replay the records on disk one by one
+        (deterministic baselines re-propose the same candidates); `replay=False` takes
+        them all at once and continues after the last one.
+        """
+        if self.val_cost == 0:
+            raise ConfigError(f"data.val_size: the '{self.name}' baseline scores candidates on the "
+                              "val split, which is empty; set data.val_size > 0")
+        if self.disk:
+            first = self.disk[0]
+            if first.get("kind") != "initial":
+                raise ConfigError(f"resume: {self.run_dir.path}/history.jsonl does not start with "
+                                  "an initial record")
+            self.records.append(first)
+            self._set_from(first)
+            self.scores[state_key(first["state"])] = first["val"]["mean"]
+            if not replay:
+                for record in self.disk[1:]:
+                    if record.get("changed") and record.get("candidate"):
+                        tried = with_values(self.state, {(c, v): x for c, vals in
+                                                         record["candidate"].items()
+                                                         for v, x in vals.items()})
+                        self.scores[state_key(tried)] = record["val_after"]
+                    self.records.append(record)
+                    self._set_from(record)
+            return self.state, self.val
+        if self.budget is not None and self.rt.system.runs + self.val_cost > self.budget:
+            raise ConfigError(f"optimizer.budget_system_runs={self.budget} does not cover one "
+                              f"validation evaluation ({self.val_cost} system runs on the val split, "
+                              f"{self.rt.system.runs} already spent)")
+        val = evaluate_val(self.rt, initial, "val initial")
+        record = {"iteration": 0, "kind": "initial", "val": _short(val), "state": initial,
+                  "system_runs": self.rt.system.runs, "lm_calls": _lm_calls(self.rt)}
+        self._append(record)
+        self.scores[state_key(initial)] = val["mean"]
+        return self.state, self.val
+
+    def seen(self, state: State) -> bool:
+        return state_key(state) in self.scores
+
+    def try_state(self, candidate: State, component: str, **extra: Any) -> dict[str, Any] | None:
+        """Score `candidate` on val and accept it if it improves; None if it was scored before."""
+        key = state_key(candidate)
+        if key in self.scores:
+            return None
+        diff = state_diff(self.state, candidate)
+        if self.replaying:
+            record = self.disk[len(self.records)]
+            if record.get("kind") != "iteration" or record.get("candidate") != _jsonable(diff):
+                raise ConfigError(
+                    f"resume: record {len(self.records)} of {self.run_dir.path}/history.jsonl tried "
+                    f"{record.get('candidate')}, but this run proposes {diff} there; the config "
+                    "changed since (resume with the original config)")
+            self.records.append(record)
+            self._set_from(record)
+            if record.get("changed"):
+                self.scores[key] = record["val_after"]
+            return record
+        t0 = time.perf_counter()
+        val = evaluate_val(self.rt, candidate, f"val {self.name} {self.iteration}")
+        self.scores[key] = val["mean"]
+        accepted = val["mean"] - self.val > self.threshold
+        record = {"iteration": self.iteration, "kind": "iteration", "component": component,
+                  "val_before": self.val, "val_after": val["mean"], "accepted": accepted,
+                  "changed": True, "candidate": diff, "val": _short(val), **extra,
+                  "state": candidate if accepted else self.state,
+                  "seconds": time.perf_counter() - t0,
+                  "system_runs": self.rt.system.runs, "lm_calls": _lm_calls(self.rt)}
+        log.info("%s %d: %s val %.4f -> %.4f, %s", self.name, record["iteration"], component,
+                 record["val_before"], record["val_after"], "accepted" if accepted else "reverted")
+        self._append(record)
+        return record
+
+    def no_candidate(self, component: str, seconds: float = 0.0, **extra: Any) -> dict[str, Any]:
+        """A step that produced nothing to evaluate (e.g. an optimizer reply that did not parse)."""
+        record = {"iteration": self.iteration, "kind": "iteration", "component": component,
+                  "val_before": self.val, "val_after": self.val, "accepted": False,
+                  "changed": False, "candidate": {}, **extra, "state": self.state,
+                  "seconds": seconds, "system_runs": self.rt.system.runs,
+                  "lm_calls": _lm_calls(self.rt)}
+        self._append(record)
+        return record
+
+    # -------------------------------------------------------------- internals
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self.run_dir.append_jsonl("history.jsonl", record)
+        self.records.append(_jsonable(record))
+        self._set_from(self.records[-1])
+
+    def _set_from(self, record: dict[str, Any]) -> None:
+        self.state = copy.deepcopy(record["state"])
+        self.val = accepted_val(record)
+
+
+def _jsonable(data: Any) -> Any:
+    """`data` as it reads back from history.jsonl (tuples become lists, etc.)."""
+    return json.loads(json.dumps(data, ensure_ascii=False, default=str))
+
+
+def variables_of(rt, types: Iterable[str]) -> list[tuple[str, str]]:
+    """(component, variable) of every variable of one of `types`, in run order."""
+    types = set(types)
+    return [(c, v) for c in rt.system.order
+            for v, var in rt.system.cfg.components[c].variables.items() if var.type in types]

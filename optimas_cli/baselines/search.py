@@ -1,0 +1,133 @@
+"""Search baseline: random (or grid) search over every `hyperparameter` and `model` variable.
+
+Each candidate sets all of these variables of all components at once (prompts
+keep their configured values) and is scored by the end-to-end metric on the val
+split; the best state seen so far is kept. Candidates are distinct and never
+the initial state. The search stops when the space is exhausted, after
+`num_candidates` evaluations, or before a step would exceed
+`optimizer.budget_system_runs`.
+
+options:
+  method: random | grid       random: a seeded draw without repetition; grid: the full
+                              product in declaration order (ranged variables: grid_points
+                              evenly spaced values, log-spaced when `log: true`)
+  seed: int | null            null: the run's seed
+  num_candidates: int | null  at most this many evaluated candidates (null: until the
+                              budget or the space runs out)
+  grid_points: int            values per ranged (low/high) variable in grid mode
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+from collections.abc import Iterator
+from typing import Any
+
+from optimas_cli.baselines.common import (
+    Trial,
+    integer,
+    one_of,
+    parse_options,
+    variables_of,
+    with_values,
+)
+from optimas_cli.config import ConfigError
+from optimas_cli.graph import State
+from optimas_cli.run_dir import RunDir
+from optimas_cli.schema import VariableConfig
+
+log = logging.getLogger("optimas.baselines.search")
+
+OPTIONS = {
+    "method": ("random", one_of("random", "grid")),
+    "seed": (None, integer(optional=True)),
+    "num_candidates": (None, integer(1, optional=True)),
+    "grid_points": (5, integer(2)),
+}
+MAX_ENUMERATED = 1_000_000  # larger finite spaces are drawn with replacement (and deduplicated)
+MAX_REDRAWS = 200  # consecutive duplicate draws before a random search gives up
+
+
+def grid_values(var: VariableConfig, points: int) -> list[Any]:
+    """A variable's choices, or `points` evenly (log-)spaced values of its range."""
+    if var.choices is not None:
+        return list(var.choices)
+    lo, hi = float(var.low), float(var.high)
+    if var.log and lo > 0:
+        vals = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / (points - 1))
+                for i in range(points)]
+    else:
+        vals = [lo + (hi - lo) * i / (points - 1) for i in range(points)]
+    if var.integer:
+        return list(dict.fromkeys(round(v) for v in vals))
+    return vals
+
+
+def draw_value(var: VariableConfig, rng: random.Random) -> Any:
+    if var.choices is not None:
+        return rng.choice(var.choices)
+    lo, hi = float(var.low), float(var.high)
+    v = math.exp(rng.uniform(math.log(lo), math.log(hi))) if var.log and lo > 0 else rng.uniform(lo, hi)
+    return round(v) if var.integer else v
+
+
+def candidates(space: list[tuple[str, str, VariableConfig]], method: str, rng: random.Random,
+               grid_points: int) -> Iterator[dict[tuple[str, str], Any]]:
+    """Assignments of every searched variable, in the order they are tried."""
+    keys = [(c, v) for c, v, _ in space]
+    if method == "grid":
+        for combo in itertools.product(*(grid_values(var, grid_points) for *_, var in space)):
+            yield dict(zip(keys, combo, strict=True))
+        return
+    finite = all(var.choices is not None for *_, var in space)
+    sizes = [len(var.choices) for *_, var in space] if finite else []
+    total = math.prod(sizes) if finite else 0
+    if finite and total <= MAX_ENUMERATED:
+        for index in rng.sample(range(total), total):  # a permutation of the whole space
+            values = []
+            for (*_, var), size in zip(space, sizes, strict=True):
+                index, i = divmod(index, size)
+                values.append(var.choices[i])
+            yield dict(zip(keys, values, strict=True))
+        return
+    while True:  # infinite or huge: independent draws; the Trial skips repeats
+        yield {(c, v): draw_value(var, rng) for c, v, var in space}
+
+
+def optimize(rt, run_dir: RunDir, initial: State) -> State:
+    run = rt.composed.run
+    opts = parse_options("search", run.optimizer.options, OPTIONS)
+    space = [(c, v, rt.system.cfg.components[c].variables[v])
+             for c, v in variables_of(rt, ("hyperparameter", "model"))]
+    if not space:
+        raise ConfigError("optimizer.name: the 'search' baseline searches hyperparameter and model "
+                          "variables, and this system has none")
+    infinite = opts["method"] == "random" and any(var.choices is None for *_, var in space)
+    if infinite and run.optimizer.budget_system_runs is None and opts["num_candidates"] is None:
+        raise ConfigError("optimizer.budget_system_runs: random search over a continuous range "
+                          "needs a budget (or optimizer.options.num_candidates) to stop")
+    seed = run.seed if opts["seed"] is None else opts["seed"]
+    rng = random.Random(f"{seed}:search")
+    trial = Trial(rt, run_dir, "search")
+    trial.start(initial)
+    tried, redraws = 0, 0
+    for assignment in candidates(space, opts["method"], rng, opts["grid_points"]):
+        if opts["num_candidates"] is not None and tried >= opts["num_candidates"]:
+            break
+        candidate = with_values(initial, assignment)
+        if trial.seen(candidate):
+            redraws += 1
+            if redraws >= MAX_REDRAWS:
+                log.info("search: %d draws in a row were already tried; stopping", redraws)
+                break
+            continue
+        redraws = 0
+        if not trial.can_afford():
+            break
+        trial.try_state(candidate, "all", method=opts["method"])
+        tried += 1
+    log.info("search: %d candidates tried; best val %.4f", tried, trial.val)
+    return trial.state

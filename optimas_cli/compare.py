@@ -1,0 +1,318 @@
+"""`optimas compare RUN_DIR...`: methods side by side, over seeds, from finished run directories.
+
+A directory is a run directory (it has config.yaml, written when the run starts),
+or a folder holding run directories at any depth (a multirun sweep, runs/<system>/).
+Runs are grouped by (optimizer.name, system.name) from their config.yaml, plus
+any `--by` keys; the runs of a group are its seeds. Per group:
+
+  test         mean and std (sample, n-1) over seeds of summary.json test.final.mean
+  initial      the same for test.initial.mean (the unoptimized system)
+  system runs  spent by the optimization (the last history.jsonl record; test
+               evaluation excluded), mean over seeds
+  LM calls     the same, for real model calls (cache hits are free)
+  wall time    per run, from the first run.log line to DONE, mean over seeds
+
+Written with --out DIR: compare.md, compare.csv (one row per group) and compare.png
+(the accepted validation score against system runs spent, one line per method:
+each seed thin, the mean over seeds by step bold; one panel per system).
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from optimas_cli.run_dir import RunDir
+
+COLUMNS = ("method", "system", "seeds", "test_mean", "test_std", "initial_mean", "initial_std",
+           "system_runs", "lm_calls", "wall_time_s", "runs")
+
+
+@dataclass
+class Run:
+    path: Path
+    method: str
+    system: str
+    seed: Any
+    key: tuple[str, ...]  # values of the extra grouping keys
+    test: float
+    initial: float | None
+    system_runs: int
+    lm_calls: int
+    wall_time_s: float | None
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (system runs, accepted val)
+
+
+# ------------------------------------------------------------------ reading
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run directories in or under `paths` (sorted, each once); hidden folders are skipped."""
+    found: dict[Path, None] = {}
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p} is not a directory")
+        if (p / "config.yaml").is_file():
+            found[p.resolve()] = None
+            continue
+        for cfg in sorted(p.rglob("config.yaml")):
+            rel = cfg.parent.relative_to(p).parts
+            if any(part.startswith(".") for part in rel):
+                continue  # e.g. Hydra's .hydra/config.yaml
+            found[cfg.parent.resolve()] = None
+    return list(found)
+
+
+def _get(cfg: dict[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _wall_time(rd: RunDir) -> float | None:
+    """Seconds from the first run.log line to the time in DONE (a resumed run: first start)."""
+    log, done = rd.path / "run.log", rd.path / "DONE"
+    if not (log.exists() and done.exists()):
+        return None
+    try:
+        first = log.read_text(encoding="utf-8").splitlines()[0]
+        start = datetime.strptime(first[:23], "%Y-%m-%d %H:%M:%S,%f")
+        end = datetime.fromisoformat(done.read_text(encoding="utf-8").strip())
+    except (IndexError, ValueError):
+        return None
+    return (end - start).total_seconds()
+
+
+def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
+    """One run's numbers; None when it has no summary.json (unfinished or `evaluate` only)."""
+    from optimas_cli.stages.loop import accepted_val
+
+    rd = RunDir(path)
+    if not (path / "summary.json").exists():
+        return None
+    cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+    summary = rd.read_json("summary.json")
+    history = rd.read_jsonl("history.jsonl")
+    last = history[-1] if history else {}
+    return Run(
+        path=path,
+        method=summary.get("optimizer") or _get(cfg, "optimizer.name") or "optimas",
+        system=_get(cfg, "system.name") or "?",
+        seed=cfg.get("seed"),
+        key=tuple(str(_get(cfg, k)) for k in by),
+        test=float(summary["test"]["final"]["mean"]),
+        initial=(float(summary["test"]["initial"]["mean"]) if "initial" in summary["test"]
+                 else None),
+        system_runs=int(last.get("system_runs", 0)),
+        lm_calls=int(last.get("lm_calls", 0)),
+        wall_time_s=summary.get("wall_time_s", _wall_time(rd)),
+        curve=[(int(h["system_runs"]), float(accepted_val(h))) for h in history
+               if "system_runs" in h],
+    )
+
+
+# ------------------------------------------------------------------ aggregating
+
+
+def _mean(xs: list[float]) -> float | None:
+    return statistics.fmean(xs) if xs else None
+
+
+def _std(xs: list[float]) -> float | None:
+    return statistics.stdev(xs) if len(xs) > 1 else (0.0 if xs else None)
+
+
+def label_of(run: Run, by: tuple[str, ...]) -> str:
+    extra = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(by, run.key, strict=True))
+    return f"{run.method} [{extra}]" if extra else run.method
+
+
+def group(runs: list[Run], by: tuple[str, ...] = ()) -> dict[tuple[str, str], list[Run]]:
+    """(method label, system) -> its runs (seeds), in first-seen order."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((label_of(r, by), r.system), []).append(r)
+    return groups
+
+
+def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """One row per (method, system): test mean/std over seeds and mean spend."""
+    rows = []
+    for (method, system), rs in group(runs, by).items():
+        tests = [r.test for r in rs]
+        inits = [r.initial for r in rs if r.initial is not None]
+        walls = [r.wall_time_s for r in rs if r.wall_time_s is not None]
+        rows.append({
+            "method": method, "system": system, "seeds": len(rs),
+            "test_mean": _mean(tests), "test_std": _std(tests),
+            "initial_mean": _mean(inits), "initial_std": _std(inits),
+            "system_runs": _mean([r.system_runs for r in rs]),
+            "lm_calls": _mean([r.lm_calls for r in rs]),
+            "wall_time_s": _mean(walls),
+            "runs": " ".join(str(r.path) for r in rs),
+        })
+    rows.sort(key=lambda r: (r["system"], r["method"]))
+    return rows
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _display(row: dict[str, Any]) -> list[str]:
+    return [row["method"], row["system"], str(row["seeds"]),
+            f"{_fmt(row['test_mean'])} ± {_fmt(row['test_std'])}",
+            f"{_fmt(row['initial_mean'])} ± {_fmt(row['initial_std'])}",
+            _fmt(row["system_runs"], 1), _fmt(row["lm_calls"], 1), _fmt(row["wall_time_s"], 1)]
+
+
+HEADERS = ("method", "system", "seeds", "test (mean ± std)", "initial test", "system runs",
+           "LM calls", "wall time s")
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|"]
+    lines += ["| " + " | ".join(_display(r)) + " |" for r in rows]
+    note = ("\nTest score: mean ± std (sample, n-1) over seeds of summary.json test.final.mean. "
+            "System runs and LM calls: spent by the optimization (test evaluation excluded), "
+            "mean over seeds. Wall time: per run, mean over seeds.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r[k] is None else r[k]) for k in COLUMNS})
+
+
+RICH_HEADERS = ("method", "system", "seeds", "test", "± std", "initial", "runs", "LM calls",
+                "wall s")
+
+
+def rich_table(rows: list[dict[str, Any]]):
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title="test score over seeds; system runs and LM calls spent optimizing")
+    for i, h in enumerate(RICH_HEADERS):
+        t.add_column(h, justify="left" if i < 2 else "right", no_wrap=i >= 2,
+                     overflow="fold", ratio=1 if i < 2 else None)
+    for r in rows:
+        t.add_row(escape(r["method"]), escape(r["system"]), str(r["seeds"]),
+                  _fmt(r["test_mean"], 3), _fmt(r["test_std"], 3), _fmt(r["initial_mean"], 3),
+                  _fmt(r["system_runs"], 0), _fmt(r["lm_calls"], 0), _fmt(r["wall_time_s"], 0))
+    return t
+
+
+def plot(runs: list[Run], path: Path, by: tuple[str, ...] = ()) -> None:
+    """Accepted val score against system runs spent: seeds thin, mean by step bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = group([r for r in runs if r.curve], by)
+    systems = sorted({s for _, s in groups}) or ["(no history)"]
+    fig, axes = plt.subplots(1, len(systems), figsize=(6 * len(systems), 4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    methods = sorted({m for m, _ in groups})
+    for ax, system in zip(axes[0], systems, strict=True):
+        for (method, s), rs in groups.items():
+            if s != system:
+                continue
+            color = colors[methods.index(method) % len(colors)]
+            for r in rs:
+                xs, ys = zip(*r.curve, strict=True)
+                ax.step(xs, ys, where="post", color=color, alpha=0.3, linewidth=0.8)
+            steps = min(len(r.curve) for r in rs)
+            mean_x = [statistics.fmean(r.curve[i][0] for r in rs) for i in range(steps)]
+            mean_y = [statistics.fmean(r.curve[i][1] for r in rs) for i in range(steps)]
+            ax.step(mean_x, mean_y, where="post", color=color, linewidth=2,
+                    label=f"{method} (n={len(rs)})")
+        ax.set_title(system)
+        ax.set_xlabel("system runs spent")
+        ax.set_ylabel("validation score (accepted system)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(paths: list[str | Path], out: str | Path | None = None,
+            by: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], list[Path]]:
+    """The table rows, and the run directories skipped for having no summary.json."""
+    runs, skipped = [], []
+    for p in find_runs(paths):
+        r = load_run(p, by)
+        if r is None:
+            skipped.append(p)
+        else:
+            runs.append(r)
+    rows = table(runs, by)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.md").write_text(to_markdown(rows), encoding="utf-8")
+        write_csv(rows, out / "compare.csv")
+        plot(runs, out / "compare.png", by)
+    return rows, skipped
+
+
+# ------------------------------------------------------------------ the command
+
+
+DIRS = typer.Argument(..., help="Run directories, or folders holding them "
+                                 "(a multirun sweep, runs/<system>/)")
+OUT = typer.Option(None, "--out", "-o", help="Write compare.md, compare.csv and compare.png here")
+BY = typer.Option([], "--by", help="Also group by this config key, e.g. --by lm.model "
+                                   "(repeatable)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `optimas compare` to the typer app."""
+
+    @app.command(name="compare")
+    def compare_command(dirs: list[str] = DIRS, out: str | None = OUT, by: list[str] = BY):
+        """Compare methods over seeds: test score mean ± std, system runs, LM calls, wall time.
+
+        Examples: `optimas compare runs/hotpotqa/<stamp>_multirun --out reports/`;
+        `optimas compare runs/hotpotqa --by lm.model`
+        """
+        from rich.console import Console
+
+        console = Console()
+        err = Console(stderr=True)
+        try:
+            rows, skipped = compare(dirs, out, tuple(by))
+        except FileNotFoundError as e:
+            err.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from None
+        for p in skipped:
+            err.print(f"[yellow]skipped[/] {p}: no summary.json (unfinished, or not a run)")
+        if not rows:
+            err.print("[red]error:[/] no finished runs (with summary.json) found")
+            raise typer.Exit(1)
+        console.print(rich_table(rows))
+        if out is not None:
+            err.print(f"wrote {Path(out) / 'compare.md'}, compare.csv, compare.png")

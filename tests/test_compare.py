@@ -1,0 +1,100 @@
+"""`optimas compare` on a real multirun sweep of tests/linear.yaml (none and search, two seeds)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from optimas_cli.compare import compare, find_runs, register
+from optimas_cli.sweep import launch
+
+LINEAR = Path(__file__).parent / "linear.yaml"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Four real runs: optimizer none|search x seed 0|1 (data.seed follows: other test splits)."""
+    root = tmp_path_factory.mktemp("sweep")
+    return launch("run", str(LINEAR), [f"run_root={root}", "optimizer=none,search", "seed=0,1",
+                                       "data.seed=${seed}"], sweep_dir=str(root / "sweep"))
+
+
+def _summaries(sweep: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for run in find_runs([sweep]):
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        s = json.loads((run / "summary.json").read_text())
+        h = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()] if (
+            run / "history.jsonl").exists() else []
+        out.setdefault(cfg["optimizer"]["name"], []).append({"summary": s, "history": h,
+                                                            "seed": cfg["seed"]})
+    return out
+
+
+def test_compare_table_has_mean_and_std_over_seeds(sweep, tmp_path):
+    runs = find_runs([sweep])
+    assert len(runs) == 4 and all((r / "summary.json").exists() for r in runs)
+    expected = _summaries(sweep)
+    rows, skipped = compare([sweep], tmp_path / "out")
+    assert not skipped
+    by_method = {r["method"]: r for r in rows}
+    assert set(by_method) == {"none", "search"} and {r["system"] for r in rows} == {"linear"}
+    for method, runs_ in expected.items():
+        row = by_method[method]
+        tests = [x["summary"]["test"]["final"]["mean"] for x in runs_]
+        assert row["seeds"] == len(tests) == 2
+        assert sorted(x["seed"] for x in runs_) == [0, 1]
+        assert row["test_mean"] == pytest.approx(statistics.fmean(tests))
+        assert row["test_std"] == pytest.approx(statistics.stdev(tests))
+        spent = [x["history"][-1]["system_runs"] if x["history"] else 0 for x in runs_]
+        assert row["system_runs"] == pytest.approx(statistics.fmean(spent))
+        assert row["wall_time_s"] is not None and row["wall_time_s"] >= 0
+    assert by_method["search"]["test_mean"] == 1.0 and by_method["search"]["test_std"] == 0.0
+    assert by_method["none"]["test_std"] > 0  # two different test splits
+    # `none` spends one validation pass (val_size=10), so its curve has a point; search more
+    assert by_method["none"]["system_runs"] == 10 < by_method["search"]["system_runs"]
+    out = tmp_path / "out"
+    with (out / "compare.csv").open() as f:
+        table = {r["method"]: r for r in csv.DictReader(f)}
+    assert float(table["none"]["test_mean"]) == pytest.approx(by_method["none"]["test_mean"])
+    assert float(table["none"]["test_std"]) == pytest.approx(by_method["none"]["test_std"])
+    md = (out / "compare.md").read_text()
+    assert "| search | linear | 2 | 1.0000 ± 0.0000 |" in md
+    assert (out / "compare.png").stat().st_size > 1000
+
+
+def test_compare_groups_by_extra_keys_and_accepts_run_dirs(sweep):
+    runs = find_runs([sweep])
+    rows, _ = compare(runs, by=("data.seed",))
+    assert sorted((r["method"], r["seeds"]) for r in rows) == [
+        ("none [seed=0]", 1), ("none [seed=1]", 1),
+        ("search [seed=0]", 1), ("search [seed=1]", 1)]
+    assert all(r["test_std"] == 0.0 for r in rows)  # one seed each
+
+
+def test_compare_command(sweep, tmp_path):
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def _other():  # a second command, so typer keeps `compare` as a subcommand
+        pass
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("optimizer: {name: search}\n")
+    result = CliRunner().invoke(app, ["compare", str(sweep), str(unfinished),
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "search" in result.output and "skipped" in result.output
+    assert {p.name for p in (tmp_path / "o").iterdir()} == {"compare.md", "compare.csv",
+                                                            "compare.png"}
+    result = CliRunner().invoke(app, ["compare", str(unfinished)])
+    assert result.exit_code == 1 and "no finished runs" in result.output

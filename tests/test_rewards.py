@@ -1,0 +1,428 @@
+"""Tests for the local reward model (optimas_cli.rewards).
+
+Fast tests run a tiny randomly initialised BERT saved to a temp dir (with the
+embedded MiniLM tokenizer); the ones marked slow use the real all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import time
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from optimas_cli.rewards import (  # noqa: E402
+    ADAPTER_FILE,
+    BACKBONE_DIR,
+    CONFIG_FILE,
+    LocalRewardModel,
+    PreferencePair,
+    bt_loss,
+    format_text,
+    gap_weights,
+    inputs_key,
+    load_pairs,
+    resolve_backbone,
+    save_pairs,
+    split_by_input,
+)
+
+# ------------------------------------------------------------------ synthetic data
+
+GOOD, MID, BAD = "excellent", "acceptable", "terrible"
+FILLER = (
+    "river stone window paper orange garden music table winter pencil cloud "
+    "engine forest candle bridge silver letter market mountain blanket"
+).split()
+TOPICS = (
+    "volcanoes tides glaciers comets bees tulips bridges trains violins coral "
+    "deserts owls chess pottery lighthouses rainbows kites salmon caves maples "
+    "bicycles clocks whales ferns lanterns harbors canyons meteors orchids wolves "
+    "sails tunnels castles lagoons pianos mosses islands geysers parrots quarries "
+    "windmills"
+).split()
+
+
+def keyword_pairs(n_inputs: int = 40, component: str = "writer", seed: int = 0):
+    """Per input three candidates; the one saying GOOD scores 1, MID 0.5, BAD 0."""
+    rng = random.Random(seed)
+    pairs = []
+    for t in range(n_inputs):
+        topic = TOPICS[t % len(TOPICS)]
+        inputs = {"question": f"Write one sentence about {topic} (#{t})."}
+        cands = []
+        for word, score in ((GOOD, 1.0), (MID, 0.5), (BAD, 0.0)):
+            filler = " ".join(rng.sample(FILLER, 4))
+            cands.append(({"answer": f"{topic.capitalize()} are {word}. {filler}."}, score))
+        for i in range(3):
+            for j in range(i + 1, 3):
+                (oa, sa), (ob, sb) = cands[i], cands[j]
+                if sa < sb:
+                    (oa, sa), (ob, sb) = (ob, sb), (oa, sa)
+                pairs.append(PreferencePair(component, inputs, oa, ob, sa, sb, f"ex{t}"))
+    return pairs
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    """A 2-layer, 32-wide random BERT with the embedded MiniLM tokenizer (loads in ~0.1 s)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    src, _ = resolve_backbone("all-MiniLM-L6-v2")
+    d = tmp_path_factory.mktemp("tiny_bert")
+    tok = AutoTokenizer.from_pretrained(src, local_files_only=True)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(str(d))
+    tok.save_pretrained(str(d))
+    return str(d)
+
+
+COMPS = {"writer": "Answers a question in one sentence.", "critic": "Criticises an answer."}
+
+# ------------------------------------------------------------------ losses
+
+
+def test_bt_loss_hand_values():
+    z = torch.tensor([0.0, 1.5, -2.0])
+    assert float(bt_loss(z, z)) == pytest.approx(math.log(2.0))
+    assert float(bt_loss(torch.tensor([30.0]), torch.tensor([0.0]))) < 1e-9
+    # large negative margin: loss ~ |margin|
+    assert float(bt_loss(torch.tensor([0.0]), torch.tensor([20.0]))) == pytest.approx(
+        20.0, rel=1e-6
+    )
+    # hand value: -log sigmoid(1) = log(1 + e^-1)
+    assert float(bt_loss(torch.tensor([1.0]), torch.tensor([0.0]))) == pytest.approx(
+        math.log1p(math.exp(-1.0))
+    )
+    rc, rr = torch.tensor([0.3, -0.2]), torch.tensor([0.1, 0.4])
+    base = float(bt_loss(rc, rr))
+    assert float(bt_loss(rc, rr, torch.tensor([2.0, 2.0]))) == pytest.approx(2 * base)
+    assert float(bt_loss(rc, rr, torch.tensor([1.0, 0.0]))) == pytest.approx(
+        math.log1p(math.exp(-0.2)) / 2
+    )
+
+
+def test_bt_loss_gradient_pushes_margin_up():
+    rc = torch.tensor([0.0], requires_grad=True)
+    rr = torch.tensor([0.0], requires_grad=True)
+    bt_loss(rc, rr).backward()
+    assert rc.grad.item() == pytest.approx(-0.5) and rr.grad.item() == pytest.approx(0.5)
+
+
+def test_gap_weights():
+    w = gap_weights([0.0, 0.5, 1.0, 2.0], floor=0.1)
+    assert torch.allclose(w, torch.tensor([0.1, 0.325, 0.55, 1.0]))
+    assert float(w.min()) >= 0.1 and float(w.max()) == pytest.approx(1.0)
+    eq = gap_weights([0.3, 0.3, 0.3], floor=0.2)
+    assert torch.isfinite(eq).all() and torch.allclose(eq, eq[0].expand(3)) and float(eq[0]) > 0
+    zero = gap_weights([0.0, 0.0], floor=0.25)
+    assert torch.isfinite(zero).all() and torch.allclose(zero, torch.tensor([0.25, 0.25]))
+    # sign of the gap does not matter; no pair gets weight 0
+    assert torch.allclose(gap_weights([-1.0, 1.0]), torch.tensor([1.0, 1.0]))
+    assert float(gap_weights([0.0, 5.0], floor=0.05).min()) == pytest.approx(0.05)
+    assert gap_weights([]).numel() == 0
+    with pytest.raises(ValueError):
+        gap_weights([1.0], floor=0.0)
+
+
+# ------------------------------------------------------------------ data helpers
+
+
+def test_pair_round_trip(tmp_path):
+    p = PreferencePair("c", {"q": "x", "n": 3}, {"a": "yes"}, {"a": "no"}, 1.0, 0.25, "e1")
+    assert PreferencePair.from_dict(p.to_dict()) == p
+    assert PreferencePair.from_json(p.to_json()) == p
+    q = PreferencePair.from_dict({k: v for k, v in p.to_dict().items() if k != "example_id"})
+    assert q.example_id == "" and q.gap == pytest.approx(0.75)
+    save_pairs(tmp_path / "p.jsonl", [p, q])
+    assert load_pairs(tmp_path / "p.jsonl") == [p, q]
+
+
+def test_format_text_layout():
+    t = format_text("Answers questions.", {"question": "Why?", "k": 3}, {"answer": "Because."})
+    assert t.index("Answers questions.") < t.index("question: Why?") < t.index("answer: Because.")
+    assert "k: 3" in t and t.index("Inputs:") < t.index("Output:")
+
+
+def test_split_by_input_has_no_leakage():
+    pairs = keyword_pairs(30, "writer") + keyword_pairs(20, "critic", seed=1)
+    # the same inputs under two components are two different groups
+    pairs += [PreferencePair("critic", pairs[0].inputs, {"a": "x"}, {"a": "y"}, 1, 0)]
+    train, held = split_by_input(pairs, holdout=0.2, seed=3)
+    assert len(train) + len(held) == len(pairs)
+    tk = {inputs_key(p.component, p.inputs) for p in train}
+    hk = {inputs_key(p.component, p.inputs) for p in held}
+    assert tk and hk and not tk & hk
+    for comp, n in (("writer", 30), ("critic", 21)):
+        n_held = len({inputs_key(p.component, p.inputs) for p in held if p.component == comp})
+        assert n_held == round(0.2 * n)
+    assert split_by_input(pairs, 0.2, seed=3) == (train, held)  # seeded
+    assert split_by_input(pairs, 0.2, seed=4) != (train, held)
+    assert split_by_input(pairs, 0.0) == (pairs, [])
+    one = [PreferencePair("solo", {"q": 1}, {"a": 1}, {"a": 2}, 1, 0)] * 3
+    assert split_by_input(one, 0.5) == (one, [])
+
+
+# ------------------------------------------------------------------ tiny-backbone model
+
+
+def test_encode_truncates_inputs_before_output(tiny_backbone):
+    m = LocalRewardModel(COMPS, backbone=tiny_backbone, max_length=48)
+    long_ctx = " ".join(["background"] * 200)
+    out = {"answer": "the final verdict is purple elephant"}
+    ids = m.encode("writer", {"context": long_ctx, "question": "what colour?"}, out)
+    assert len(ids) == 48
+    out_ids = m.tokenizer("answer: the final verdict is purple elephant", add_special_tokens=False)[
+        "input_ids"
+    ]
+    body = ids[1:-1]  # [CLS] ... [SEP]
+    assert body[-len(out_ids) :] == out_ids, "the output must survive truncation intact"
+    q_ids = m.tokenizer("question: what colour?", add_special_tokens=False)["input_ids"]
+    s = m.tokenizer.decode(ids)
+    assert "what colour" in s, "short input fields survive: the longest is cut first"
+    assert any(body[i : i + len(q_ids)] == q_ids for i in range(len(body)))
+    assert ids[0] == m.tokenizer.cls_token_id and ids[-1] == m.tokenizer.sep_token_id
+    # an output longer than the whole budget is itself cut, never overflowing
+    ids2 = m.encode("writer", {"q": "x"}, {"answer": long_ctx})
+    assert len(ids2) == 48
+    # short texts are untouched and equal the tokenizer on format_text()
+    short = m.encode("writer", {"q": "hi"}, {"a": "yo"})
+    ref = m.tokenizer(format_text(COMPS["writer"], {"q": "hi"}, {"a": "yo"}))["input_ids"]
+    assert short == list(ref)
+
+
+def test_score_aligns_each_output_with_its_input(tiny_backbone):
+    m = LocalRewardModel(COMPS, backbone=tiny_backbone)
+    ins = [{"question": f"q{i} " + "word " * (i * 3)} for i in range(10)]
+    outs = [{"answer": f"a{i}"} for i in range(10)]
+    s = m.score("writer", ins, outs, batch_size=3)
+    perm = [7, 2, 9, 0, 4, 1, 8, 3, 6, 5]
+    m.clear_cache()  # recompute the backbone features in other batch compositions
+    sp = m.score("writer", [ins[i] for i in perm], [outs[i] for i in perm], batch_size=4)
+    for k, i in enumerate(perm):
+        assert sp[k] == pytest.approx(s[i], abs=1e-5)
+    singles = []
+    for i, o in zip(ins, outs, strict=True):
+        m.clear_cache()
+        singles.append(m.score("writer", [i], [o])[0])
+    assert singles == pytest.approx(s, abs=1e-5)
+    assert len(set(round(x, 6) for x in s)) > 1
+    # a shared inputs dict broadcasts; lengths must match otherwise
+    assert m.score("writer", ins[0], outs[:2]) == pytest.approx(
+        m.score("writer", [ins[0], ins[0]], outs[:2]), abs=1e-6
+    )
+    with pytest.raises(ValueError):
+        m.score("writer", ins[:2], outs[:3])
+    with pytest.raises(KeyError):
+        m.score("nope", ins[:1], outs[:1])
+    # heads differ per component
+    assert m.score("critic", ins, outs) != pytest.approx(s, abs=1e-4)
+
+
+def test_evaluate_metrics_by_hand(tiny_backbone):
+    m = LocalRewardModel(COMPS, backbone=tiny_backbone)
+    pairs = keyword_pairs(4)
+    with torch.no_grad():  # constant head: every pair is a tie, Spearman undefined
+        m.head("writer").weight.zero_()
+        m.head("writer").bias.fill_(0.7)
+    r = m.evaluate(pairs)["writer"]
+    assert r == {
+        "pairwise_accuracy": 0.0,
+        "spearman": None,
+        "n_pairs": 12,
+        "n_candidates": 12,
+        "tie_fraction": 1.0,
+    }
+    # an oracle scorer: LRF score == rollout score
+    oracle = {}
+    for p in pairs:
+        oracle[(str(p.inputs), str(p.chosen))] = p.score_chosen
+        oracle[(str(p.inputs), str(p.rejected))] = p.score_rejected
+    m._score_items = lambda items, bs: [oracle[(str(i), str(o))] for _, i, o in items]
+    r = m.evaluate(pairs)["writer"]
+    assert r["pairwise_accuracy"] == 1.0 and r["tie_fraction"] == 0.0
+    assert r["spearman"] == pytest.approx(1.0)
+    m._score_items = lambda items, bs: [-oracle[(str(i), str(o))] for _, i, o in items]
+    r = m.evaluate(pairs)["writer"]
+    assert r["pairwise_accuracy"] == 0.0 and r["spearman"] == pytest.approx(-1.0)
+
+
+def _params(module):
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def test_head_only_adaptation_touches_only_that_head(tiny_backbone):
+    m = LocalRewardModel(COMPS, backbone=tiny_backbone)
+    before_bb, before_w, before_c = (
+        _params(m.backbone),
+        _params(m.head("writer")),
+        _params(m.head("critic")),
+    )
+    pairs = keyword_pairs(10) + keyword_pairs(10, "critic", seed=2)
+    res = m.fit(pairs, components=["writer"], train_backbone=False, epochs=2, holdout=0.2)
+    assert res["components"] == ["writer"] and res["train_backbone"] is False
+    assert set(res["heldout"]) == {"writer"} and res["steps"] > 0
+    for k, v in _params(m.backbone).items():
+        assert torch.equal(v, before_bb[k]), k
+    for k, v in _params(m.head("critic")).items():
+        assert torch.equal(v, before_c[k]), k
+    assert any(not torch.equal(v, before_w[k]) for k, v in _params(m.head("writer")).items())
+    with pytest.raises(KeyError):
+        m.fit(pairs, components=["nope"])
+
+
+def test_fit_is_seeded_and_backbone_training_moves_backbone(tiny_backbone):
+    pairs = keyword_pairs(12)
+    runs = []
+    for _ in range(2):
+        m = LocalRewardModel(COMPS, backbone=tiny_backbone)
+        bb = _params(m.backbone)
+        res = m.fit(pairs, epochs=1, lr=1e-3, batch_size=8, weight_by_gap=True, seed=5)
+        assert any(not torch.equal(v, bb[k]) for k, v in _params(m.backbone).items())
+        runs.append(
+            (
+                res["loss_history"],
+                m.score("writer", [p.inputs for p in pairs], [p.chosen for p in pairs]),
+            )
+        )
+        emb = m.backbone.get_input_embeddings().weight
+        assert torch.equal(emb, bb["embeddings.word_embeddings.weight"])  # not trained by default
+        assert all(p.requires_grad for p in m.backbone.parameters())  # flags restored
+    assert runs[0][0] == runs[1][0]
+    assert runs[0][1] == pytest.approx(runs[1][1], abs=1e-6)
+    split = res["split"]["writer"]
+    assert split["n_heldout_inputs"] == round(0.2 * 12)
+    assert split["n_train_pairs"] + split["n_heldout_pairs"] == len(pairs)
+
+
+@pytest.mark.parametrize("mode", ["frozen", "full", "lora"])
+def test_save_load_round_trip(tiny_backbone, tmp_path, mode):
+    kw = {"freeze_backbone": True} if mode == "frozen" else {}
+    if mode == "lora":
+        kw["lora"] = {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}
+    src = shutil.copytree(tiny_backbone, tmp_path / "bb")  # private copy, deleted below
+    m = LocalRewardModel(COMPS, backbone=str(src), max_length=40, **kw)
+    pairs = keyword_pairs(8) + keyword_pairs(6, "critic", seed=1)
+    m.fit(pairs, epochs=1, lr=5e-3, batch_size=8)
+    d = m.save(tmp_path / "lrf")
+    assert (d / CONFIG_FILE).exists()
+    assert (d / BACKBONE_DIR).exists() == (mode == "full")
+    assert (d / ADAPTER_FILE).exists() == (mode == "lora")
+    if mode == "full":  # a fine-tuned backbone is saved whole: the source is not needed
+        shutil.rmtree(src)
+    m2 = LocalRewardModel.load(d)
+    assert m2.components == m.components and m2.max_length == m.max_length
+    m.clear_cache()  # features cached during fit came from other batches (1e-7 noise)
+    for comp in COMPS:
+        ins = [p.inputs for p in pairs]
+        outs = [p.rejected for p in pairs]
+        assert m2.score(comp, ins, outs) == m.score(comp, ins, outs)
+    if mode == "full":
+        assert m2._backbone_modified
+    if mode == "lora":  # adapters were really trained (B starts at zero)
+        lora_b = [v for k, v in m2.backbone.state_dict().items() if "lora_B" in k]
+        assert lora_b and any(float(v.abs().sum()) > 0 for v in lora_b)
+
+
+# ------------------------------------------------------------------ real MiniLM backbone
+
+
+def test_default_backbone_resolves_to_embedded_weights():
+    path, local = resolve_backbone("all-MiniLM-L6-v2")
+    assert local and os.path.exists(os.path.join(path, "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_lrf_recovers_keyword_preference():
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    pairs = keyword_pairs(40)
+    m = LocalRewardModel({"writer": "Answers a question in one sentence."}, max_length=64)
+    _, held = split_by_input(pairs, holdout=0.2, seed=0)
+    before = m.evaluate(held)["writer"]
+    t0 = time.perf_counter()
+    res = m.fit(pairs, epochs=3, seed=0, holdout=0.2)
+    took = time.perf_counter() - t0
+    after = res["heldout"]["writer"]
+    print(f"\nkeyword LRF: before {before} after {after} fit {took:.1f}s")
+    assert after["n_pairs"] == len(held) == 24
+    assert after["pairwise_accuracy"] > 0.8 and after["spearman"] > 0.5
+    # an untrained head does not already know the preference
+    assert before["pairwise_accuracy"] < 0.8 or before["spearman"] < 0.5
+    assert after["pairwise_accuracy"] > before["pairwise_accuracy"]
+    assert res["loss_history"][-1] < res["loss_history"][0]
+
+
+@pytest.mark.slow
+def test_minilm_head_only_adaptation_recovers_preference():
+    pairs = keyword_pairs(40)
+    m = LocalRewardModel(
+        {"writer": "Answers a question in one sentence."}, max_length=64, freeze_backbone=True
+    )
+    t0 = time.perf_counter()
+    res = m.fit(pairs, components=["writer"], train_backbone=False, epochs=30, head_lr=1e-2)
+    print(f"\nhead-only LRF: {res['heldout']['writer']} fit {time.perf_counter() - t0:.1f}s")
+    after = res["heldout"]["writer"]
+    assert after["pairwise_accuracy"] > 0.8 and after["spearman"] > 0.5
+
+
+def test_train_layers_limits_backbone_updates(tiny_backbone):
+    m = LocalRewardModel(COMPS, backbone=tiny_backbone)
+    before = _params(m.backbone)
+    m.fit(keyword_pairs(6), epochs=1, lr=1e-3, train_layers=1, holdout=0.0)
+    changed = {k for k, v in _params(m.backbone).items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("encoder.layer.1.") for k in changed), changed
+
+
+def test_decoder_backbone_uses_last_token_pooling(tmp_path, tiny_backbone):
+    from transformers import AutoTokenizer, GPT2Config, GPT2Model
+
+    tok = AutoTokenizer.from_pretrained(tiny_backbone)
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=128)
+    GPT2Model(cfg).save_pretrained(str(tmp_path / "gpt"))
+    tok.save_pretrained(str(tmp_path / "gpt"))
+    m = LocalRewardModel(COMPS, backbone=str(tmp_path / "gpt"), max_length=300)
+    assert m.pooling == "last" and m.max_length == 128
+    ins = [{"q": "short"}, {"q": "a much longer question " * 5}, {"q": "mid length one"}]
+    outs = [{"a": "x"}, {"a": "y"}, {"a": "z"}]
+    batch = m.score("writer", ins, outs)
+    singles = []
+    for i, o in zip(ins, outs, strict=True):
+        m.clear_cache()
+        singles.append(m.score("writer", [i], [o])[0])
+    assert batch == pytest.approx(singles, abs=1e-5)
+    res = m.fit(keyword_pairs(6), epochs=1, lr=1e-3, holdout=0.0)
+    assert res["train_backbone"] and res["steps"] > 0
+
+
+def test_feature_cache_follows_backbone_training(tiny_backbone):
+    m = LocalRewardModel(COMPS, backbone=tiny_backbone)
+    pairs = keyword_pairs(6)
+    ins, outs = [p.inputs for p in pairs], [p.chosen for p in pairs]
+    s0 = m.score("writer", ins, outs)
+    assert m._feat_cache and m.score("writer", ins, outs) == s0
+    critic = keyword_pairs(6, "critic", seed=4)
+    m.fit(critic, components=["critic"], train_backbone=False, epochs=1, holdout=0.0)
+    assert m.score("writer", ins, outs) == s0  # other head, same backbone
+    m.fit(pairs, epochs=1, lr=1e-2, holdout=0.0)
+    s1 = m.score("writer", ins, outs)
+    assert s1 != pytest.approx(s0, abs=1e-4)
+    m.clear_cache()
+    assert m.score("writer", ins, outs) == pytest.approx(s1, abs=1e-5)
