@@ -144,11 +144,16 @@ def section_c(args: argparse.Namespace) -> list[Row]:
 
 
 def section_d_hotpotqa(args: argparse.Namespace) -> list[Row]:
-    """HOOK (lead): HotpotQA eval throughput (examples/s through the whole system).
+    """HotpotQA evaluation through the real CLI: sequential vs concurrent, cold vs warm cache."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import hotpotqa_eval
 
-    Return rows built with `row("d", ...)`; they join the table and JSON.
-    """
-    return []
+    out = []
+    for r in hotpotqa_eval.run(args.hotpot_n):
+        out.append(row("d", "optimas evaluate hotpotqa", r["setting"], r["examples"], 0, r["wall_s"],
+                       examples_per_s=r["examples_per_s"], peak_rss_mib=r["peak_rss_mib"],
+                       model_calls=r["model_calls"], cache_hits=r["cache_hits"], f1=r["f1"]))
+    return out
 
 
 def section_e(args: argparse.Namespace) -> list[Row]:
@@ -241,6 +246,7 @@ def main() -> None:
     ap.add_argument("--callers", type=lambda s: [int(x) for x in s.split(",")], default="1,4")
     ap.add_argument("--hf-single", type=int, default=4, help="prompts for single-stream HF")
     ap.add_argument("--sections", default="ab,c,d,e")
+    ap.add_argument("--hotpot-n", type=int, default=20, help="test examples for section d")
     args = ap.parse_args()
 
     rows: list[Row] = []
@@ -252,7 +258,14 @@ def main() -> None:
             "max_tokens": args.max_tokens, "prompts": len(QUESTIONS), "machine": machine(),
             "total_s": round(time.perf_counter() - t0, 1), "rows": rows}
     Path(args.out).write_text(json.dumps(info, indent=2) + "\n")
-    print(markdown(rows))
+    print(markdown([r for r in rows if r["section"] != "d"]))
+    d = [r for r in rows if r["section"] == "d"]
+    if d:
+        print("\n| HotpotQA evaluate | examples | wall s | examples/s | peak RSS MiB | model calls "
+              "| cache hits | F1 |\n|---|---|---|---|---|---|---|---|")
+        for r in d:
+            print(f"| {r['setting']} | {r['requests']} | {r['wall_s']} | {r['examples_per_s']} | "
+                  f"{r['peak_rss_mib']} | {r['model_calls']} | {r['cache_hits']} | {r['f1']} |")
     print(f"\n{info['machine']}\ntotal {info['total_s']} s; wrote {args.out}")
 
 
