@@ -476,25 +476,10 @@ def proposer_adapter(kind: str, model: str) -> dspy.Adapter | None:
     raise ValueError(f"unknown proposer adapter {kind!r}; use one of {list(PROPOSER_ADAPTERS)}")
 
 
-def request_settings(comp: Any, values: dict[str, Any], call: Call) -> dict[str, Any]:
-    """model, temperature, max_tokens and stop of one call, as LLMComponent.forward sets them."""
-    model = next((v for _, v in comp.values_of(values, "model")), comp.default_model)
-    hyper = dict(comp.values_of(values, "hyperparameter"))
-    temperature = call.temperature if call.temperature is not None else hyper.get(
-        "temperature", comp.params.temperature if comp.params.temperature is not None
-        else comp.default_temperature)
-    max_tokens = int(hyper.get("max_tokens", comp.params.max_tokens or comp.default_max_tokens))
-    stop = comp.params.stop
-    if stop is None:
-        stop = ["\n"] if len(comp.outputs) == 1 else ["\n\n"]
-    return {"model": model, "temperature": float(temperature), "max_tokens": max_tokens,
-            "stop": tuple(stop), "seed": call.seed, "sample_index": call.sample_index}
-
-
 def run_predictor(comp: Any, pred: dspy.Predict, inputs: dict[str, Any], values: dict[str, Any],
                   call: Call, adapter: str) -> dict[str, Any]:
     """One call of component `comp` through its DSPy predictor; its output fields."""
-    settings = request_settings(comp, values, call)
+    settings = comp.request_settings(values, call)
     settings["component"] = f"dspy/{comp.name}"
     if adapter == "optimas":
         settings["completion"] = comp.params.style == "completion"
@@ -536,8 +521,7 @@ class RunCounter:
                 raise SystemRunBudgetExhausted(
                     f"the optimizer's system-run allowance ({self.limit}) is spent")
             self.used += 1
-        with self.system._runs_lock:
-            self.system.runs += 1
+        self.system.count_run()
 
 
 class _PredictorStep:

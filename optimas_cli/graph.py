@@ -235,6 +235,11 @@ class System:
         return Step(component=name, inputs=inputs, outputs=outputs, variables=dict(vals),
                     latency_s=time.perf_counter() - t0, usage=call.usage, error=error)
 
+    def count_run(self) -> None:
+        """Count one (partial) system execution, however it was driven."""
+        with self._runs_lock:
+            self.runs += 1
+
     def _choose_per_input(self, name: str, inputs: dict[str, Any], vals: dict[str, Any],
                           policy: tuple[str, dict], call: Call) -> tuple[dict[str, Any], Any]:
         """The paper's per-input mode: run every choice, sample one by exp(LRF / temperature)."""
@@ -272,8 +277,7 @@ class System:
                  temperature: float | None = None, sample_index: int = 0, seed: int = 0,
                  stop_before: str | None = None) -> Trace:
         """Run `start` and every component after it, given the fields upstream produced."""
-        with self._runs_lock:
-            self.runs += 1
+        self.count_run()
         trace = Trace(fields=dict(fields))
         end = self.order.index(stop_before) if stop_before else len(self.order)
         for name in self.order[self.order.index(start):end]:

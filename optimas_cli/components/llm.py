@@ -99,11 +99,8 @@ class LLMComponent(BaseComponent):
 
     # ---------------------------------------------------------------- forward
 
-    def forward(self, inputs: dict[str, Any], values: dict[str, Any], call: Call) -> dict[str, Any]:
-        prompt = dict(self.values_of(values, "prompt"))
-        prompt_value = next(iter(prompt.values()), None) or {}
-        instruction = prompt_value.get("instruction", self.params.instruction)
-        demos = prompt_value.get("demos", [])
+    def request_settings(self, values: dict[str, Any], call: Call) -> dict[str, Any]:
+        """Model, sampling and stop settings of one call (LMRequest keyword arguments)."""
         model = next((v for _, v in self.values_of(values, "model")), self.default_model)
         if not model:
             raise ValueError(f"component '{self.name}' has no model: set lm.model or params.model")
@@ -115,8 +112,15 @@ class LLMComponent(BaseComponent):
         stop = self.params.stop
         if stop is None:
             stop = ["\n"] if len(self.outputs) == 1 else ["\n\n"]
-        request = LMRequest(model=model, temperature=float(temperature), max_tokens=max_tokens,
-                            stop=tuple(stop), seed=call.seed, sample_index=call.sample_index,
+        return {"model": model, "temperature": float(temperature), "max_tokens": max_tokens,
+                "stop": tuple(stop), "seed": call.seed, "sample_index": call.sample_index}
+
+    def forward(self, inputs: dict[str, Any], values: dict[str, Any], call: Call) -> dict[str, Any]:
+        prompt = dict(self.values_of(values, "prompt"))
+        prompt_value = next(iter(prompt.values()), None) or {}
+        instruction = prompt_value.get("instruction", self.params.instruction)
+        demos = prompt_value.get("demos", [])
+        request = LMRequest(**self.request_settings(values, call),
                             **self.render(inputs, instruction, demos))
         return self.parse(call.complete(request).text)
 
