@@ -831,3 +831,23 @@ def distinct_states(programs: list[tuple[float | None, Any]], exclude: list[Stat
         if len(out) >= limit:
             break
     return out
+
+
+def prepare_program(rt, run_dir, initial: State, name: str, adapter: str):
+    """A DSPy baseline's program, train/val splits, history, and the runs already spent.
+
+    The initial validation pass is counted as spent before it happens, so the budget
+    plan leaves room for it.
+    """
+    from optimas_cli.config import ConfigError
+
+    program = SystemProgram(rt.system, initial, adapter=adapter)
+    if not program.prompt_components:
+        raise ConfigError(f"optimizer.name={name}: the system has no llm component with a prompt "
+                          "variable")
+    train, val = rt.splits["train"], rt.splits["val"]
+    if not train or not val:
+        raise ConfigError(f"optimizer.name={name} needs data.train_size > 0 and data.val_size > 0")
+    history = BaselineHistory(rt, run_dir, initial)
+    spent = rt.system.runs + (0 if history.records else len(val))
+    return program, train, val, history, spent

@@ -33,9 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from optimas_cli.config import ConfigError
 from optimas_cli.dspy_bridge import (
-    BaselineHistory,
     DSPyOptimizerError,
-    SystemProgram,
     check_models,
     default_threads,
     distinct_states,
@@ -43,6 +41,7 @@ from optimas_cli.dspy_bridge import (
     explain_failure,
     helper_lm,
     parse_options,
+    prepare_program,
     proposer_adapter,
     system_examples,
     task_lm,
@@ -154,18 +153,12 @@ def optimize(rt, run_dir, initial: State) -> State:
     reflection_model = options.reflection_model or run.lm.model
     check_models(rt, reflection_model)
     system = rt.system
-    program = SystemProgram(system, initial, adapter=options.adapter)
-    if not program.prompt_components:
-        raise ConfigError("optimizer.name=gepa: the system has no llm component with a prompt variable")
-    train, val = rt.splits["train"], rt.splits["val"]
-    if not train or not val:
-        raise ConfigError("optimizer.name=gepa needs data.train_size > 0 and data.val_size > 0")
-    history = BaselineHistory(rt, run_dir, initial)
+    program, train, val, history, spent = prepare_program(rt, run_dir, initial, "gepa",
+                                                          options.adapter)
     if history.finished:
         log.info("gepa: history.jsonl is complete; returning its best state")
         return history.best_state
     budget = run.optimizer.budget_system_runs
-    spent = system.runs + (0 if history.records else len(val))
     budget_kwargs, allowance = plan_budget(options, budget, spent, len(val))
     history.initial(initial)
     program.counter.limit = allowance
