@@ -137,6 +137,12 @@ def sampling_seed(request: LMRequest) -> int:
 
 
 _QUIET_LOG: Any = None
+# llama-cpp-python's Llama() with verbose=False silences loading by dup2-ing
+# /dev/null over fds 1 and 2 and restoring the saved fds afterwards. Two loads
+# in parallel interleave that save/restore and can leave the process's stderr
+# on /dev/null for good (seen in CI: a run printed nothing after its first
+# load). Loads therefore take turns; generation still runs in parallel.
+_LOAD_LOCK = threading.Lock()
 
 
 def _silence_llama_cpp() -> None:
@@ -184,13 +190,14 @@ class LlamaPool:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         _silence_llama_cpp()
-        llm = Llama(
-            model_path=str(self.path),
-            n_ctx=self.n_ctx,
-            n_threads=self.n_threads,
-            n_threads_batch=self.n_threads,
-            verbose=False,  # llama.cpp would log every load/call to stderr
-        )
+        with _LOAD_LOCK:
+            llm = Llama(
+                model_path=str(self.path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                verbose=False,  # llama.cpp would log every load/call to stderr
+            )
         if self.chat_template:
             tok_text = llm._model.token_get_text
             stop_ids = [llm.token_eos()]
@@ -218,7 +225,7 @@ class LlamaPool:
                     self._created += 1
             if grow:
                 try:
-                    return self._load()  # outside the lock: loads may run in parallel
+                    return self._load()  # outside the pool's lock (loads serialize on _LOAD_LOCK)
                 except BaseException:
                     with self._lock:
                         self._created -= 1

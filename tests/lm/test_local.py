@@ -191,3 +191,36 @@ def test_gemma_chat_template_keeps_system_prompt(lm):
                                      messages=(("system", "You are terse and helpful."), user)))
     without = lm.complete(LMRequest(model=GEMMA, max_tokens=8, messages=(user,)))
     assert with_sys.prompt_tokens > without.prompt_tokens + 4
+
+
+@pytest.mark.slow
+def test_parallel_loads_leave_stderr_alone():
+    """llama-cpp-python silences a load by swapping fds 1/2 for /dev/null and back.
+
+    Parallel loads used to interleave that swap and leave the process's stderr on
+    /dev/null (a CI run printed nothing after its first model load).
+    """
+    import subprocess
+    import sys
+
+    script = f"""
+import sys, threading
+from optimas_cli.lm.local import LlamaPool, gguf_path
+for round in range(3):
+    pool = LlamaPool(gguf_path({SMOL.split('/')[1]!r}), n_ctx=256, n_threads=1, instances=4)
+    barrier = threading.Barrier(4)
+    def load():
+        barrier.wait()
+        with pool.instance():
+            barrier.wait()
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert pool._created == 4
+print("to stdout", flush=True)
+print("to stderr", file=sys.stderr, flush=True)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "to stdout"
+    assert out.stderr.strip() == "to stderr"
