@@ -10,6 +10,7 @@ any `--by` keys; the runs of a group are its seeds. Per group:
   system runs  spent by the optimization (the last history.jsonl record; test
                evaluation excluded), mean over seeds
   LM calls     the same, for real model calls (cache hits are free)
+  LM requests  the same, for model calls + cache hits (equal in a replayed run)
   wall time    per run, from the first run.log line to DONE, mean over seeds
 
 Written with --out DIR: compare.md, compare.csv (one row per group) and compare.png
@@ -32,7 +33,7 @@ import yaml
 from optimas_cli.run_dir import RunDir
 
 COLUMNS = ("method", "system", "seeds", "test_mean", "test_std", "initial_mean", "initial_std",
-           "system_runs", "lm_calls", "wall_time_s", "runs")
+           "system_runs", "lm_calls", "lm_requests", "wall_time_s", "runs")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Run:
     initial: float | None
     system_runs: int
     lm_calls: int
+    lm_requests: int
     wall_time_s: float | None
     curve: list[tuple[int, float]] = field(default_factory=list)  # (system runs, accepted val)
 
@@ -115,6 +117,7 @@ def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
                  else None),
         system_runs=int(last.get("system_runs", 0)),
         lm_calls=int(last.get("lm_calls", 0)),
+        lm_requests=int(last.get("lm_requests", last.get("lm_calls", 0))),
         wall_time_s=summary.get("wall_time_s", _wall_time(rd)),
         curve=[(int(h["system_runs"]), float(accepted_val(h))) for h in history
                if "system_runs" in h],
@@ -158,6 +161,7 @@ def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
             "initial_mean": _mean(inits), "initial_std": _std(inits),
             "system_runs": _mean([r.system_runs for r in rs]),
             "lm_calls": _mean([r.lm_calls for r in rs]),
+            "lm_requests": _mean([r.lm_requests for r in rs]),
             "wall_time_s": _mean(walls),
             "runs": " ".join(str(r.path) for r in rs),
         })
@@ -180,11 +184,12 @@ def _display(row: dict[str, Any]) -> list[str]:
     return [row["method"], row["system"], str(row["seeds"]),
             f"{_fmt(row['test_mean'])} ± {_fmt(row['test_std'])}",
             f"{_fmt(row['initial_mean'])} ± {_fmt(row['initial_std'])}",
-            _fmt(row["system_runs"], 1), _fmt(row["lm_calls"], 1), _fmt(row["wall_time_s"], 1)]
+            _fmt(row["system_runs"], 1), _fmt(row["lm_calls"], 1), _fmt(row["lm_requests"], 1),
+            _fmt(row["wall_time_s"], 1)]
 
 
 HEADERS = ("method", "system", "seeds", "test (mean ± std)", "initial test", "system runs",
-           "LM calls", "wall time s")
+           "LM calls", "LM requests", "wall time s")
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
@@ -192,8 +197,9 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
              "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|"]
     lines += ["| " + " | ".join(_display(r)) + " |" for r in rows]
     note = ("\nTest score: mean ± std (sample, n-1) over seeds of summary.json test.final.mean. "
-            "System runs and LM calls: spent by the optimization (test evaluation excluded), "
-            "mean over seeds. Wall time: per run, mean over seeds.\n")
+            "System runs, LM calls (real model calls) and LM requests (calls + cache hits): "
+            "spent by the optimization (test evaluation excluded), mean over seeds. "
+            "Wall time: per run, mean over seeds.\n")
     return "\n".join(lines) + "\n" + note
 
 

@@ -699,12 +699,6 @@ def end_to_end_metric(rt) -> Any:
     return metric
 
 
-def lm_calls(rt) -> int:
-    """Real model calls so far (as the loop's history counts them)."""
-    usage = rt.lm.usage_summary() if hasattr(rt.lm, "usage_summary") else {}
-    return int(usage.get("total", {}).get("calls", 0)) + rt.lm_calls_offset
-
-
 def default_threads(rt) -> int:
     """Local models are served by one in-process pool: 1 thread; API models: eval.workers."""
     from optimas_cli.lm.base import LOCAL_PREFIX
@@ -762,7 +756,7 @@ class BaselineHistory:
         val = self._evaluate(state, "val initial")
         rec = {"iteration": 0, "kind": "initial",
                "val": {k: val[k] for k in ("mean", "std", "n", "failed") if k in val},
-               "state": state, "system_runs": self.rt.system.runs, "lm_calls": lm_calls(self.rt)}
+               "state": state, **self.rt.spent()}
         self._append(rec)
         self.best_val = val["mean"]
         return self.best_val
@@ -792,7 +786,7 @@ class BaselineHistory:
             self.best_state, self.best_val = state, rec["val_after"]
         rec["state"] = self.best_state
         rec["seconds"] = time.perf_counter() - t0
-        rec["system_runs"], rec["lm_calls"] = self.rt.system.runs, lm_calls(self.rt)
+        rec.update(self.rt.spent())
         self._append(rec)
         return rec
 

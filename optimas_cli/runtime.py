@@ -26,7 +26,20 @@ class Runtime:
     system: System
     metric: Metric
     state: State  # the starting variable values (config, or system_state when given)
-    lm_calls_offset: int = 0  # model calls spent by earlier processes of a resumed run
+    # what earlier processes spent on the same run directory (a resumed run, a stage command)
+    offset: dict[str, int] | None = None
+
+    def spent(self) -> dict[str, int]:
+        """Spend so far, earlier processes included: (partial) system runs, real model calls,
+        and LM requests (model calls + cache hits: the same whether answers come from the
+        model or from a recorded cache, which makes it the count a replayed run reproduces)."""
+        usage = self.lm.usage_summary() if hasattr(self.lm, "usage_summary") else {}
+        total = usage.get("total", {})
+        calls = int(total.get("calls", 0))
+        off = self.offset or {}
+        return {"system_runs": self.system.runs,
+                "lm_calls": calls + off.get("lm_calls", 0),
+                "lm_requests": calls + int(total.get("cache_hits", 0)) + off.get("lm_requests", 0)}
 
 
 def model_names(composed: Composed) -> set[str]:
@@ -45,7 +58,8 @@ def model_names(composed: Composed) -> set[str]:
 def make_lm(composed: Composed) -> LM:
     from optimas_cli.lm import LMClient, check_credentials
 
-    check_credentials(sorted(model_names(composed)), composed.run.lm)
+    if composed.run.lm.cache.mode != "replay":  # a replay never reaches a provider: no key needed
+        check_credentials(sorted(model_names(composed)), composed.run.lm)
     return LMClient(composed.run.lm)
 
 

@@ -134,8 +134,8 @@ class OptimizerConfig(Strict):
     accept_threshold: float = 0.0  # accept a change only if val improves by more than this
     collect: CollectConfig = CollectConfig()
     update: UpdateConfig = UpdateConfig()
-    # Baselines: the budget in (partial) system runs they may spend, and their own settings,
-    # checked by each baseline (optimas_cli/baselines/<name>.py).
+    # The budget in (partial) system runs an optimizer may spend (optimas: no iteration starts
+    # past it; baselines: checked by each, optimas_cli/baselines/<name>.py), and baseline settings.
     budget_system_runs: int | None = Field(None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -160,15 +160,14 @@ def test_bad_options_name_the_key(tmp_path, option, message):
 def test_search_resume_replays_history_without_evaluating_again(tmp_path):
     composed = load(LINEAR, [f"run_root={tmp_path}", "optimizer=search",
                              "optimizer.budget_system_runs=20"])
-    rd = RunDir.create(composed)
-    run_loop(build_runtime(composed), rd, show_progress=False, stages=("update",))
-    assert len(history(rd.path)) == 2  # initial + one candidate, then the budget ran out
-    first = history(rd.path)
+    path, _ = execute("update", composed, show_progress=False)
+    assert len(history(path)) == 2  # initial + one candidate, then the budget ran out
+    first = history(path)
     # resume with a larger budget: record 1 is replayed, then the search goes on
-    composed = load(LINEAR, [f"resume={rd.path}", "optimizer=search",
+    composed = load(LINEAR, [f"resume={path}", "optimizer=search",
                              "optimizer.budget_system_runs=30"])
-    summary = run_loop(build_runtime(composed), rd, show_progress=False)
-    hist = history(rd.path)
+    _, summary = execute("run", composed, show_progress=False)
+    hist = history(path)
     assert hist[:2] == first and len(hist) == 3
     assert hist[2]["system_runs"] == 30  # 20 from the first process + one evaluation
     assert {h["candidate"]["scale"]["factor"] for h in hist[1:]} == {2, 3}

@@ -15,6 +15,7 @@ from optimas_cli.cli import app
 from optimas_cli.config import load
 from optimas_cli.jobs import execute
 from optimas_cli.rewards import LocalRewardModel
+from optimas_cli.run_dir import RunDir
 from optimas_cli.stages import loop
 from optimas_cli.stages.loop import pick_component
 
@@ -136,3 +137,83 @@ def test_per_input_choice_mode_samples_by_local_reward_at_inference(tmp_path):
         if max(prob.values()) > 0.99:
             assert prob[chosen] > 0.99
     assert summary["test"]["final"]["mean"] > summary["test"]["initial"]["mean"]
+
+
+class KilledAfter:
+    """A ScriptedLM that is killed (KeyboardInterrupt) when asked for call number `limit + 1`."""
+
+    def __init__(self, script, limit: int | None = None):
+        from conftest import ScriptedLM
+
+        self.inner, self.limit = ScriptedLM(script), limit
+
+    def complete(self, request, *, component=""):
+        if self.limit is not None and len(self.inner.requests) >= self.limit:
+            raise KeyboardInterrupt
+        return self.inner.complete(request, component=component)
+
+    def usage_summary(self):
+        return self.inner.usage_summary()
+
+    @property
+    def calls(self) -> int:
+        return len(self.inner.requests)
+
+
+@pytest.mark.slow
+def test_run_killed_in_collection_resumes_with_no_model_call_repeated_beyond_those_in_flight(
+        tmp_path, monkeypatch):
+    from test_baselines import WORDS, component_script
+
+    from optimas_cli import runtime
+
+    def script(request):  # temperature samples differ, so collection finds preference pairs
+        if request.prompt.endswith("Instruction:"):  # the OPRO proposer
+            return "Write the word in capital letters."
+        out = component_script(request)
+        return out.lower() if request.temperature > 0 and request.sample_index % 2 else out
+
+    overrides = ["optimizer=optimas", "optimizer.num_iterations=1", "optimizer.collect.workers=1",
+                 "optimizer.collect.num_inputs=4", "optimizer.collect.num_samples=2",
+                 "optimizer.update.per_component_train_size=2", "reward.epochs=1"]
+
+    def go(lm, root, *extra):
+        monkeypatch.setattr(runtime, "make_lm", lambda composed: lm)
+        return execute("run", load(WORDS, [f"run_root={root}", *overrides, *extra]),
+                       show_progress=False)
+
+    calls_at_append: list[tuple[str, int]] = []  # (file, calls so far) at each saved record
+    real_append = RunDir.append_jsonl
+    lm = None
+
+    def append(self, name, record):
+        real_append(self, name, record)
+        calls_at_append.append((name, lm.calls))
+
+    monkeypatch.setattr(RunDir, "append_jsonl", append)
+    ref = lm = KilledAfter(script)
+    _, ref_summary = go(ref, tmp_path / "ref")
+    first = [c for name, c in calls_at_append if name.endswith("iter_000/upper.jsonl")]
+    assert len(first) == 4 and first[1] - first[0] > 1
+    calls_at_append.clear()
+    # killed in the first component's collection, in the middle of its second input
+    killed = lm = KilledAfter(script, limit=first[0] + (first[1] - first[0]) // 2)
+    with pytest.raises(KeyboardInterrupt):
+        go(killed, tmp_path / "run")
+    monkeypatch.setattr(RunDir, "append_jsonl", real_append)
+    path = next((tmp_path / "run" / "words").iterdir())
+    assert (path / "FAILED").exists() and not (path / "history.jsonl").exists()
+    done = (path / "rollouts/iter_000/upper.jsonl").read_text().splitlines()
+    assert 1 <= len(done) < 4  # some inputs finished, and the kill came mid-collection
+    saved = [c for name, c in calls_at_append if name.endswith("iter_000/upper.jsonl")]
+    in_flight = killed.calls - saved[-1]  # calls after the last saved input
+    assert in_flight > 0
+    resumed = KilledAfter(script)
+    path2, summary = go(resumed, tmp_path / "new", f"resume={path}")
+    assert path2 == path and (path / "DONE").exists()
+    # only the calls of the one input in flight were made again
+    assert killed.calls + resumed.calls == ref.calls + in_flight
+    assert summary["lm_calls"] == killed.calls + resumed.calls  # the killed process is counted
+    assert summary["test"] == ref_summary["test"]
+    lines = (path / "rollouts/iter_000/upper.jsonl").read_text().splitlines()
+    assert lines[:len(done)] == done and len(lines) == 4

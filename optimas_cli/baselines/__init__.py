@@ -4,9 +4,9 @@ Each module `optimas_cli/baselines/<name>.py` has
     optimize(rt, run_dir, initial: State) -> State
 that returns the state to report, writes its own trace under run_dir (at least
 `history.jsonl` in the loop's format: a first record {"iteration": 0, "kind": "initial",
-"val": {...}, "state", "system_runs", "lm_calls"}, then one per evaluated candidate
+"val": {...}, "state", "system_runs", "lm_calls", "lm_requests"}, then one per evaluated candidate
 {"iteration", "kind": "iteration", "component", "val_before", "val_after", "accepted",
-"changed", "state", "system_runs", "lm_calls"}), and spends at most
+"changed", "state", "system_runs", "lm_calls", "lm_requests"}), and spends at most
 `optimizer.budget_system_runs` system runs when that is set.
 """
 

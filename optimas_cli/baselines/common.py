@@ -5,7 +5,7 @@ A Trial owns a baseline's `history.jsonl`, in the Optimas loop's record format, 
 alike:
 
     {"iteration": 0, "kind": "initial", "val": {mean, std, n, failed}, "state",
-     "system_runs", "lm_calls"}
+     "system_runs", "lm_calls", "lm_requests"}
     {"iteration": i, "kind": "iteration", "component", "val_before", "val_after",
      "accepted", "changed", "state" (the accepted state after this step), "system_runs",
      "lm_calls", "candidate" (what the tried state changes), "val", "seconds", ...}
@@ -29,7 +29,7 @@ from typing import Any
 from optimas_cli.config import ConfigError
 from optimas_cli.graph import State
 from optimas_cli.run_dir import RunDir
-from optimas_cli.stages.loop import _lm_calls, _short, accepted_val, evaluate_val
+from optimas_cli.stages.loop import _short, accepted_val, evaluate_val
 
 log = logging.getLogger("optimas.baselines")
 
@@ -227,7 +227,7 @@ class Trial:
                               f"{self.rt.system.runs} already spent)")
         val = evaluate_val(self.rt, initial, "val initial")
         record = {"iteration": 0, "kind": "initial", "val": _short(val), "state": initial,
-                  "system_runs": self.rt.system.runs, "lm_calls": _lm_calls(self.rt)}
+                  **self.rt.spent()}
         self._append(record)
         self.scores[state_key(initial)] = val["mean"]
         return self.state, self.val
@@ -262,7 +262,7 @@ class Trial:
                   "changed": True, "candidate": diff, "val": _short(val), **extra,
                   "state": candidate if accepted else self.state,
                   "seconds": time.perf_counter() - t0,
-                  "system_runs": self.rt.system.runs, "lm_calls": _lm_calls(self.rt)}
+                  **self.rt.spent()}
         log.info("%s %d: %s val %.4f -> %.4f, %s", self.name, record["iteration"], component,
                  record["val_before"], record["val_after"], "accepted" if accepted else "reverted")
         self._append(record)
@@ -273,8 +273,7 @@ class Trial:
         record = {"iteration": self.iteration, "kind": "iteration", "component": component,
                   "val_before": self.val, "val_after": self.val, "accepted": False,
                   "changed": False, "candidate": {}, **extra, "state": self.state,
-                  "seconds": seconds, "system_runs": self.rt.system.runs,
-                  "lm_calls": _lm_calls(self.rt)}
+                  "seconds": seconds, **self.rt.spent()}
         self._append(record)
         return record
 

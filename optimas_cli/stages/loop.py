@@ -134,12 +134,6 @@ def _wall_time(run_dir: RunDir) -> float | None:
         return None
 
 
-def _lm_calls(rt) -> int:
-    """Real model calls so far in this process (cache hits are free)."""
-    usage = rt.lm.usage_summary() if hasattr(rt.lm, "usage_summary") else {}
-    return int(usage.get("total", {}).get("calls", 0)) + rt.lm_calls_offset
-
-
 def _short(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary[k] for k in ("mean", "std", "n", "failed") if k in summary}
 
@@ -172,7 +166,7 @@ def stage_update(rt, run_dir: RunDir, lrf: LocalRewardModel, state: State) -> St
     if not history:
         val = evaluate_val(rt, state, "val initial")
         history = [{"iteration": 0, "kind": "initial", "val": _short(val), "state": state,
-                    "system_runs": rt.system.runs, "lm_calls": _lm_calls(rt)}]
+                    **rt.spent()}]
         run_dir.append_jsonl("history.jsonl", history[0])
     last = history[-1]
     state = last["state"]
@@ -180,6 +174,10 @@ def stage_update(rt, run_dir: RunDir, lrf: LocalRewardModel, state: State) -> St
     if last.get("lrf_dir"):  # resume with the reward model as the last finished iteration left it
         lrf = LocalRewardModel.load(run_dir.path / last["lrf_dir"])
     for it in range(len(history), opt.num_iterations + 1):
+        if opt.budget_system_runs is not None and rt.system.runs >= opt.budget_system_runs:
+            log.info("budget_system_runs=%d spent (%d runs): no iteration %d",
+                     opt.budget_system_runs, rt.system.runs, it)
+            break
         t0 = time.perf_counter()
         rng = random.Random(f"{run.seed}:select:{it}")
         gaps = preference_gaps(rt, run_dir)
@@ -214,7 +212,7 @@ def stage_update(rt, run_dir: RunDir, lrf: LocalRewardModel, state: State) -> St
             state, val_score = update["state"], record["val_after"]
         record["state"] = state
         record["seconds"] = time.perf_counter() - t0
-        record["system_runs"], record["lm_calls"] = rt.system.runs, _lm_calls(rt)
+        record.update(rt.spent())
         log.info("iteration %d: %s val %.4f -> %.4f, %s", it, name, record["val_before"],
                  record["val_after"], "accepted" if record["accepted"] else "reverted")
         run_dir.append_jsonl("history.jsonl", record)
@@ -266,8 +264,7 @@ def build_summary(rt, run_dir: RunDir, tests: dict, history: list[dict]) -> dict
         "iterations": [{k: h.get(k) for k in ("iteration", "component", "val_before", "val_after",
                                                "accepted", "changed", "seconds")} for h in iters],
         "accepted": sum(1 for h in iters if h["accepted"]),
-        "system_runs": rt.system.runs,  # test evaluations included
-        "lm_calls": _lm_calls(rt),
+        **rt.spent(),  # test evaluations included
         "wall_time_s": _wall_time(run_dir),
         "lm": lm_usage.get("total", lm_usage),
     }
@@ -312,9 +309,6 @@ def run_loop(rt, run_dir: RunDir, show_progress: bool = True, stages: tuple[str,
     initial = rt.state
     history = run_dir.read_jsonl("history.jsonl")
     final = history[-1]["state"] if history else initial
-    if history:  # a resumed run: count what earlier processes spent
-        rt.system.runs += history[-1].get("system_runs", 0)
-        rt.lm_calls_offset = history[-1].get("lm_calls", 0)
     name = rt.composed.run.optimizer.name
     if name != "optimas":
         from optimas_cli.baselines import run_baseline
@@ -323,7 +317,7 @@ def run_loop(rt, run_dir: RunDir, show_progress: bool = True, stages: tuple[str,
             val = evaluate_val(rt, initial, "val initial")
             run_dir.append_jsonl("history.jsonl", {
                 "iteration": 0, "kind": "initial", "val": _short(val), "state": initial,
-                "system_runs": rt.system.runs, "lm_calls": _lm_calls(rt)})
+                **rt.spent()})
         if "update" in stages or name == "none":
             final = run_baseline(name, rt, run_dir, initial)
         return stage_final(rt, run_dir, initial, final) if "evaluate" in stages else {}

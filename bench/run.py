@@ -1,0 +1,155 @@
+"""`make bench`: every method on one benchmark config, several seeds, one table.
+
+    python bench/run.py                                  # configs/bench/hotpotqa_bench.yaml, 3 seeds
+    python bench/run.py --methods none,optimas --seeds 0,1 --root runs/bench_try --no-write
+
+Each (method, seed) is a separate `optimas run CONFIG optimizer=METHOD seed=SEED
+run_dir=ROOT/METHOD/seed_SEED` process. A finished run (DONE) is kept, an unfinished
+one is resumed, so a killed benchmark continues where it stopped. Then `optimas
+compare ROOT` writes compare.md / compare.csv / compare.png, and the section between
+the bench markers of BENCHMARKS.md is rewritten with the table, the failures, the
+machine and the exact commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("none", "optimas", "search", "llmselector", "mipro", "gepa", "textgrad")
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+# Settings of one method that the shared budget needs (each method's config group has
+# its own option keys, so they cannot live in the shared YAML). MIPRO and GEPA reserve
+# val_size x (1 + max_candidates) runs for re-scoring their candidates on our evaluator,
+# and MIPRO bootstraps demos on (num_candidates - 1) x train_size runs: with the stock
+# 4 / 3 they would not fit a 60-run budget at all.
+METHOD_OVERRIDES = {
+    "mipro": ["optimizer.options.num_candidates=2", "optimizer.options.max_candidates=1"],
+    "gepa": ["optimizer.options.max_candidates=1"],
+}
+
+
+def optimas_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "optimas_cli.cli", *args]
+
+
+def run_one(config: Path, method: str, seed: int, root: Path, extra: list[str]) -> dict:
+    """Run (or resume, or keep) one method/seed; returns its status and the command."""
+    run_dir = root / method / f"seed_{seed}"
+    if (run_dir / "DONE").exists():
+        return {"method": method, "seed": seed, "status": "kept", "dir": run_dir}
+    resume = [f"resume={run_dir}"] if (run_dir / "config.yaml").exists() else []
+    args = ["run", str(config), *resume, f"optimizer={method}", f"seed={seed}",
+            f"run_dir={run_dir}", "-q", *METHOD_OVERRIDES.get(method, []), *extra]
+    t0 = time.perf_counter()
+    print(f"[bench] {method} seed {seed}: optimas {shlex.join(args)}", flush=True)
+    proc = subprocess.run(optimas_cmd(*args), cwd=ROOT, capture_output=True, text=True)
+    took = time.perf_counter() - t0
+    status = "done" if proc.returncode == 0 else "failed"
+    reason = ""
+    if proc.returncode != 0:
+        failed = run_dir / "FAILED"
+        text = failed.read_text() if failed.exists() else proc.stderr
+        lines = [x for x in text.strip().splitlines() if x.strip()]
+        reason = lines[-1].strip() if lines else f"exit {proc.returncode}"
+    print(f"[bench] {method} seed {seed}: {status} in {took:.0f} s {reason}", flush=True)
+    return {"method": method, "seed": seed, "status": status, "dir": run_dir, "reason": reason}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{os.cpu_count()} cores ({cpu}){mem}, {platform.system()} {platform.release()}, " \
+           f"Python {platform.python_version()}"
+
+
+def write_section(path: Path, body: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--config", default="configs/bench/hotpotqa_bench.yaml")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--root", default="runs/bench/hotpotqa")
+    ap.add_argument("--results", default="bench/results/hotpotqa",
+                    help="where compare.md/.csv/.png are copied for BENCHMARKS.md")
+    ap.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    a = ap.parse_args()
+    config, root = (ROOT / a.config).resolve(), (ROOT / a.root).resolve()
+    methods, seeds = a.methods.split(","), [int(s) for s in a.seeds.split(",")]
+    started = datetime.now()
+    t0 = time.perf_counter()
+    results = [run_one(config, m, s, root, a.overrides) for m in methods for s in seeds]
+    wall = time.perf_counter() - t0
+    out = root / "compare"
+    proc = subprocess.run(optimas_cmd("compare", str(root), "--out", str(out)), cwd=ROOT,
+                          capture_output=True, text=True)
+    print(proc.stdout + proc.stderr, flush=True)
+    if proc.returncode != 0:
+        return proc.returncode
+    failed = [r for r in results if r["status"] == "failed"]
+    if a.no_write:
+        return 0
+    results_dir = ROOT / a.results
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("compare.md", "compare.csv", "compare.png"):
+        shutil.copy(out / name, results_dir / name)
+    table = (out / "compare.md").read_text()
+    rel = os.path.relpath(results_dir, ROOT)
+    cmd = f"python bench/run.py --config {a.config} --methods {a.methods} --seeds {a.seeds} " \
+          f"--root {a.root}" + (" " + " ".join(a.overrides) if a.overrides else "")
+    lines = [
+        f"Made by `make bench` ({cmd}), {started:%Y-%m-%d %H:%M}, {wall / 60:.0f} min in all "
+        f"(runs kept from an earlier invocation excluded).",
+        f"Machine: {machine()}.",
+        "Each run: `python -m optimas_cli.cli run "
+        f"{a.config} optimizer=METHOD seed=SEED run_dir={a.root}/METHOD/seed_SEED -q`; "
+        f"table and plot: `optimas compare {a.root} --out {a.root}/compare` "
+        f"(copied to `{rel}/`).",
+        "",
+        table.strip(),
+        "",
+    ]
+    if failed:
+        lines.append("Runs that failed (not in the table):")
+        lines += [f"- {r['method']} seed {r['seed']}: {r['reason']}" for r in failed]
+        lines.append("")
+    lines.append(f"![validation score against system runs spent]({rel}/compare.png)")
+    write_section(ROOT / "BENCHMARKS.md", "\n".join(lines))
+    print(f"[bench] BENCHMARKS.md updated; {len(failed)} failed run(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
