@@ -4,7 +4,9 @@
     python bench/run.py --methods none,optimas --seeds 0,1 --root runs/bench_try --no-write
 
 Each (method, seed) is a separate `optimas run CONFIG optimizer=METHOD seed=SEED
-run_dir=ROOT/METHOD/seed_SEED` process. A finished run (DONE) is kept, an unfinished
+run_dir=ROOT/METHOD/seed_SEED` process, all sharing one LM cache, ROOT/lmcache (started
+empty, so "LM calls" counts real calls; a later method gets the answers an earlier one
+already paid for, hence "LM requests", which does not depend on the order). A finished run (DONE) is kept, an unfinished
 one is resumed, so a killed benchmark continues where it stopped. Then `optimas
 compare ROOT` writes compare.md / compare.csv / compare.png, and the section between
 the bench markers of BENCHMARKS.md is rewritten with the table, the failures, the
@@ -52,7 +54,8 @@ def run_one(config: Path, method: str, seed: int, root: Path, extra: list[str]) 
             f"run_dir={run_dir}", "-q", *METHOD_OVERRIDES.get(method, []), *extra]
     t0 = time.perf_counter()
     print(f"[bench] {method} seed {seed}: optimas {shlex.join(args)}", flush=True)
-    proc = subprocess.run(optimas_cmd(*args), cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(optimas_cmd(*args), cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, OPTIMAS_CACHE_DIR=str(root / "lmcache")))
     took = time.perf_counter() - t0
     status = "done" if proc.returncode == 0 else "failed"
     reason = ""
@@ -133,7 +136,7 @@ def main() -> int:
         f"Made by `make bench` ({cmd}), {started:%Y-%m-%d %H:%M}, {wall / 60:.0f} min in all "
         f"(runs kept from an earlier invocation excluded).",
         f"Machine: {machine()}.",
-        "Each run: `python -m optimas_cli.cli run "
+        f"Each run: `OPTIMAS_CACHE_DIR={a.root}/lmcache python -m optimas_cli.cli run "
         f"{a.config} optimizer=METHOD seed=SEED run_dir={a.root}/METHOD/seed_SEED -q`; "
         f"table and plot: `optimas compare {a.root} --out {a.root}/compare` "
         f"(copied to `{rel}/`).",
