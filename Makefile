@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install test test-fast lint bench-lm demo clean
+.PHONY: help install test test-fast lint bench-lm bench reproduce reproduce-record demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,15 @@ lint: install  ## ruff
 
 bench-lm: install  ## LM engine throughput benchmark -> BENCHMARKS.md figures
 	$(BIN)/python bench/lm_throughput.py
+
+bench: install  ## every method x 3 seeds on configs/bench/hotpotqa_bench.yaml -> BENCHMARKS.md (~1.5 h)
+	$(BIN)/python bench/run.py
+
+reproduce: install  ## replay the pinned benchmark from bench/reproduce/ (no model calls); fail on drift
+	$(BIN)/python bench/reproduce.py
+
+reproduce-record: install  ## call the models again and rewrite bench/reproduce/ (cache + expected table)
+	$(BIN)/python bench/reproduce.py --record
 
 demo: install  ## the main job on the embedded default
 	$(BIN)/optimas run configs/hotpotqa.yaml

@@ -40,7 +40,7 @@ DATA = ROOT / "bench" / "reproduce"
 METHODS = ("none", "optimas", "search", "llmselector", "mipro", "gepa")
 CHECKED = ("seeds", "test_mean", "test_std", "initial_mean", "initial_std", "system_runs",
            "lm_requests")
-CACHE_FILE = "responses.sqlite3"
+CACHE_FILE = "responses.sqlite3"  # in bench/reproduce/; the LM cache keeps it at $OPTIMAS_CACHE_DIR/lm/
 
 
 def run_all(config: str, methods: list[str], root: Path, cache_dir: Path, mode: str,
@@ -119,11 +119,11 @@ def main() -> int:
         # one self-contained file: fold the WAL into the database first
         import sqlite3
 
-        conn = sqlite3.connect(cache / CACHE_FILE)
+        conn = sqlite3.connect(cache / "lm" / CACHE_FILE)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("VACUUM")
         conn.close()
-        shutil.copy(cache / CACHE_FILE, data / CACHE_FILE)
+        shutil.copy(cache / "lm" / CACHE_FILE, data / CACHE_FILE)
         for name in ("compare.csv", "compare.md"):
             shutil.copy(work / "compare" / name, data / name.replace("compare", "expected"))
         print(f"[reproduce] recorded {len(table)} rows and "
@@ -134,7 +134,8 @@ def main() -> int:
     if not (data / CACHE_FILE).exists() or not (data / "expected.csv").exists():
         print(f"[reproduce] no record in {data}: run with --record first")
         return 1
-    shutil.copy(data / CACHE_FILE, cache / CACHE_FILE)  # replay reads a copy; the record stays untouched
+    (cache / "lm").mkdir(parents=True, exist_ok=True)
+    shutil.copy(data / CACHE_FILE, cache / "lm" / CACHE_FILE)  # a copy: the record stays untouched
     failures = run_all(a.config, methods, work / "replay", cache, "replay", a.overrides)
     got = compare_table(work / "replay", work / "replay_compare")
     with (data / "expected.csv").open(newline="") as f:
@@ -146,6 +147,12 @@ def main() -> int:
         print(f"[reproduce] {len(cells)} cell(s) differ from {data / 'expected.csv'}:")
         for c in cells:
             print(f"  {c}")
+        misses = [line for log in sorted((work / "replay").rglob("*.log"))
+                  for line in log.read_text(errors="replace").splitlines()
+                  if "cache miss in replay mode" in line]
+        if misses:
+            print(f"[reproduce] {len(misses)} log line(s) report requests missing from the record "
+                  f"(the runs asked something new), e.g.:\n  {misses[0][:300]}")
         return 1
     print(f"[reproduce] all {len(got)} rows x {len(CHECKED)} columns equal the committed table")
     if not a.keep:
