@@ -163,3 +163,16 @@ def test_check_credentials_hosted_vllm_and_unknown_local(monkeypatch):
     check_credentials(["hosted_vllm/m"], LMConfig(api_base="http://localhost:8000/v1"))
     with pytest.raises(MissingCredentials, match="local/smollm2-135m-instruct"):
         check_credentials(["local/nope"], LMConfig())
+
+
+def test_replay_mode_needs_no_api_key(monkeypatch):
+    """A replay never reaches a provider, so CI can replay a recorded API run without the key."""
+    from optimas_cli.config import PROJECT_CONFIGS, load
+    from optimas_cli.runtime import make_lm
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = PROJECT_CONFIGS / "hotpotqa.yaml"
+    with pytest.raises(MissingCredentials, match="OPENAI_API_KEY"):
+        make_lm(load(config, ["lm=openai"]))
+    lm = make_lm(load(config, ["lm=openai", "lm.cache.mode=replay"]))
+    assert lm.cache.mode == "replay"
