@@ -145,7 +145,7 @@ def split_by_input(
     held: set[str] = set()
     rng = random.Random(seed)
     for comp in sorted(groups):
-        keys = list(groups[comp])
+        keys = sorted(groups[comp])  # not first-seen order: the split must not depend on it
         if holdout <= 0 or len(keys) < 2:
             continue
         rng.shuffle(keys)

@@ -142,10 +142,8 @@ def test_per_input_choice_mode_samples_by_local_reward_at_inference(tmp_path):
 class KilledAfter:
     """A ScriptedLM that is killed (KeyboardInterrupt) when asked for call number `limit + 1`."""
 
-    def __init__(self, script, limit: int | None = None):
-        from conftest import ScriptedLM
-
-        self.inner, self.limit = ScriptedLM(script), limit
+    def __init__(self, scripted_lm, script, limit: int | None = None):
+        self.inner, self.limit = scripted_lm(script), limit
 
     def complete(self, request, *, component=""):
         if self.limit is not None and len(self.inner.requests) >= self.limit:
@@ -162,7 +160,7 @@ class KilledAfter:
 
 @pytest.mark.slow
 def test_run_killed_in_collection_resumes_with_no_model_call_repeated_beyond_those_in_flight(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, scripted_lm):
     from test_baselines import WORDS, component_script
 
     from optimas_cli import runtime
@@ -191,13 +189,13 @@ def test_run_killed_in_collection_resumes_with_no_model_call_repeated_beyond_tho
         calls_at_append.append((name, lm.calls))
 
     monkeypatch.setattr(RunDir, "append_jsonl", append)
-    ref = lm = KilledAfter(script)
+    ref = lm = KilledAfter(scripted_lm, script)
     _, ref_summary = go(ref, tmp_path / "ref")
     first = [c for name, c in calls_at_append if name.endswith("iter_000/upper.jsonl")]
     assert len(first) == 4 and first[1] - first[0] > 1
     calls_at_append.clear()
     # killed in the first component's collection, in the middle of its second input
-    killed = lm = KilledAfter(script, limit=first[0] + (first[1] - first[0]) // 2)
+    killed = lm = KilledAfter(scripted_lm, script, limit=first[0] + (first[1] - first[0]) // 2)
     with pytest.raises(KeyboardInterrupt):
         go(killed, tmp_path / "run")
     monkeypatch.setattr(RunDir, "append_jsonl", real_append)
@@ -208,7 +206,7 @@ def test_run_killed_in_collection_resumes_with_no_model_call_repeated_beyond_tho
     saved = [c for name, c in calls_at_append if name.endswith("iter_000/upper.jsonl")]
     in_flight = killed.calls - saved[-1]  # calls after the last saved input
     assert in_flight > 0
-    resumed = KilledAfter(script)
+    resumed = KilledAfter(scripted_lm, script)
     path2, summary = go(resumed, tmp_path / "new", f"resume={path}")
     assert path2 == path and (path / "DONE").exists()
     # only the calls of the one input in flight were made again

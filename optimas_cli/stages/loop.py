@@ -59,10 +59,16 @@ def stage_collect(rt, run_dir: RunDir, state: State) -> dict[str, list[dict]]:
 
 
 def load_records(rt, run_dir: RunDir, component: str) -> list[tuple[int, dict]]:
-    """Every rollout record of `component` on disk, with its iteration, oldest first."""
+    """Every rollout record of `component` on disk, with its iteration, oldest first.
+
+    Within an iteration, records are ordered by example id, not by the order the
+    collection's workers happened to finish them in: the reward model trained on them,
+    and every choice made with it, must not depend on thread timing.
+    """
     out = []
     for d in sorted((run_dir.path / "rollouts").glob("iter_*")):
-        for r in run_dir.read_jsonl(f"rollouts/{d.name}/{component}.jsonl"):
+        records = run_dir.read_jsonl(f"rollouts/{d.name}/{component}.jsonl")
+        for r in sorted(records, key=lambda r: str(r.get("example_id"))):
             out.append((int(d.name[5:]), r))
     return out
 
