@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 
 from optimas_cli.config import ConfigError  # noqa: E402
 
@@ -27,7 +28,8 @@ QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars")
 
 
 def _fail(e: Exception, code: int = 2) -> None:
-    console.print(f"[red]error:[/] {e}")
+    # soft_wrap: never hard-wrap a message, so the paths and keys in it stay copyable
+    console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -57,7 +59,7 @@ def _dispatch(command: str, target: str, overrides: list[str] | None, multirun: 
             from optimas_cli.sweep import launch
 
             sweep = launch(command, config, overrides, show_progress=False)
-            console.print(f"sweep directory: {sweep}")
+            console.print(f"sweep directory: {escape(str(sweep))}", soft_wrap=True)
             return
         composed = load(config, overrides)
         path, summary = execute(command, composed, show_progress=not quiet)

@@ -29,6 +29,7 @@ from typing import Any
 
 import typer
 import yaml
+from rich.markup import escape
 
 from optimas_cli.run_dir import RunDir
 
@@ -216,7 +217,6 @@ RICH_HEADERS = ("method", "system", "seeds", "test", "± std", "initial", "runs"
 
 
 def rich_table(rows: list[dict[str, Any]]):
-    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title="test score over seeds; system runs and LM calls spent optimizing")
@@ -312,7 +312,7 @@ def register(app: typer.Typer) -> None:
         try:
             rows, skipped = compare(dirs, out, tuple(by))
         except FileNotFoundError as e:
-            err.print(f"[red]error:[/] {e}")
+            err.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
             raise typer.Exit(2) from None
         for p in skipped:
             err.print(f"[yellow]skipped[/] {p}: no summary.json (unfinished, or not a run)")

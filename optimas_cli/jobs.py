@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from optimas_cli.config import Composed, ConfigError
 from optimas_cli.lm.base import BudgetExceeded
@@ -97,5 +98,5 @@ def execute(command: str, composed: Composed, *, show_progress: bool = True) -> 
         console.print(f"[yellow]stopped:[/] {e} (artifacts saved)")
         raise
     finally:
-        console.print(f"run directory: {run_dir.path}")
+        console.print(f"run directory: {escape(str(run_dir.path))}", soft_wrap=True)
     return run_dir.path, summary

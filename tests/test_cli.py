@@ -63,6 +63,17 @@ def test_validate_graph_errors_exit_nonzero(write_yaml, components, expected):
     assert expected in out and "error:" in out and "bad.yaml" in out
 
 
+def test_error_message_is_never_hard_wrapped(write_yaml):
+    """A long path must come out whole (copyable), whatever the terminal width."""
+    path = _bad_system(write_yaml, MISSING)
+    long = path.parent / ("a_rather_long_directory_name_" * 4) / "bad.yaml"
+    long.parent.mkdir()
+    long.write_text(path.read_text())
+    result = runner.invoke(app, ["validate", str(long)], terminal_width=60)
+    assert result.exit_code == 2
+    assert str(long) in result.output
+
+
 def test_validate_unknown_key_exits_nonzero():
     result = runner.invoke(app, ["validate", HOTPOT, "+eval.colour=blue"])
     assert result.exit_code == 2
