@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import METHOD_OVERRIDES  # noqa: E402  (bench/run.py: the same per-method settings)
+from run import METHOD_OVERRIDES, failure_reason  # noqa: E402  (bench/run.py, shared)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "reproduce"
@@ -46,7 +47,7 @@ CACHE_FILE = "responses.sqlite3"  # in bench/reproduce/; the LM cache keeps it a
 def run_all(config: str, methods: list[str], root: Path, cache_dir: Path, mode: str,
             overrides: list[str]) -> list[str]:
     """Run every method; returns the failures (method: last line of FAILED)."""
-    env = dict(__import__("os").environ, OPTIMAS_CACHE_DIR=str(cache_dir))
+    env = dict(os.environ, OPTIMAS_CACHE_DIR=str(cache_dir))
     failures = []
     for method in methods:
         run_dir = root / method
@@ -59,9 +60,7 @@ def run_all(config: str, methods: list[str], root: Path, cache_dir: Path, mode: 
         print(f"[reproduce] {method}: {'ok' if ok else 'FAILED'} in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
         if not ok:
-            failed = run_dir / "FAILED"
-            text = failed.read_text() if failed.exists() else proc.stderr
-            failures.append(f"{method}: {text.strip().splitlines()[-1] if text.strip() else ''}")
+            failures.append(f"{method}: {failure_reason(run_dir, proc)}")
     return failures
 
 

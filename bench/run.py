@@ -49,6 +49,14 @@ def optimas_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "optimas_cli.cli", *args]
 
 
+def failure_reason(run_dir: Path, proc: subprocess.CompletedProcess) -> str:
+    """The last line of the run's FAILED traceback (or of stderr when it never started)."""
+    failed = run_dir / "FAILED"
+    text = failed.read_text() if failed.exists() else proc.stderr
+    lines = [x for x in text.strip().splitlines() if x.strip()]
+    return lines[-1].strip() if lines else f"exit {proc.returncode}"
+
+
 def run_one(config: Path, method: str, seed: int, root: Path, extra: list[str]) -> dict:
     """Run (or resume, or keep) one method/seed; returns its status and the command."""
     run_dir = root / method / f"seed_{seed}"
@@ -63,12 +71,7 @@ def run_one(config: Path, method: str, seed: int, root: Path, extra: list[str]) 
                           env=dict(os.environ, OPTIMAS_CACHE_DIR=str(root / "lmcache")))
     took = time.perf_counter() - t0
     status = "done" if proc.returncode == 0 else "failed"
-    reason = ""
-    if proc.returncode != 0:
-        failed = run_dir / "FAILED"
-        text = failed.read_text() if failed.exists() else proc.stderr
-        lines = [x for x in text.strip().splitlines() if x.strip()]
-        reason = lines[-1].strip() if lines else f"exit {proc.returncode}"
+    reason = "" if proc.returncode == 0 else failure_reason(run_dir, proc)
     print(f"[bench] {method} seed {seed}: {status} in {took:.0f} s {reason}", flush=True)
     return {"method": method, "seed": seed, "status": status, "dir": run_dir, "reason": reason}
 

@@ -658,6 +658,26 @@ def explain_failure(what: str, model: str, exc: BaseException,
     return DSPyOptimizerError(f"{what} failed with model {model!r}: {msg}.{hint}")
 
 
+def compile_within_budget(what: str, model: str, model_option: str, meta: Any, lms: list,
+                          compile_fn: Any) -> Any:
+    """Run a DSPy optimizer's compile; a spent LM budget wins over DSPy's own error.
+
+    DSPy wraps whatever its LMs raise, so each LM re-raises its BudgetExceeded first;
+    any other failure becomes a DSPyOptimizerError naming `optimizer.options.<model_option>`.
+    """
+    try:
+        best = compile_fn()
+    except Exception as e:  # noqa: BLE001 - DSPy's failure, reported as such
+        for lm in lms:
+            lm.raise_if_over_budget()
+        raise explain_failure(what, model, e, remedy=(
+            f"Set optimizer.options.{model_option} to a stronger model"
+            + ("." if meta else ", or optimizer.options.proposer_adapter=completion."))) from e
+    for lm in lms:
+        lm.raise_if_over_budget()
+    return best
+
+
 # ------------------------------------------------------------------ end-to-end runs (baselines)
 
 

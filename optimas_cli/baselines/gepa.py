@@ -35,10 +35,10 @@ from optimas_cli.config import ConfigError
 from optimas_cli.dspy_bridge import (
     DSPyOptimizerError,
     check_models,
+    compile_within_budget,
     default_threads,
     distinct_states,
     end_to_end_metric,
-    explain_failure,
     helper_lm,
     parse_options,
     prepare_program,
@@ -178,18 +178,13 @@ def optimize(rt, run_dir, initial: State) -> State:
         num_threads=options.num_threads or default_threads(rt), track_stats=True, seed=seed)
     log.info("gepa: %d predictors, %s, allowance %s system runs (budget %s)",
              len(program.prompt_components), budget_kwargs, allowance, budget)
-    try:
+    def compile_gepa():
         with dspy.context(lm=task):
-            best = gepa.compile(program, trainset=system_examples(train, system),
+            return gepa.compile(program, trainset=system_examples(train, system),
                                 valset=system_examples(val, system))
-    except Exception as e:  # noqa: BLE001 - DSPy's failure, reported as such
-        for lm in (task, reflection):
-            lm.raise_if_over_budget()
-        raise explain_failure("dspy.GEPA", reflection_model, e, remedy=(
-            "Set optimizer.options.reflection_model to a stronger model"
-            + ("." if meta else ", or optimizer.options.proposer_adapter=completion."))) from e
-    for lm in (task, reflection):
-        lm.raise_if_over_budget()
+
+    best = compile_within_budget("dspy.GEPA", reflection_model, "reflection_model", meta,
+                                 [task, reflection], compile_gepa)
     counter = program.counter
     log.info("gepa: GEPA used %d system runs (%d refused by the budget cap); %d proposals, %d failed",
              counter.used, counter.refused, proposer.calls, proposer.failures)

@@ -30,10 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from optimas_cli.config import ConfigError
 from optimas_cli.dspy_bridge import (
     check_models,
+    compile_within_budget,
     default_threads,
     distinct_states,
     end_to_end_metric,
-    explain_failure,
     helper_lm,
     parse_options,
     prepare_program,
@@ -146,23 +146,18 @@ def optimize(rt, run_dir, initial: State) -> State:
     log.info("mipro: %d predictors, %s trials, allowance %s system runs (budget %s)",
              len(program.prompt_components), trials, allowance, budget)
     meta = proposer_adapter(options.proposer_adapter, prompt_model)
-    try:
+    def compile_mipro():
         with dspy.context(lm=task, **({"adapter": meta} if meta else {})):
-            best = optimizer.compile(
+            return optimizer.compile(
                 program, trainset=system_examples(train, system), valset=system_examples(val, system),
                 num_trials=trials, minibatch=False,
                 program_aware_proposer=options.program_aware_proposer,
                 data_aware_proposer=options.data_aware_proposer,
                 tip_aware_proposer=options.tip_aware_proposer,
                 fewshot_aware_proposer=options.fewshot_aware_proposer)
-    except Exception as e:  # noqa: BLE001 - DSPy's failure, reported as such
-        for lm in (task, proposer):
-            lm.raise_if_over_budget()
-        raise explain_failure("DSPy MIPROv2", prompt_model, e, remedy=(
-            "Set optimizer.options.prompt_model to a stronger model"
-            + ("." if meta else ", or optimizer.options.proposer_adapter=completion."))) from e
-    for lm in (task, proposer):
-        lm.raise_if_over_budget()
+
+    best = compile_within_budget("DSPy MIPROv2", prompt_model, "prompt_model", meta,
+                                 [task, proposer], compile_mipro)
     counter = program.counter
     log.info("mipro: MIPRO used %d system runs (%d refused by the budget cap)", counter.used,
              counter.refused)
