@@ -13,7 +13,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from optimas_cli.config import ConfigError  # noqa: E402
+from optimas_cli.errors import ConfigError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Optimize compound AI systems with globally aligned local rewards (Optimas).")
@@ -46,9 +46,9 @@ def _target(target: str, overrides: list[str]) -> tuple[str, list[str], bool]:
 
 
 def _dispatch(command: str, target: str, overrides: list[str] | None, multirun: bool, quiet: bool):
-    from optimas_cli.config import load
     from optimas_cli.jobs import execute
     from optimas_cli.lm.base import BudgetExceeded
+    from optimas_cli.methods import load_checked as load
     from optimas_cli.reports import print_summary
 
     config, overrides, is_run_dir = _target(target, list(overrides or []))
@@ -114,8 +114,8 @@ _stage_command("update", "Run the loop's iterations: select, collect, adapt, upd
 @app.command()
 def validate(config: str = CONFIG, overrides: list[str] = OVERRIDES):
     """Compose and check a config (schemas and graph) without running anything."""
-    from optimas_cli.config import load
     from optimas_cli.graph import topological_order
+    from optimas_cli.methods import load_checked as load
 
     try:
         composed = load(config, list(overrides or []))

@@ -98,7 +98,7 @@ def _wall_time(rd: RunDir) -> float | None:
 
 def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
     """One run's numbers; None when it has no summary.json (unfinished or `evaluate` only)."""
-    from optimas_cli.stages.loop import accepted_val
+    from optimas_cli.history import accepted_val
 
     rd = RunDir(path)
     if not (path / "summary.json").exists():

@@ -17,15 +17,14 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pydantic import ValidationError
 
+from optimas_cli.errors import ConfigError
 from optimas_cli.schema import RunConfig
+
+__all__ = ["ConfigError", "Composed", "load"]
 
 PROJECT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ("lm", "system", "optimizer", "reward")
 SECRET_KEY = re.compile(r"(api_key|apikey|token|secret|password)$", re.IGNORECASE)
-
-
-class ConfigError(ValueError):
-    """A config problem, worded for the user: which file, which key, which value."""
 
 
 @dataclass
@@ -206,20 +205,14 @@ def import_object(dotted: str, what: str) -> Any:
 
 
 def check_semantics(c: Composed) -> None:
-    """Checks beyond types: the graph, each component kind's params, split sizes."""
+    """Checks beyond types: the graph, each component kind's params (a method's options:
+    methods.check_options)."""
     from optimas_cli.graph import check_graph
 
     problems = check_graph(c.run.system)
     if problems:
         key, msg = problems[0]
         raise ConfigError(f"{where(key, c.path, c.overrides, c.choices)}: {msg}")
-    name = c.run.optimizer.name
-    if name not in ("optimas", "none"):  # a baseline checks its own options, before any work
-        module = importlib.import_module(f"optimas_cli.baselines.{name}")
-        if hasattr(module, "OPTIONS"):
-            from optimas_cli.baselines.common import parse_options
-
-            parse_options(name, c.run.optimizer.options, module.OPTIONS)
 
 
 def redact(data: Any) -> Any:

@@ -8,6 +8,9 @@ produced and spent.
 
 from __future__ import annotations
 
+import itertools
+import math
+import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -218,9 +221,10 @@ class System:
         t0 = time.perf_counter()
         try:
             vals = dict(vals)
-            policy = next(((k, v) for k, v in vals.items() if is_per_input(v)), None)
-            if policy:
-                outputs, vals[policy[0]] = self._choose_per_input(name, inputs, vals, policy, call)
+            policies = {k: v for k, v in vals.items() if is_per_input(v)}
+            if policies:
+                outputs, chosen = self._choose_per_input(name, inputs, vals, policies, call)
+                vals.update(chosen)
             else:
                 outputs = comp.forward(dict(inputs), dict(vals), call)
             missing = [o for o in comp.outputs if o not in outputs]
@@ -241,20 +245,22 @@ class System:
             self.runs += 1
 
     def _choose_per_input(self, name: str, inputs: dict[str, Any], vals: dict[str, Any],
-                          policy: tuple[str, dict], call: Call) -> tuple[dict[str, Any], Any]:
-        """The paper's per-input mode: run every choice, sample one by exp(LRF / temperature)."""
-        import math
-        import random
-
-        var, spec = policy
-        outs = [self.components[name].forward(dict(inputs), {**vals, var: c}, call)
-                for c in spec["choices"]]
+                          policies: dict[str, dict], call: Call) -> tuple[dict[str, Any], dict]:
+        """The paper's per-input mode: run every combination of the per-input variables'
+        choices, sample one by exp(LRF / temperature) under the first policy's reward model."""
+        names = list(policies)
+        combos = [dict(zip(names, c, strict=True))
+                  for c in itertools.product(*(policies[n]["choices"] for n in names))]
+        outs = [self.components[name].forward(dict(inputs), {**vals, **combo}, call)
+                for combo in combos]
+        spec = policies[names[0]]
         scores = self.reward_model(spec["reward_model"]).score(name, [inputs] * len(outs), outs)
         top = max(scores)
-        weights = [math.exp((s - top) / spec["temperature"]) for s in scores]
+        temperature = min(p["temperature"] for p in policies.values())
+        weights = [math.exp((s - top) / temperature) for s in scores]
         key = f"{call.seed}:{call.sample_index}:{sorted(inputs.items())}"
         i = random.Random(key).choices(range(len(outs)), weights=weights, k=1)[0]
-        return outs[i], spec["choices"][i]
+        return outs[i], combos[i]
 
     def reward_model(self, path: str):
         """A local reward model from disk, loaded once per system."""
@@ -276,10 +282,13 @@ class System:
     def run_from(self, start: str, fields: dict[str, Any], state: State, *,
                  temperature: float | None = None, sample_index: int = 0, seed: int = 0,
                  stop_before: str | None = None) -> Trace:
-        """Run `start` and every component after it, given the fields upstream produced."""
-        self.count_run()
+        """Run `start` and every component after it, given the fields upstream produced.
+
+        Counts one (partial) system run, unless there is nothing to run."""
         trace = Trace(fields=dict(fields))
         end = self.order.index(stop_before) if stop_before else len(self.order)
+        if end > self.order.index(start):
+            self.count_run()
         for name in self.order[self.order.index(start):end]:
             step = self.run_step(name, trace.fields, state, temperature=temperature,
                                  sample_index=sample_index, seed=seed)

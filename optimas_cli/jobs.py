@@ -13,37 +13,41 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from optimas_cli.config import Composed, ConfigError
+from optimas_cli.config import Composed
+from optimas_cli.errors import ConfigError
 from optimas_cli.lm.base import BudgetExceeded
+from optimas_cli.methods import run_method
 from optimas_cli.run_dir import RunDir
-from optimas_cli.runtime import build_runtime
+from optimas_cli.runtime import Runtime, build_runtime
+from optimas_cli.stages.evaluate import run_evaluate
+from optimas_cli.stages.final import stage_final
 
 console = Console(stderr=True)
 log = logging.getLogger("optimas")
 
 
-def stage_evaluate(rt, run_dir: RunDir, show_progress: bool) -> dict[str, Any]:
-    from optimas_cli.stages.evaluate import run_evaluate
-
+def stage_evaluate(rt: Runtime, run_dir: RunDir, show_progress: bool) -> dict[str, Any]:
     return run_evaluate(rt, run_dir, show_progress=show_progress)
 
 
-def loop_stages(*stages: str) -> Callable[..., dict[str, Any]]:
-    def run(rt, run_dir: RunDir, show_progress: bool) -> dict[str, Any]:
-        from optimas_cli.stages.loop import run_loop
-
-        return run_loop(rt, run_dir, show_progress=show_progress, stages=stages)
+def method_stages(*stages: str) -> Callable[..., dict[str, Any]]:
+    """The configured method's stages (all of them for `run`), then the final test stage."""
+    def run(rt: Runtime, run_dir: RunDir, show_progress: bool) -> dict[str, Any]:
+        final = run_method(rt, run_dir, rt.state, tuple(s for s in stages if s != "evaluate"))
+        if "evaluate" in stages:
+            return stage_final(rt, run_dir, rt.state, final)
+        return {"stages": list(stages), "history": len(run_dir.read_jsonl("history.jsonl"))}
 
     return run
 
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "evaluate": stage_evaluate,  # a config on its eval split
-    "run": loop_stages("collect", "fit", "update", "evaluate"),
-    "collect": loop_stages("collect"),
-    "fit": loop_stages("fit"),
-    "update": loop_stages("update"),
-    "final": loop_stages("evaluate"),  # `optimas evaluate RUN_DIR`: the loop's test evaluation
+    "run": method_stages("collect", "fit", "update", "evaluate"),
+    "collect": method_stages("collect"),
+    "fit": method_stages("fit"),
+    "update": method_stages("update"),
+    "final": method_stages("evaluate"),  # `optimas evaluate RUN_DIR`: the test evaluation
 }
 
 

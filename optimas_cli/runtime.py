@@ -9,8 +9,9 @@ from typing import Any
 
 import yaml
 
-from optimas_cli.config import Composed, ConfigError, import_object
+from optimas_cli.config import Composed, import_object
 from optimas_cli.data import Dataset, Example, split
+from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State, System, build_components
 from optimas_cli.lm.base import LM
 

@@ -11,7 +11,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from optimas_cli.config import ConfigError, hydra_overrides, load, search_path
+from optimas_cli.config import hydra_overrides, search_path
+from optimas_cli.errors import ConfigError
+from optimas_cli.methods import load_checked as load
 
 
 def expand(overrides: list[str]) -> list[list[str]]:

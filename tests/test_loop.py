@@ -29,7 +29,7 @@ def run(tmp_path, *overrides):
 @pytest.mark.slow
 def test_loop_finds_the_better_value_and_writes_every_artifact(tmp_path):
     path, summary = run(tmp_path)
-    for name in ("config.yaml", "rollouts/iter_000/scale.jsonl", "lrf/iter_000/metrics.json",
+    for name in ("config.yaml",
                  "rollouts/iter_001/scale.jsonl", "lrf/iter_001/metrics.json", "history.jsonl",
                  "final/system.yaml", "summary.json", "val_score.png", "test/initial.json",
                  "test/final.json", "DONE"):
@@ -81,7 +81,7 @@ def test_killed_run_resumes_to_the_end_without_redoing_collected_inputs(tmp_path
     fns.CALLS["scale"] = 0
 
     def dies(x, factor):
-        if fns.CALLS["scale"] >= 4 * 3:  # four inputs' candidates, then the kill
+        if fns.CALLS["scale"] >= 10 + 4 * 3:  # 10 val runs, four inputs' candidates, the kill
             raise KeyboardInterrupt
         return real(x, factor)
 
@@ -90,14 +90,14 @@ def test_killed_run_resumes_to_the_end_without_redoing_collected_inputs(tmp_path
         run(tmp_path, "optimizer.collect.workers=1")
     path = next((tmp_path / "linear").iterdir())
     assert (path / "FAILED").exists()
-    done = len((path / "rollouts/iter_000/scale.jsonl").read_text().splitlines())
+    done = len((path / "rollouts/iter_001/scale.jsonl").read_text().splitlines())
     assert done == 4
     monkeypatch.setattr(fns, "scale", real)
     fns.CALLS["scale"] = 0
     path2, summary = execute("run", load(LINEAR, [f"resume={path}", "optimizer.collect.workers=1"]),
                              show_progress=False)
     assert path2 == path and (path / "DONE").exists() and not (path / "FAILED").exists()
-    lines = (path / "rollouts/iter_000/scale.jsonl").read_text().splitlines()
+    lines = (path / "rollouts/iter_001/scale.jsonl").read_text().splitlines()
     assert len(lines) == 8 and len({json.loads(x)["example_id"] for x in lines}) == 8
     assert summary["test"]["final"]["mean"] == 1.0
 
@@ -191,19 +191,20 @@ def test_run_killed_in_collection_resumes_with_no_model_call_repeated_beyond_tho
     monkeypatch.setattr(RunDir, "append_jsonl", append)
     ref = lm = KilledAfter(scripted_lm, script)
     _, ref_summary = go(ref, tmp_path / "ref")
-    first = [c for name, c in calls_at_append if name.endswith("iter_000/upper.jsonl")]
+    first = [c for name, c in calls_at_append if name.endswith("iter_001/exclaim.jsonl")]
     assert len(first) == 4 and first[1] - first[0] > 1
     calls_at_append.clear()
-    # killed in the first component's collection, in the middle of its second input
+    # killed in the first collection (the final component's), in the middle of its second input
     killed = lm = KilledAfter(scripted_lm, script, limit=first[0] + (first[1] - first[0]) // 2)
     with pytest.raises(KeyboardInterrupt):
         go(killed, tmp_path / "run")
     monkeypatch.setattr(RunDir, "append_jsonl", real_append)
     path = next((tmp_path / "run" / "words").iterdir())
-    assert (path / "FAILED").exists() and not (path / "history.jsonl").exists()
-    done = (path / "rollouts/iter_000/upper.jsonl").read_text().splitlines()
+    assert (path / "FAILED").exists()
+    assert len((path / "history.jsonl").read_text().splitlines()) == 1  # the initial record only
+    done = (path / "rollouts/iter_001/exclaim.jsonl").read_text().splitlines()
     assert 1 <= len(done) < 4  # some inputs finished, and the kill came mid-collection
-    saved = [c for name, c in calls_at_append if name.endswith("iter_000/upper.jsonl")]
+    saved = [c for name, c in calls_at_append if name.endswith("iter_001/exclaim.jsonl")]
     in_flight = killed.calls - saved[-1]  # calls after the last saved input
     assert in_flight > 0
     resumed = KilledAfter(scripted_lm, script)
@@ -213,5 +214,5 @@ def test_run_killed_in_collection_resumes_with_no_model_call_repeated_beyond_tho
     assert killed.calls + resumed.calls == ref.calls + in_flight
     assert summary["lm_calls"] == killed.calls + resumed.calls  # the killed process is counted
     assert summary["test"] == ref_summary["test"]
-    lines = (path / "rollouts/iter_000/upper.jsonl").read_text().splitlines()
+    lines = (path / "rollouts/iter_001/exclaim.jsonl").read_text().splitlines()
     assert lines[:len(done)] == done and len(lines) == 4

@@ -42,16 +42,24 @@ class BM25Index:
         self._lock = threading.Lock()
 
     def search(self, query: str, k: int) -> list[int]:
-        """Indexes of the top-k passages for `query`, best first; [] for an empty query."""
-        import bm25s
+        """Indexes of the top-k passages for `query`, best first.
 
-        k = min(k, len(self.passages))
-        q = bm25s.tokenize([query], stopwords="en", stemmer=self._stemmer, show_progress=False)
-        if not q.ids or not q.ids[0]:
+        Ties break by corpus order (the lower index first), and a passage that shares no
+        term with the query (BM25 score 0) is never returned: a query with no term in the
+        corpus, or an empty one, returns []. The order depends on nothing but the scores,
+        so every machine retrieves the same passages.
+        """
+        import bm25s
+        import numpy as np
+
+        q = bm25s.tokenize([query], stopwords="en", stemmer=self._stemmer, show_progress=False,
+                           return_ids=False)
+        if not q or not q[0]:
             return []
         with self._lock:
-            docs, _ = self._bm25.retrieve(q, k=k, show_progress=False, n_threads=1)
-        return [int(i) for i in docs[0]]
+            scores = self._bm25.get_scores(q[0])
+        order = np.lexsort((np.arange(len(scores)), -scores))  # score desc, then index asc
+        return [int(i) for i in order[:k] if scores[i] > 0]
 
 
 def shared_index(passages: list[str], stemmer: str | None) -> BM25Index:

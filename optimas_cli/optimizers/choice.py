@@ -6,10 +6,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+from optimas_cli import space
 from optimas_cli.graph import State, System, is_per_input
 from optimas_cli.optimizers.common import best_of, lrf_score_values
 from optimas_cli.schema import UpdateConfig
-from optimas_cli.stages.collect import space_values
 
 
 def optimize_choice(system: System, name: str, vname: str, records: list[dict], lrf, state: State,
@@ -25,7 +25,7 @@ def optimize_choice(system: System, name: str, vname: str, records: list[dict], 
     current = state[name][vname]
     if is_per_input(current):
         current = current["choices"][0]
-    values = [current] + [v for v in space_values(var, cfg.max_choices, rng) if v != current]
+    values = [current] + space.alternatives(var, current, cfg.max_choices, rng)
     candidates = []
     for value in values:
         scored = lrf_score_values(system, name, {**state[name], vname: value}, records, lrf, state,

@@ -1,11 +1,14 @@
-"""Prompt search against a component's local reward (OPRO-style, Yang et al. 2023).
+"""Prompt search against a component's local reward (OPRO, Yang et al. 2023, with bootstrapped demos).
 
-A proposer LM sees the component's description and the instructions tried so
-far with their scores, and writes new instructions. Demonstrations are the
-highest-reward outputs found in the collected rollouts. Each (instruction,
-demonstrations) candidate is scored by the mean local reward of the
-component's outputs on the same inputs; the current prompt is a candidate too,
-so the search never returns something its own reward model ranks lower.
+The collected records are split by input: demonstrations come only from the demo pool,
+candidates are scored only on the other inputs, so a demo never inflates the score of
+the prompt that shows it. The search runs in rounds: each round the proposer LM sees
+every instruction tried so far with its mean local reward on the same scoring inputs
+(best last) and writes new ones (`proposer_model` may be a stronger model of the ladder
+than the task model: DSPy's prompt_model/task_model split). Demonstrations are
+bootstrapped from rollout candidates with a high global score and no empty field; the
+number of demos (0..max_demos) is searched like the instruction. The current prompt is
+a candidate too, so the search never returns what its own reward model ranks lower.
 """
 
 from __future__ import annotations
@@ -51,22 +54,47 @@ def propose_instructions(lm: LM, model: str, system: System, name: str,
     return out
 
 
-def reward_demos(system: System, name: str, records: list[dict], lrf, k: int) -> list[dict]:
-    """The `k` best (by local reward) candidate outputs of distinct inputs, as demonstrations."""
+def split_records(records: list[dict], n_eval: int, rng: random.Random) -> tuple[list, list]:
+    """(demo pool, scoring records), disjoint by input; at least one input for demos
+    whenever there are two or more inputs."""
+    by_id: dict[str, list[dict]] = {}
+    for r in records:
+        by_id.setdefault(str(r["example_id"]), []).append(r)
+    ids = sorted(by_id)
+    rng.shuffle(ids)
+    n_eval = min(n_eval, max(1, len(ids) - 1)) if len(ids) > 1 else len(ids)
+    evals, demos = ids[:n_eval], ids[n_eval:]
+    return [r for i in demos for r in by_id[i]], [r for i in evals for r in by_id[i]]
+
+
+def good_demo(cand: dict[str, Any], best_score: float, min_score: float) -> bool:
+    """A candidate fit to show: the best global score of its input, at least `min_score`,
+    and no empty output field."""
+    return (cand["score"] >= max(best_score, min_score)
+            and all(str(v).strip() for v in cand["outputs"].values()))
+
+
+def bootstrap_demos(system: System, name: str, records: list[dict], lrf, k: int,
+                    min_score: float) -> list[dict]:
+    """Up to `k` demonstrations from distinct inputs: good candidates (see `good_demo`),
+    the highest local reward first."""
     if k == 0:
         return []
     comp = system.cfg.components[name]
-    best: list[tuple[float, dict]] = []
+    best: list[tuple[float, float, dict]] = []
     for r in records:
         if not r["candidates"]:
             continue
+        top = max(c["score"] for c in r["candidates"])
+        good = [c for c in r["candidates"] if good_demo(c, top, min_score) and c["source"] != "gold"]
+        if not good:
+            continue
         inputs = {f: r["fields"][f] for f in comp.inputs}
-        outs = [c["outputs"] for c in r["candidates"]]
-        scores = lrf.score(name, [inputs] * len(outs), outs)
-        i = max(range(len(outs)), key=lambda j: scores[j])
-        best.append((scores[i], {**inputs, **outs[i]}))
-    best.sort(key=lambda t: t[0], reverse=True)
-    return [demo for _, demo in best[:k]]
+        scores = lrf.score(name, [inputs] * len(good), [c["outputs"] for c in good])
+        i = max(range(len(good)), key=lambda j: scores[j])
+        best.append((good[i]["score"], scores[i], {**inputs, **good[i]["outputs"]}))
+    best.sort(key=lambda t: (t[0], t[1]), reverse=True)
+    return [demo for *_, demo in best[:k]]
 
 
 def optimize_prompt(system: System, name: str, vname: str, records: list[dict], lrf,
@@ -75,23 +103,32 @@ def optimize_prompt(system: System, name: str, vname: str, records: list[dict], 
                     workers: int = 4) -> dict[str, Any]:
     """Best prompt value for variable `vname` of component `name`, with every candidate's score."""
     current = state[name][vname]
-    eval_records = records if len(records) <= cfg.per_component_train_size else rng.sample(
-        records, cfg.per_component_train_size)
+    pool, eval_records = split_records(records, cfg.per_component_train_size, rng)
 
-    def score(value: dict[str, Any], origin: str) -> dict[str, Any]:
+    def score(value: dict[str, Any], origin: str, rnd: int) -> dict[str, Any]:
         scored = lrf_score_values(system, name, {**state[name], vname: value}, eval_records, lrf,
                                   state, workers)
-        return {"value": value, "origin": origin, **scored}
+        return {"value": value, "origin": origin, "round": rnd, **scored}
 
-    candidates = [score(current, "current")]
-    past = list(history) + [(current["instruction"], candidates[0]["lrf"] or 0.0)]
-    for text in propose_instructions(lm, proposer_model, system, name, past, cfg.num_candidates,
-                                     seed=rng.randrange(1 << 30)):
-        candidates.append(score({"instruction": text, "demos": current["demos"]}, "proposed"))
-    demos = reward_demos(system, name, records, lrf, cfg.max_demos)
-    if demos and demos != current["demos"]:
-        top = best_of(candidates)
-        candidates.append(score({"instruction": top["value"]["instruction"], "demos": demos},
-                                "reward_demos"))
+    candidates = [score(current, "current", 0)]
+    tried = {current["instruction"].strip().lower()}
+    for rnd in range(1, cfg.opro_rounds + 1):
+        # this search's own candidates, scored on the same inputs, carry the most weight
+        past = list(history) + [(c["value"]["instruction"], c["lrf"]) for c in candidates
+                                if c["lrf"] is not None]
+        for text in propose_instructions(lm, proposer_model, system, name, past,
+                                         cfg.num_candidates, seed=rng.randrange(1 << 30)):
+            if text.strip().lower() not in tried:
+                tried.add(text.strip().lower())
+                candidates.append(score({"instruction": text, "demos": current["demos"]},
+                                        "proposed", rnd))
+    demos = bootstrap_demos(system, name, pool, lrf, cfg.max_demos, cfg.demo_min_score)
+    top = best_of(candidates)["value"]["instruction"]
+    for k in range(0, len(demos) + 1):  # the number of demos is searched too
+        if demos[:k] != current["demos"]:
+            candidates.append(score({"instruction": top, "demos": demos[:k]}, f"demos:{k}",
+                                    cfg.opro_rounds + 1))
     best = best_of(candidates)
-    return {"variable": vname, "type": "prompt", "best": best["value"], "candidates": candidates}
+    return {"variable": vname, "type": "prompt", "best": best["value"], "candidates": candidates,
+            "demo_pool": len({r["example_id"] for r in pool}),
+            "scored_on": sorted({str(r["example_id"]) for r in eval_records})}

@@ -20,30 +20,49 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from optimas_cli import space
 from optimas_cli.data import Example
 from optimas_cli.graph import State, System
 from optimas_cli.rewards import PreferencePair
 from optimas_cli.schema import CollectConfig
 
 log = logging.getLogger("optimas.collect")
+MAX_RANGE_POINTS = 5  # values of a numeric range rolled out per input (a grid with both ends)
 
 
 def _key(outputs: dict[str, Any]) -> str:
     return json.dumps(outputs, sort_keys=True, ensure_ascii=False)
 
 
-def space_values(var, limit: int, rng: random.Random) -> list[Any]:
-    """Values of a hyperparameter/model variable to try: its choices, or a seeded draw of a range."""
-    if var.choices is not None:
-        values = list(var.choices)
-        return values if len(values) <= limit else rng.sample(values, limit)
-    draws = [rng.uniform(var.low, var.high) for _ in range(limit)]
-    return [round(d) for d in draws] if var.integer else draws
+def alternative_values(var, current: Any, rng: random.Random) -> list[Any]:
+    """Values of a hyperparameter or model variable to roll out besides the current one:
+    the whole finite space, or a (log-)spaced grid of a range (space.alternatives)."""
+    limit = len(var.choices) if var.choices is not None else MAX_RANGE_POINTS
+    return space.alternatives(var, current, limit, rng)
+
+
+def collect_cost(system: System, name: str, cfg: CollectConfig) -> int:
+    """Upper bound of the (partial) system runs one input's collection for `name` spends:
+    the upstream run, then one downstream completion per candidate and rollout."""
+    comp = system.cfg.components[name]
+    candidates = 1 + (cfg.num_samples if getattr(system.components[name], "stochastic", False) else 0)
+    for var in comp.variables.values():
+        if var.type in ("hyperparameter", "model"):
+            candidates += len(var.choices) - 1 if var.choices is not None else MAX_RANGE_POINTS
+    upstream = 1 if system.upstream(name) else 0
+    if not system.downstream(name):
+        return max(upstream, 1)  # candidates are scored by the metric alone
+    rollouts = cfg.num_rollouts if cfg.rollout_temperature > 0 else 1
+    return upstream + candidates * rollouts
 
 
 def propose_candidates(system: System, name: str, fields: dict[str, Any], state: State,
-                       cfg: CollectConfig, rng: random.Random) -> list[dict[str, Any]]:
-    """Distinct candidate outputs of component `name` for one input (see module doc)."""
+                       cfg: CollectConfig, rng: random.Random, seed: int = 0) -> list[dict[str, Any]]:
+    """Distinct candidate outputs of component `name` for one input (see module doc).
+
+    `seed` goes into every sampled request: a later collection on the same input (another
+    seed) draws new samples instead of replaying the cached ones.
+    """
     comp_cfg = system.cfg.components[name]
     current = dict(state.get(name, {}))
     tries: list[tuple[str, dict[str, Any], float | None, int]] = [("current", current, None, 0)]
@@ -52,14 +71,12 @@ def propose_candidates(system: System, name: str, fields: dict[str, Any], state:
     for vname, var in comp_cfg.variables.items():
         if var.type not in ("hyperparameter", "model"):
             continue
-        others = [v for v in space_values(var, len(var.choices or []) or cfg.num_samples, rng)
-                  if v != current.get(vname)]
-        for value in others[: cfg.num_samples]:
+        for value in alternative_values(var, current.get(vname), rng):
             tries.append((f"{vname}={value}", {**current, vname: value}, None, 0))
     seen, out = set(), []
     for source, values, temperature, index in tries:
         step = system.run_step(name, fields, state, temperature=temperature, sample_index=index,
-                               values=values)
+                               values=values, seed=seed if temperature is not None else 0)
         if step.error or _key(step.outputs) in seen:
             continue
         seen.add(_key(step.outputs))
@@ -84,15 +101,19 @@ def score_candidate(system: System, name: str, fields: dict[str, Any], outputs: 
 
 
 def collect_example(system: System, name: str, example: Example, state: State, metric,
-                    cfg: CollectConfig, seed: int) -> dict[str, Any]:
-    """The rollout record of one input: upstream fields, scored candidates."""
+                    cfg: CollectConfig, seed: int | str) -> dict[str, Any]:
+    """The rollout record of one input: upstream fields, scored candidates.
+
+    Sampling is seeded by (`seed`, component, input): the run seed and iteration go into
+    `seed`, so the same input drawn in another iteration yields new candidates."""
     rng = random.Random(f"{seed}:{name}:{example.id}")
+    sample_seed = rng.randrange(1 << 30)
     upstream = system.run_until(name, example.inputs, state)
     record: dict[str, Any] = {"example_id": example.id, "component": name, "fields": upstream.fields,
                               "candidates": [], "error": upstream.error}
     if upstream.error:
         return record
-    for cand in propose_candidates(system, name, upstream.fields, state, cfg, rng):
+    for cand in propose_candidates(system, name, upstream.fields, state, cfg, rng, sample_seed):
         cand["scores"] = score_candidate(system, name, upstream.fields, cand["outputs"], state,
                                          example, metric, cfg)
         cand["score"] = statistics.fmean(cand["scores"])
@@ -124,7 +145,8 @@ def pairs_from_record(record: dict[str, Any], system: System) -> list[Preference
 
 
 def collect_rollouts(system: System, name: str, examples: list[Example], state: State, metric,
-                     cfg: CollectConfig, run_dir, path: str, *, seed: int = 0) -> list[dict[str, Any]]:
+                     cfg: CollectConfig, run_dir, path: str, *,
+                     seed: int | str = 0) -> list[dict[str, Any]]:
     """Collect for `examples` into run_dir/path (JSON lines), skipping inputs already there."""
     done = {r["example_id"]: r for r in run_dir.read_jsonl(path)}
     todo = [e for e in examples if e.id not in done]

@@ -86,6 +86,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             agg["errors"] += bool(step["error"])
     return {
         "n": len(results), **mean_std(scores),
+        "scores": scores,  # per example, in example order: paired comparisons need them
         "failed": sum(1 for r in results if r["error"]),
         "metrics": {k: mean_std([r["metrics"].get(k, 0.0) for r in results]) for k in names},
         "per_component": per_component,
@@ -110,6 +111,7 @@ def evaluate_state(system: System, state: State, examples: list[Example], metric
     means = [s["mean"] for s in per_repeat]
     out = dict(per_repeat[0]) if repeats == 1 else {
         "n": per_repeat[0]["n"], **mean_std(means), "failed": sum(s["failed"] for s in per_repeat),
+        "scores": [statistics.fmean(x) for x in zip(*(s["scores"] for s in per_repeat), strict=True)],
         "metrics": {k: mean_std([s["metrics"][k]["mean"] for s in per_repeat])
                     for k in per_repeat[0]["metrics"]},
         "per_component": _sum_components([s["per_component"] for s in per_repeat]),

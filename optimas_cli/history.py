@@ -1,0 +1,92 @@
+"""The optimization history: one record per step in history.jsonl, and the accept rule.
+
+Every method (the Optimas loop and each baseline) writes the same records, so the
+final stage, `optimas show` and `optimas compare` read them alike:
+
+    {"iteration": 0, "kind": "initial", "val": {mean, std, n, failed, scores}, "state",
+     "system_runs", "lm_calls", "lm_requests"}
+    {"iteration": i, "kind": "iteration", "component", "val_before", "val_after",
+     "accepted", "changed", "decision" ({rule, paired: {mean, low, high, ...}}),
+     "scores_after" (the candidate's val score per example), "state" (the accepted
+     state after this step), "system_runs", "lm_calls", "lm_requests", ...}
+
+A candidate is accepted by comparing it with the incumbent on the same validation
+examples (`decide`): by the mean gain, or by a paired bootstrap interval or sign test
+at a set confidence (optimizer.accept_rule).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from optimas_cli.graph import State
+from optimas_cli.schema import OptimizerConfig
+from optimas_cli.stages.evaluate import evaluate_state
+from optimas_cli.stats import paired_diff
+
+if TYPE_CHECKING:
+    from optimas_cli.runtime import Runtime
+
+SHORT_KEYS = ("mean", "std", "n", "failed", "scores")
+
+
+def short(summary: dict[str, Any]) -> dict[str, Any]:
+    """What a history record keeps of an evaluation summary."""
+    return {k: summary[k] for k in SHORT_KEYS if k in summary}
+
+
+def evaluate_val(rt: Runtime, state: State, label: str) -> dict[str, Any]:
+    """`state` on the validation split (one system run per example)."""
+    run = rt.composed.run
+    return evaluate_state(rt.system, state, rt.splits["val"], rt.metric, workers=run.eval.workers,
+                          label=label, show_progress=False)
+
+
+def initial_record(rt: Runtime, state: State) -> dict[str, Any]:
+    """The first history record: the starting system on validation."""
+    val = evaluate_val(rt, state, "val initial")
+    return {"iteration": 0, "kind": "initial", "val": short(val), "state": state, **rt.spent()}
+
+
+def accepted_val(record: dict[str, Any]) -> float:
+    """Validation score of the system a history record leaves in place."""
+    if record.get("kind") == "initial":
+        return record["val"]["mean"]
+    return record["val_after"] if record["accepted"] else record["val_before"]
+
+
+def accepted_scores(history: list[dict[str, Any]]) -> list[float] | None:
+    """Per-example validation scores of the system the history leaves in place (None: unknown)."""
+    for record in reversed(history):
+        if record.get("kind") == "initial":
+            return record["val"].get("scores")
+        if record.get("accepted"):
+            return record.get("scores_after")
+    return None
+
+
+def decide(candidate: dict[str, Any], incumbent_mean: float, incumbent_scores: list[float] | None,
+           opt: OptimizerConfig, seed: int = 0) -> dict[str, Any]:
+    """Accept `candidate` (a val summary) over the incumbent? With the paired difference.
+
+    mean:      mean gain > accept_threshold (the means are over the same examples);
+    bootstrap: the lower end of the paired bootstrap interval > accept_threshold;
+    sign:      more wins than losses and the sign test's p < 1 - accept_confidence.
+    """
+    gain = candidate["mean"] - incumbent_mean
+    out: dict[str, Any] = {"rule": opt.accept_rule, "gain": gain}
+    scores = candidate.get("scores")
+    if scores is not None and incumbent_scores is not None and len(scores) == len(incumbent_scores):
+        d = paired_diff(scores, incumbent_scores, confidence=opt.accept_confidence, seed=seed)
+        out["paired"] = d.to_dict()
+    elif opt.accept_rule != "mean":
+        raise ValueError("a paired accept rule needs per-example validation scores of both systems")
+    if opt.accept_rule == "mean":
+        out["accepted"] = gain > opt.accept_threshold
+    elif opt.accept_rule == "bootstrap":
+        out["accepted"] = out["paired"]["low"] > opt.accept_threshold
+    else:
+        p = out["paired"]
+        out["accepted"] = (p["wins"] > p["losses"] and gain > opt.accept_threshold
+                           and p["sign_p"] < 1 - opt.accept_confidence)
+    return out

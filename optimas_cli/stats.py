@@ -1,0 +1,61 @@
+"""Paired statistics over examples: the mean difference, its bootstrap interval, a sign test.
+
+Optimization results are noisy, so every comparison of two systems here is paired:
+both are scored on the same examples, and the interval is over those examples
+(resampled with replacement). With several seeds, the examples of every seed are
+pooled as pairs (seed, example), so the interval covers both sources of spread.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class PairedDiff:
+    """candidate - baseline over paired examples."""
+
+    n: int
+    mean: float  # mean paired difference
+    low: float  # bootstrap percentile interval at `confidence`
+    high: float
+    confidence: float
+    wins: int  # examples where the candidate scored higher
+    losses: int
+    sign_p: float  # two-sided exact sign test over the non-tied pairs
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact binomial p-value of `wins` vs `losses` under p = 1/2 (ties dropped)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_diff(candidate: Sequence[float], baseline: Sequence[float], *,
+                confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> PairedDiff:
+    """Paired difference of two equally long score lists (same examples, same order)."""
+    if len(candidate) != len(baseline):
+        raise ValueError(f"paired scores differ in length: {len(candidate)} vs {len(baseline)}")
+    diffs = [float(a) - float(b) for a, b in zip(candidate, baseline, strict=True)]
+    n = len(diffs)
+    wins = sum(d > 0 for d in diffs)
+    losses = sum(d < 0 for d in diffs)
+    if n == 0:
+        return PairedDiff(0, 0.0, 0.0, 0.0, confidence, 0, 0, 1.0)
+    mean = sum(diffs) / n
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(resamples))
+    alpha = (1 - confidence) / 2
+    low = means[max(0, math.floor(alpha * resamples))]
+    high = means[min(resamples - 1, math.ceil((1 - alpha) * resamples) - 1)]
+    return PairedDiff(n, mean, low, high, confidence, wins, losses, sign_test(wins, losses))

@@ -1,0 +1,54 @@
+"""The accept rule: candidate and incumbent compared on the same validation examples."""
+
+from __future__ import annotations
+
+import pytest
+
+from optimas_cli.history import accepted_scores, accepted_val, decide
+from optimas_cli.schema import OptimizerConfig
+
+
+def summary(scores):
+    return {"mean": sum(scores) / len(scores), "scores": scores}
+
+
+INCUMBENT = [0.0, 1.0] * 10
+SMALL_GAIN = [1.0, 1.0] + [0.0, 1.0] * 9  # one more question right out of 20
+
+
+@pytest.mark.parametrize("rule,accepted", [("mean", True), ("bootstrap", False), ("sign", False)])
+def test_one_question_gain_passes_the_mean_rule_only(rule, accepted):
+    opt = OptimizerConfig(accept_rule=rule, accept_confidence=0.9)
+    d = decide(summary(SMALL_GAIN), 0.5, INCUMBENT, opt)
+    assert d["accepted"] is accepted
+    assert d["paired"]["wins"] == 1 and d["paired"]["losses"] == 0
+    assert d["gain"] == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("rule", ["mean", "bootstrap", "sign"])
+def test_a_clear_gain_passes_every_rule(rule):
+    better = [1.0] * 20  # right on all ten questions the incumbent missed
+    d = decide(summary(better), 0.5, INCUMBENT, OptimizerConfig(accept_rule=rule))
+    assert d["accepted"] and d["paired"]["low"] > 0
+
+
+def test_threshold_and_no_change():
+    opt = OptimizerConfig(accept_threshold=0.1)
+    assert not decide(summary(SMALL_GAIN), 0.5, INCUMBENT, opt)["accepted"]
+    assert not decide(summary(INCUMBENT), 0.5, INCUMBENT, OptimizerConfig())["accepted"]
+
+
+def test_paired_rules_need_per_example_scores():
+    with pytest.raises(ValueError, match="per-example"):
+        decide({"mean": 0.6}, 0.5, None, OptimizerConfig(accept_rule="bootstrap"))
+    assert decide({"mean": 0.6}, 0.5, None, OptimizerConfig())["accepted"]
+
+
+def test_accepted_scores_follow_the_last_accepted_record():
+    history = [{"kind": "initial", "val": {"mean": 0.5, "scores": INCUMBENT}},
+               {"kind": "iteration", "accepted": True, "val_before": 0.5, "val_after": 0.55,
+                "scores_after": SMALL_GAIN},
+               {"kind": "iteration", "accepted": False, "val_before": 0.55, "val_after": 0.4,
+                "scores_after": [0.0] * 20}]
+    assert accepted_scores(history) == SMALL_GAIN and accepted_val(history[-1]) == 0.55
+    assert accepted_scores(history[:1]) == INCUMBENT

@@ -1,0 +1,43 @@
+"""Paired statistics: the difference, its bootstrap interval and the sign test."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from optimas_cli.stats import paired_diff, sign_test
+
+
+def test_sign_test_matches_the_binomial_tail():
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(5, 5) == 1.0
+    assert sign_test(10, 0) == pytest.approx(2 / 2**10)
+    # 8 wins of 10: P(X <= 2) = (1 + 10 + 45) / 1024, two-sided
+    assert sign_test(8, 2) == pytest.approx(2 * 56 / 1024)
+    assert sign_test(2, 8) == sign_test(8, 2)
+
+
+def test_paired_difference_interval_covers_the_mean_and_excludes_zero_for_a_clear_gain():
+    base = [0.0, 1.0] * 50
+    better = [1.0, 1.0] * 50  # wins on every other example, never loses
+    d = paired_diff(better, base, confidence=0.95)
+    assert d.n == 100 and d.mean == pytest.approx(0.5)
+    assert 0 < d.low <= 0.5 <= d.high < 1
+    assert (d.wins, d.losses) == (50, 0) and d.sign_p < 1e-10
+
+
+def test_noise_gives_an_interval_around_zero():
+    a = [1.0, 0.0] * 20
+    b = [0.0, 1.0] * 20  # as many wins as losses
+    d = paired_diff(a, b)
+    assert d.mean == 0.0 and d.low < 0 < d.high and d.sign_p == 1.0
+
+
+def test_pairing_matters_and_lengths_must_match():
+    # the same two score lists, paired differently: a constant shift has no spread
+    a = [x + 0.1 for x in range(20)]
+    d = paired_diff(a, list(range(20)))
+    assert math.isclose(d.low, 0.1) and math.isclose(d.high, 0.1)
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_diff([1.0], [1.0, 0.0])
