@@ -6,11 +6,15 @@
 Each (method, seed) is a separate `optimas run CONFIG optimizer=METHOD seed=SEED
 run_dir=ROOT/METHOD/seed_SEED` process, all sharing one LM cache, ROOT/lmcache (started
 empty, so "LM calls" counts real calls; a later method gets the answers an earlier one
-already paid for, hence "LM requests", which does not depend on the order). A finished run (DONE) is kept, an unfinished
-one is resumed, so a killed benchmark continues where it stopped. Then `optimas
-compare ROOT` writes compare.md / compare.csv / compare.png, and the section between
-the bench markers of BENCHMARKS.md is rewritten with the table, the failures, the
-machine and the exact commands.
+already paid for, hence "LM requests", which does not depend on the order).
+
+A finished run's small files (config.yaml, summary.json with per-question test scores,
+history.jsonl, spent.jsonl, DONE) are archived at once into RESULTS/runs/METHOD/seed_SEED,
+which is committed: a run archived there is kept, on this machine or a new one, an
+unfinished one in ROOT is resumed, so a benchmark goes on across sessions. Then `optimas
+compare RESULTS/runs` writes compare.md / compare.csv / compare.png into RESULTS, and the
+section between this benchmark's markers in BENCHMARKS.md is rewritten with the table,
+the failures, the machine and the exact commands.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # took over 8 minutes without finishing its first step; it ends in TextGradFailure
 # (tests/test_baselines.py shows that failure). `--methods ...,textgrad` runs it anyway.
 METHODS = ("none", "optimas", "search", "llmselector", "mipro", "gepa")
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+ARCHIVED = ("config.yaml", "summary.json", "history.jsonl", "spent.jsonl", "DONE")
 # Settings of one method that a small shared budget needs (each method's config group
 # has its own option keys, so they cannot live in the shared YAML). MIPRO and GEPA
 # reserve val_size x (1 + max_candidates) runs to re-score their candidates on our
@@ -57,11 +61,24 @@ def failure_reason(run_dir: Path, proc: subprocess.CompletedProcess) -> str:
     return lines[-1].strip() if lines else f"exit {proc.returncode}"
 
 
-def run_one(config: Path, method: str, seed: int, root: Path, extra: list[str]) -> dict:
+def archive(run_dir: Path, dest: Path) -> None:
+    """Copy a finished run's small files (what `optimas compare` reads) to `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ARCHIVED:
+        if (run_dir / name).exists():
+            shutil.copy(run_dir / name, dest / name)
+
+
+def run_one(config: Path, method: str, seed: int, root: Path, extra: list[str],
+            results: Path) -> dict:
     """Run (or resume, or keep) one method/seed; returns its status and the command."""
     run_dir = root / method / f"seed_{seed}"
+    kept = results / "runs" / method / f"seed_{seed}"
+    if (kept / "DONE").exists():
+        return {"method": method, "seed": seed, "status": "kept", "dir": kept}
     if (run_dir / "DONE").exists():
-        return {"method": method, "seed": seed, "status": "kept", "dir": run_dir}
+        archive(run_dir, kept)
+        return {"method": method, "seed": seed, "status": "kept", "dir": kept}
     resume = [f"resume={run_dir}"] if (run_dir / "config.yaml").exists() else []
     args = ["run", str(config), *resume, f"optimizer={method}", f"seed={seed}",
             f"run_dir={run_dir}", "-q", *METHOD_OVERRIDES.get(method, []), *extra]
@@ -72,6 +89,8 @@ def run_one(config: Path, method: str, seed: int, root: Path, extra: list[str]) 
     took = time.perf_counter() - t0
     status = "done" if proc.returncode == 0 else "failed"
     reason = "" if proc.returncode == 0 else failure_reason(run_dir, proc)
+    if status == "done":
+        archive(run_dir, kept)
     print(f"[bench] {method} seed {seed}: {status} in {took:.0f} s {reason}", flush=True)
     return {"method": method, "seed": seed, "status": status, "dir": run_dir, "reason": reason}
 
@@ -95,7 +114,12 @@ def machine() -> str:
            f"Python {platform.python_version()}"
 
 
-def write_section(path: Path, body: str) -> None:
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+
+
+def write_section(path: Path, body: str, name: str = "hotpotqa") -> None:
+    BEGIN, END = markers(name)
     text = path.read_text() if path.exists() else ""
     block = f"{BEGIN}\n{body.rstrip()}\n{END}"
     if BEGIN in text and END in text:
@@ -121,11 +145,13 @@ def main() -> int:
     methods, seeds = a.methods.split(","), [int(s) for s in a.seeds.split(",")]
     started = datetime.now()
     t0 = time.perf_counter()
-    results = [run_one(config, m, s, root, a.overrides) for m in methods for s in seeds]
+    results_dir = ROOT / a.results
+    results = [run_one(config, m, s, root, a.overrides, results_dir)
+               for m in methods for s in seeds]
     wall = time.perf_counter() - t0
     out = root / "compare"
-    proc = subprocess.run(optimas_cmd("compare", str(root), "--out", str(out)), cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(optimas_cmd("compare", str(results_dir / "runs"), "--out", str(out)),
+                          cwd=ROOT, capture_output=True, text=True)
     print(proc.stdout + proc.stderr, flush=True)
     if proc.returncode != 0:
         return proc.returncode
@@ -134,7 +160,6 @@ def main() -> int:
     ran = len(results) - kept
     if a.no_write:
         return 0
-    results_dir = ROOT / a.results
     results_dir.mkdir(parents=True, exist_ok=True)
     for name in ("compare.md", "compare.csv", "compare.png"):
         shutil.copy(out / name, results_dir / name)
@@ -148,8 +173,8 @@ def main() -> int:
         f"Machine: {machine()}.",
         f"Each run: `OPTIMAS_CACHE_DIR={a.root}/lmcache python -m optimas_cli.cli run "
         f"{a.config} optimizer=METHOD seed=SEED run_dir={a.root}/METHOD/seed_SEED -q`; "
-        f"table and plot: `optimas compare {a.root} --out {a.root}/compare` "
-        f"(copied to `{rel}/`).",
+        f"table and plot: `optimas compare {rel}/runs --out {a.root}/compare` "
+        f"(copied to `{rel}/`; finished runs archived in `{rel}/runs/`).",
         "",
         table.strip(),
         "",
@@ -159,7 +184,7 @@ def main() -> int:
         lines += [f"- {r['method']} seed {r['seed']}: {r['reason']}" for r in failed]
         lines.append("")
     lines.append(f"![validation score against system runs spent]({rel}/compare.png)")
-    write_section(ROOT / "BENCHMARKS.md", "\n".join(lines))
+    write_section(ROOT / "BENCHMARKS.md", "\n".join(lines), name=results_dir.name)
     print(f"[bench] BENCHMARKS.md updated; {len(failed)} failed run(s)")
     return 0
 

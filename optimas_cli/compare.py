@@ -31,10 +31,13 @@ import typer
 import yaml
 from rich.markup import escape
 
+from optimas_cli.history import accepted_val
 from optimas_cli.run_dir import RunDir
+from optimas_cli.stats import paired_diff
 
 COLUMNS = ("method", "system", "seeds", "test_mean", "test_std", "initial_mean", "initial_std",
-           "system_runs", "lm_calls", "lm_requests", "wall_time_s", "runs")
+           "diff_mean", "diff_low", "diff_high", "diff_n", "system_runs", "lm_calls",
+           "lm_requests", "lm_tokens", "wall_time_s", "runs")
 
 
 @dataclass
@@ -51,6 +54,10 @@ class Run:
     lm_requests: int
     wall_time_s: float | None
     curve: list[tuple[int, float]] = field(default_factory=list)  # (system runs, accepted val)
+    lm_tokens: int | None = None
+    # per test question, in the same order: the final and the initial system
+    final_scores: list[float] | None = None
+    initial_scores: list[float] | None = None
 
 
 # ------------------------------------------------------------------ reading
@@ -98,8 +105,6 @@ def _wall_time(rd: RunDir) -> float | None:
 
 def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
     """One run's numbers; None when it has no summary.json (unfinished or `evaluate` only)."""
-    from optimas_cli.history import accepted_val
-
     rd = RunDir(path)
     if not (path / "summary.json").exists():
         return None
@@ -122,6 +127,9 @@ def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
         wall_time_s=summary.get("wall_time_s", _wall_time(rd)),
         curve=[(int(h["system_runs"]), float(accepted_val(h))) for h in history
                if "system_runs" in h],
+        lm_tokens=last.get("lm_tokens"),
+        final_scores=summary["test"]["final"].get("scores"),
+        initial_scores=summary["test"].get("initial", {}).get("scores"),
     )
 
 
@@ -149,8 +157,20 @@ def group(runs: list[Run], by: tuple[str, ...] = ()) -> dict[tuple[str, str], li
     return groups
 
 
+def paired_to_initial(rs: list[Run]) -> dict[str, Any]:
+    """Final minus initial test score, paired by (seed, question), with a 95% bootstrap interval
+    over those pairs; empty when a run lacks per-question scores."""
+    if not rs or any(r.final_scores is None or r.initial_scores is None for r in rs):
+        return {}
+    final = [x for r in rs for x in r.final_scores]
+    initial = [x for r in rs for x in r.initial_scores]
+    d = paired_diff(final, initial, confidence=0.95)
+    return {"diff_mean": d.mean, "diff_low": d.low, "diff_high": d.high, "diff_n": d.n}
+
+
 def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """One row per (method, system): test mean/std over seeds and mean spend."""
+    """One row per (method, system): test mean/std over seeds, the paired difference to the
+    initial system, and mean spend."""
     rows = []
     for (method, system), rs in group(runs, by).items():
         tests = [r.test for r in rs]
@@ -160,9 +180,12 @@ def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
             "method": method, "system": system, "seeds": len(rs),
             "test_mean": _mean(tests), "test_std": _std(tests),
             "initial_mean": _mean(inits), "initial_std": _std(inits),
+            "diff_mean": None, "diff_low": None, "diff_high": None, "diff_n": None,
+            **paired_to_initial(rs),
             "system_runs": _mean([r.system_runs for r in rs]),
             "lm_calls": _mean([r.lm_calls for r in rs]),
             "lm_requests": _mean([r.lm_requests for r in rs]),
+            "lm_tokens": _mean([r.lm_tokens for r in rs if r.lm_tokens is not None]),
             "wall_time_s": _mean(walls),
             "runs": " ".join(str(r.path) for r in rs),
         })
@@ -185,12 +208,15 @@ def _display(row: dict[str, Any]) -> list[str]:
     return [row["method"], row["system"], str(row["seeds"]),
             f"{_fmt(row['test_mean'])} ± {_fmt(row['test_std'])}",
             f"{_fmt(row['initial_mean'])} ± {_fmt(row['initial_std'])}",
+            (f"{row['diff_mean']:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
+             if row["diff_mean"] is not None else "-"),
             _fmt(row["system_runs"], 1), _fmt(row["lm_calls"], 1), _fmt(row["lm_requests"], 1),
-            _fmt(row["wall_time_s"], 1)]
+            _fmt(row["lm_tokens"], 0), _fmt(row["wall_time_s"], 1)]
 
 
-HEADERS = ("method", "system", "seeds", "test (mean ± std)", "initial test", "system runs",
-           "LM calls", "LM requests", "wall time s")
+HEADERS = ("method", "system", "seeds", "test (mean ± std)", "initial test",
+           "final − initial [95% CI]", "system runs", "LM calls", "LM requests", "LM tokens",
+           "wall time s")
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
@@ -198,6 +224,10 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
              "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|"]
     lines += ["| " + " | ".join(_display(r)) + " |" for r in rows]
     note = ("\nTest score: mean ± std (sample, n-1) over seeds of summary.json test.final.mean. "
+            "final − initial: the paired difference to the unoptimized system over every "
+            "(seed, test question), with its 95% bootstrap interval; a gain is beyond noise "
+            "only when the interval is above 0. LM tokens: prompt + completion tokens of real "
+            "calls. "
             "System runs, LM calls (real model calls) and LM requests (calls + cache hits): "
             "spent by the optimization (test evaluation excluded), mean over seeds. "
             "Wall time: per run, mean over seeds.\n")

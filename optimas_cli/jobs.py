@@ -64,7 +64,7 @@ def open_run_dir(composed: Composed) -> RunDir:
 SPENT = "spent.jsonl"  # one line per process that worked on the run directory
 
 
-SPENT_KEYS = ("system_runs", "lm_calls", "lm_requests")
+SPENT_KEYS = ("system_runs", "lm_calls", "lm_requests", "lm_tokens")
 
 
 def spent_before(run_dir: RunDir) -> dict[str, int]:

@@ -38,8 +38,10 @@ class Runtime:
         total = usage.get("total", {})
         calls = int(total.get("calls", 0))
         off = self.offset or {}
+        tokens = int(total.get("prompt_tokens", 0)) + int(total.get("completion_tokens", 0))
         return {"system_runs": self.system.runs,
                 "lm_calls": calls + off.get("lm_calls", 0),
+                "lm_tokens": tokens + off.get("lm_tokens", 0),  # of real calls
                 "lm_requests": calls + int(total.get("cache_hits", 0)) + off.get("lm_requests", 0)}
 
 

@@ -21,13 +21,31 @@ import run as bench_run  # noqa: E402
 def test_section_between_markers_is_replaced_and_the_rest_kept(tmp_path):
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\nintro\n")
-    bench_run.write_section(md, "table one")
-    assert md.read_text() == f"# Benchmarks\n\nintro\n\n{bench_run.BEGIN}\ntable one\n{bench_run.END}\n"
+    begin, end = bench_run.markers("pubmedqa")
+    bench_run.write_section(md, "table one", name="pubmedqa")
+    assert md.read_text() == f"# Benchmarks\n\nintro\n\n{begin}\ntable one\n{end}\n"
     md.write_text(md.read_text() + "\n## Later section\n")
-    bench_run.write_section(md, "table two")
+    bench_run.write_section(md, "other bench", name="hotpotqa")  # its own section
+    bench_run.write_section(md, "table two", name="pubmedqa")
     text = md.read_text()
-    assert "table one" not in text and "table two" in text
-    assert text.startswith("# Benchmarks\n\nintro\n") and text.endswith("## Later section\n")
+    assert "table one" not in text and "table two" in text and "other bench" in text
+    assert text.startswith("# Benchmarks\n\nintro\n") and "## Later section\n" in text
+
+
+def test_a_finished_run_is_archived_and_then_kept_without_its_run_directory(tmp_path):
+    run_dir, results = tmp_path / "runs" / "search" / "seed_0", tmp_path / "results"
+    run_dir.mkdir(parents=True)
+    for name in (*bench_run.ARCHIVED, "run.log", "predictions.jsonl"):
+        (run_dir / name).write_text(name)
+    got = bench_run.run_one(Path("cfg.yaml"), "search", 0, tmp_path / "runs", [], results)
+    kept = results / "runs" / "search" / "seed_0"
+    assert got["status"] == "kept" and got["dir"] == kept
+    assert sorted(p.name for p in kept.iterdir()) == sorted(bench_run.ARCHIVED)
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")  # a new machine: only the committed archive is left
+    got = bench_run.run_one(Path("cfg.yaml"), "search", 0, tmp_path / "runs", [], results)
+    assert got["status"] == "kept" and not (tmp_path / "runs").exists()
 
 
 def _row(method, **kw):

@@ -55,9 +55,20 @@ def test_compare_table_has_mean_and_std_over_seeds(sweep, tmp_path):
         assert row["test_std"] == pytest.approx(statistics.stdev(tests))
         spent = [x["history"][-1]["system_runs"] if x["history"] else 0 for x in runs_]
         assert row["system_runs"] == pytest.approx(statistics.fmean(spent))
-        assert row["wall_time_s"] is not None and row["wall_time_s"] >= 0
+        walls = [x["summary"]["wall_time_s"] for x in runs_]
+        assert all(w > 0 for w in walls)  # a real run takes time
+        assert row["wall_time_s"] == pytest.approx(statistics.fmean(walls))
+        # the paired difference pools (seed, question) pairs of both seeds
+        final = [v for x in runs_ for v in x["summary"]["test"]["final"]["scores"]]
+        initial = [v for x in runs_ for v in x["summary"]["test"]["initial"]["scores"]]
+        assert row["diff_n"] == len(final) == 20
+        assert row["diff_mean"] == pytest.approx(statistics.fmean(final) - statistics.fmean(initial))
+        assert row["diff_low"] <= row["diff_mean"] <= row["diff_high"]
     assert by_method["search"]["test_mean"] == 1.0 and by_method["search"]["test_std"] == 0.0
     assert by_method["none"]["test_std"] > 0  # two different test splits
+    # the unoptimized system differs from itself by exactly 0; search's gain is beyond noise
+    assert by_method["none"]["diff_low"] == by_method["none"]["diff_high"] == 0.0
+    assert by_method["search"]["diff_low"] > 0
     # `none` spends one validation pass (val_size=10), so its curve has a point; search more
     assert by_method["none"]["system_runs"] == 10 < by_method["search"]["system_runs"]
     out = tmp_path / "out"
