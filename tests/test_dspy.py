@@ -2,8 +2,8 @@
 
 Fast tests use a scripted LM on a tiny system ("shout": an llm component that
 repeats a word, loudly only if its instruction says UPPER, then a python step
-adding "!"), so the best instruction is known. Slow tests run the embedded
-model and pin down what DSPy's own formats do with it.
+adding "!"), so the best instruction is known. Slow tests run the MIPROv2 and
+GEPA baselines end to end on the embedded model.
 """
 
 from __future__ import annotations
@@ -17,24 +17,17 @@ import pytest
 import yaml
 
 from optimas_cli.config import ConfigError, load
-from optimas_cli.dspy_bridge import (
-    ComponentAdapter,
-    DSPyOptimizerError,
-    MetaCompletionAdapter,
-    OptimasLM,
-    SystemProgram,
-    component_predict,
-    llm_component,
-    prompt_value,
-    sample_index_of,
-    task_lm,
-)
+from optimas_cli.dspy.adapters import ComponentAdapter, MetaCompletionAdapter
+from optimas_cli.dspy.budget import DSPyOptimizerError
+from optimas_cli.dspy.lm import OptimasLM, sample_index_of, task_lm
+from optimas_cli.dspy.predict import component_predict, llm_component, prompt_value
+from optimas_cli.dspy.program import SystemProgram
 from optimas_cli.lm import BudgetExceeded, LMClient, LMConfig, LMRequest
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import build_runtime
 from optimas_cli.schema import UpdateConfig
 
-# DSPy 3.4 deprecates BaseLM.forward() plugins (kept on purpose, see dspy_bridge's module doc)
+# DSPy 3.4 deprecates BaseLM.forward() plugins (kept on purpose, see optimas_cli/dspy/__init__.py)
 pytestmark = pytest.mark.filterwarnings("ignore:Implementing custom LMs:DeprecationWarning")
 
 WORDS = ["apple", "berry", "cedar", "delta", "ember", "fjord", "grape", "heron", "igloo", "jolly",
@@ -295,6 +288,76 @@ def test_component_adapter_parses_like_the_component(shout_rt):
     assert adapter.parse(pred.signature, " Loud: X") == comp.parse(" Loud: X") == {"loud": "X"}
 
 
+# ---------------------------------------------------------------- unparseable replies
+
+GARBAGE = "}}{{ ## ?? <|im_end|> ::\nstill the same paragraph\n\nProposed Instruction: not this"
+
+
+def proposer_call(lm: OptimasLM):
+    """DSPy's own MIPROv2 instruction proposer (its real meta-prompt signature) on a tiny program."""
+    from dspy.propose.grounded_proposer import GenerateModuleInstruction
+
+    class Program(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.qa = dspy.Predict("question, context -> answer")
+
+    program = Program()
+    propose = GenerateModuleInstruction(program_code_string=None, use_dataset_summary=False,
+                                        program_aware=False, use_task_demos=False,
+                                        use_instruct_history=False, use_tip=True)
+    with dspy.context(lm=lm, adapter=MetaCompletionAdapter()):
+        return propose(demo_candidates=None, pred_i=0, demo_set_i=0, program=program,
+                       previous_instructions="", data_summary="",
+                       tip="Keep the instruction clear and concise.").proposed_instruction
+
+
+def test_meta_completion_adapter_on_unparseable_proposer_replies(scripted_lm):
+    """Documented in MetaCompletionAdapter: the meta-prompt goes out as a completion document;
+    any text is taken up to its first blank line, whatever it looks like; a reply with no text
+    raises DSPy's AdapterParseError naming the output field."""
+    from dspy.utils.exceptions import AdapterParseError
+
+    reply = {"text": GARBAGE}
+    seen = scripted_lm(lambda r: reply["text"])
+    lm = OptimasLM(seen, "local/smollm2-135m-instruct", temperature=1.0, max_tokens=120)
+    assert proposer_call(lm) == "}}{{ ## ?? <|im_end|> ::\nstill the same paragraph"
+    (_, req), = seen.requests
+    assert req.prompt.endswith("\n\nProposed Instruction:") and not req.is_chat
+    for blank in ("", "\n\n", "  \n \n\t"):
+        reply["text"] = blank
+        with pytest.raises(AdapterParseError, match="no text for the output field "
+                                                    "'proposed_instruction'"):
+            proposer_call(lm)
+
+
+def test_mipro_proposer_reply_without_text_fails_explicitly(shout_rt):
+    """Through the whole baseline: DSPy's failure becomes a DSPyOptimizerError naming the model,
+    the field and the remedy (the completion adapter was already in use: no switch suggested)."""
+    with pytest.raises(DSPyOptimizerError) as err:
+        run_baseline(shout_rt, "mipro", "optimizer.budget_system_runs=40",
+                     "optimizer.options.num_candidates=3", "optimizer.options.max_candidates=2",
+                     proposal="\n\n")
+    msg = str(err.value)
+    assert msg.startswith("DSPy MIPROv2 failed with model 'local/smollm2-135m-instruct': "
+                          "AdapterParseError: no text for the output field 'proposed_instruction'")
+    assert msg.endswith("Set optimizer.options.prompt_model to a stronger model.")
+
+
+def test_component_adapter_keeps_an_unparseable_reply_as_the_component_does(shout_rt, scripted_lm):
+    """Documented in dspy/adapters.py: ComponentAdapter never fails on a reply; the field gets
+    what the component's own parser makes of it, exactly as in System.run."""
+    rt, _ = shout_rt()
+    lm = scripted_lm(lambda r: GARBAGE)
+    rt.system.lm = lm
+    program = SystemProgram(rt.system, rt.state)
+    with dspy.context(lm=task_lm(rt.system, rt.composed.run.lm)):
+        pred = program(text="apple")
+    direct = rt.system.run({"text": "apple"}, rt.state)
+    assert direct.error is None and pred.loud == direct.fields["loud"] == GARBAGE.strip()
+    assert pred.out == direct.fields["out"] == GARBAGE.strip() + "!"
+
+
 # ---------------------------------------------------------------- one component: optimize_prompt_dspy
 
 
@@ -368,11 +431,12 @@ def test_optimize_prompt_dspy_failure_of_dspys_format_is_explicit(shout_rt):
 
 
 def run_baseline(shout_rt, optimizer, *overrides, proposal=UPPER):
-    from optimas_cli.stages.loop import run_loop
+    """`optimas run`'s work (the baseline, then the test evaluation) with the scripted LM."""
+    from optimas_cli.jobs import STAGES
 
     rt, lm = shout_rt(optimizer, *overrides, proposal=proposal)
     run_dir = RunDir.create(rt.composed)
-    summary = run_loop(rt, run_dir, show_progress=False)
+    summary = STAGES["run"](rt, run_dir, False)
     return rt, lm, run_dir.path, summary
 
 
@@ -399,10 +463,11 @@ def test_baseline_finds_the_better_prompt_within_budget(shout_rt, optimizer, opt
     assert (path / "val_score.png").exists()
     assert any(t == "dspy/shout" for t, _ in lm.requests)
     # resume: DSPy is not rerun, the same state comes back
-    from optimas_cli.baselines import run_baseline as again
+    import importlib
 
     n = len(lm.requests)
-    assert again(optimizer, rt, RunDir(path), rt.state) == final and len(lm.requests) == n
+    module = importlib.import_module(f"optimas_cli.baselines.{optimizer}")
+    assert module.optimize(rt, RunDir(path), rt.state) == final and len(lm.requests) == n
 
 
 def test_mipro_baseline_refuses_a_budget_too_small_before_any_work(shout_rt):
@@ -413,20 +478,6 @@ def test_mipro_baseline_refuses_a_budget_too_small_before_any_work(shout_rt):
                                           r"it needs at least \d+"):
         optimize(rt, RunDir.create(rt.composed), rt.state)
     assert lm.requests == [] and rt.system.runs == 0
-
-
-@pytest.mark.parametrize("optimizer", ["mipro", "gepa"])
-def test_unknown_or_bad_options_name_the_key(shout_rt, optimizer):
-    import importlib
-
-    module = importlib.import_module(f"optimas_cli.baselines.{optimizer}")
-    rt, _ = shout_rt(optimizer, "+optimizer.options.typo=1")
-    with pytest.raises(ConfigError, match=r"optimizer.options.typo: unknown option for the "
-                                          rf"{optimizer} baseline \(known: .*adapter"):
-        module.optimize(rt, RunDir.create(rt.composed), rt.state)
-    rt, _ = shout_rt(optimizer, "optimizer.options.adapter=xml")
-    with pytest.raises(ConfigError, match=r"optimizer.options.adapter: bad value 'xml'"):
-        module.optimize(rt, RunDir.create(rt.composed), rt.state)
 
 
 def test_gepa_reflection_in_dspys_format_fails_explicitly(shout_rt):
@@ -446,36 +497,6 @@ def test_mipro_proposer_in_dspys_format_fails_explicitly(shout_rt):
 
 
 # ---------------------------------------------------------------- the embedded model (slow)
-
-
-@pytest.mark.slow
-def test_embedded_model_cannot_produce_dspys_meta_prompt_format_but_can_complete_it():
-    """DSPy's MIPRO instruction proposer with SmolLM2-135M: stock ChatAdapter (+JSON fallback)
-    fails to parse; the same meta-prompt as a completion document parses."""
-    from dspy.propose.grounded_proposer import GenerateModuleInstruction
-    from dspy.utils.exceptions import AdapterParseError
-
-    lm = OptimasLM(LMClient(LMConfig(local={"n_threads": 1})), "local/smollm2-135m-instruct",
-                   max_tokens=120, temperature=1.0)
-    program = dspy.Predict("question, context -> answer")
-    gm = GenerateModuleInstruction(program_code_string=None, use_dataset_summary=False,
-                                   program_aware=False, use_task_demos=False, use_instruct_history=False,
-                                   use_tip=True)
-    kwargs = {"demo_candidates": None, "pred_i": 0, "demo_set_i": 0, "program": program,
-              "previous_instructions": "", "data_summary": "",
-              "tip": "Keep the instruction clear and concise."}
-
-    class Wrap(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.qa = program
-
-    kwargs["program"] = Wrap()
-    with dspy.context(lm=lm.copy(rollout_id=1)), pytest.raises(AdapterParseError):
-        gm(**kwargs)
-    with dspy.context(lm=lm.copy(rollout_id=1), adapter=MetaCompletionAdapter()):
-        proposed = gm(**kwargs).proposed_instruction
-    assert proposed.strip()
 
 
 @pytest.mark.slow

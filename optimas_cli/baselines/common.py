@@ -1,4 +1,4 @@
-"""Shared plumbing of the baselines: option checking, the system-run budget, and a Trial.
+"""Shared plumbing of the baselines: their options, the system-run budget, and a Trial.
 
 A Trial owns a baseline's `history.jsonl`, in the Optimas loop's record format, so
 `stage_final` (summary.json, val_score.png) and `optimas compare` read every method
@@ -23,92 +23,47 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
-from optimas_cli.config import ConfigError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
+from optimas_cli.history import accepted_val, evaluate_val
+from optimas_cli.history import short as _short
 from optimas_cli.run_dir import RunDir
-from optimas_cli.stages.loop import _short, accepted_val, evaluate_val
 
 log = logging.getLogger("optimas.baselines")
+OptionsT = TypeVar("OptionsT", bound="Options")
 
 # ------------------------------------------------------------------ options
 
-Check = Callable[[Any], Any]  # returns the (normalized) value or raises ValueError(reason)
+
+class Options(BaseModel):
+    """Base of every baseline's `optimizer.options` model: unknown keys refused, no coercion."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def parse_options(baseline: str, options: dict[str, Any] | None,
-                  spec: dict[str, tuple[Any, Check]]) -> dict[str, Any]:
-    """`optimizer.options` checked against `spec` ({key: (default, check)}), defaults filled in.
+                  model: type[OptionsT]) -> OptionsT:
+    """`optimizer.options` validated by the baseline's Options model, defaults filled in.
 
-    Unknown keys and bad values raise ConfigError naming `optimizer.options.<key>`.
+    An unknown key or a bad value raises ConfigError naming `optimizer.options.<key>`
+    and, for a bad value, the value and why it was refused.
     """
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(spec))
-    if unknown:
-        raise ConfigError(f"optimizer.options.{unknown[0]}: unknown option for the '{baseline}' "
-                          f"baseline (it takes: {', '.join(sorted(spec)) or 'no options'})")
-    out = {}
-    for key, (default, check) in spec.items():
-        if key not in options:
-            out[key] = default
-            continue
-        try:
-            out[key] = check(options[key])
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"optimizer.options.{key}: {e} (got {options[key]!r})") from None
-    return out
-
-
-def one_of(*allowed: Any) -> Check:
-    def check(v: Any) -> Any:
-        if v not in allowed:
-            raise ValueError(f"must be one of {', '.join(map(str, allowed))}")
-        return v
-    return check
-
-
-def integer(low: int | None = None, *, optional: bool = False) -> Check:
-    def check(v: Any) -> int | None:
-        if v is None and optional:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError("must be an integer" + (" or null" if optional else ""))
-        if low is not None and v < low:
-            raise ValueError(f"must be >= {low}")
-        return v
-    return check
-
-
-def number(low: float | None = None) -> Check:
-    def check(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ValueError("must be a number")
-        if low is not None and v < low:
-            raise ValueError(f"must be >= {low}")
-        return float(v)
-    return check
-
-
-def text(*, optional: bool = False) -> Check:
-    def check(v: Any) -> str | None:
-        if v is None and optional:
-            return None
-        if not isinstance(v, str) or not v.strip():
-            raise ValueError("must be a non-empty string" + (" or null" if optional else ""))
-        return v
-    return check
-
-
-def text_list(*, optional: bool = False) -> Check:
-    def check(v: Any) -> list[str] | None:
-        if v is None and optional:
-            return None
-        if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
-            raise ValueError("must be a list of strings" + (" or null" if optional else ""))
-        return list(v)
-    return check
+    try:
+        return model.model_validate(dict(options or {}))
+    except ValidationError as e:
+        # unknown keys first: a typo explains everything else that looks wrong
+        err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"optimizer.options.{key}: unknown option for the '{baseline}' baseline "
+                              f"(known: {', '.join(model.model_fields) or 'none'})") from None
+        raise ConfigError(f"optimizer.options.{key}: bad value {err.get('input')!r} for the "
+                          f"'{baseline}' baseline ({err['msg']})") from None
 
 
 def check_components(rt, names: list[str] | None, eligible: list[str], what: str) -> list[str]:

@@ -1,7 +1,7 @@
 """GEPA baseline (Agrawal et al., 2025) through dspy.GEPA: reflective prompt evolution, end to end.
 
 Every llm component with a prompt variable is a named dspy.Predict of one
-SystemProgram (dspy_bridge). GEPA runs the system on train minibatches,
+SystemProgram (optimas_cli/dspy/). GEPA runs the system on train minibatches,
 asks a reflection LM to rewrite one predictor's instruction from the traces
 and a textual feedback of the system metric, keeps a Pareto front of
 candidates scored on the val split, and returns the best. GEPA evolves
@@ -20,7 +20,7 @@ the allowance (those examples score 0).
 
 history.jsonl: record 0 is the initial system; then GEPA's distinct candidates,
 best GEPA val score first, re-evaluated with our evaluator on val and accepted
-if better than the best so far. The best of them is returned.
+by the Trial's rule (baselines/dspy_common.py). The best of them is returned.
 """
 
 from __future__ import annotations
@@ -29,32 +29,32 @@ import logging
 from typing import Any, Literal
 
 import dspy
-from pydantic import BaseModel, ConfigDict, Field
+from dspy.teleprompt.gepa.instruction_proposal import InstructionProposer
+from pydantic import Field
 
-from optimas_cli.config import ConfigError
-from optimas_cli.dspy_bridge import (
-    DSPyOptimizerError,
+from optimas_cli.baselines.common import Options, parse_options
+from optimas_cli.baselines.dspy_common import (
     check_models,
-    compile_within_budget,
+    compile_dspy,
     default_threads,
     distinct_states,
+    dspy_finished,
     end_to_end_metric,
-    helper_lm,
-    parse_options,
     prepare_program,
-    proposer_adapter,
     system_examples,
-    task_lm,
+    try_programs,
 )
+from optimas_cli.dspy.adapters import proposer_adapter
+from optimas_cli.dspy.budget import DSPyOptimizerError
+from optimas_cli.dspy.lm import helper_lm, task_lm
+from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
 
 log = logging.getLogger("optimas.gepa")
 
 
-class GepaOptions(BaseModel):
+class GepaOptions(Options):
     """optimizer.options of the gepa baseline (configs/optimizer/gepa.yaml documents each)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     adapter: Literal["optimas", "chat", "json"] = "optimas"
     proposer_adapter: Literal["auto", "dspy", "completion"] = "auto"
@@ -70,6 +70,9 @@ class GepaOptions(BaseModel):
     max_candidates: int = Field(3, ge=0)
     num_threads: int | None = Field(None, ge=1)
     seed: int | None = None
+
+
+OPTIONS = GepaOptions  # checked before any work (methods.check_options)
 
 
 class CountingProposer:
@@ -146,21 +149,19 @@ def plan_budget(options: GepaOptions, budget: int | None, spent: int, n_val: int
 
 
 def optimize(rt, run_dir, initial: State) -> State:
-    from dspy.teleprompt.gepa.instruction_proposal import InstructionProposer
-
     run = rt.composed.run
-    options = parse_options(GepaOptions, run.optimizer.options, "gepa")
+    options = parse_options("gepa", run.optimizer.options, GepaOptions)
     reflection_model = options.reflection_model or run.lm.model
     check_models(rt, reflection_model)
     system = rt.system
-    program, train, val, history, spent = prepare_program(rt, run_dir, initial, "gepa",
-                                                          options.adapter)
-    if history.finished:
+    program, train, val, trial, spent = prepare_program(rt, run_dir, initial, "gepa",
+                                                        options.adapter)
+    if dspy_finished(trial):
         log.info("gepa: history.jsonl is complete; returning its best state")
-        return history.best_state
+        return trial.start(initial, replay=False)[0]
     budget = run.optimizer.budget_system_runs
     budget_kwargs, allowance = plan_budget(options, budget, spent, len(val))
-    history.initial(initial)
+    trial.start(initial, replay=False)
     program.counter.limit = allowance
 
     seed = run.seed if options.seed is None else options.seed
@@ -178,13 +179,14 @@ def optimize(rt, run_dir, initial: State) -> State:
         num_threads=options.num_threads or default_threads(rt), track_stats=True, seed=seed)
     log.info("gepa: %d predictors, %s, allowance %s system runs (budget %s)",
              len(program.prompt_components), budget_kwargs, allowance, budget)
+
     def compile_gepa():
         with dspy.context(lm=task):
             return gepa.compile(program, trainset=system_examples(train, system),
                                 valset=system_examples(val, system))
 
-    best = compile_within_budget("dspy.GEPA", reflection_model, "reflection_model", meta,
-                                 [task, reflection], compile_gepa)
+    best = compile_dspy("dspy.GEPA", reflection_model, "reflection_model", meta, [task, reflection],
+                        compile_gepa)
     counter = program.counter
     log.info("gepa: GEPA used %d system runs (%d refused by the budget cap); %d proposals, %d failed",
              counter.used, counter.refused, proposer.calls, proposer.failures)
@@ -200,5 +202,5 @@ def optimize(rt, run_dir, initial: State) -> State:
         (None, best)]
     extra = {"dspy_runs": counter.used, "dspy_refused": counter.refused,
              "proposals": proposer.calls, "proposal_failures": proposer.failures}
-    history.candidates(distinct_states(found, [initial], options.max_candidates), "gepa", extra)
-    return history.best_state
+    try_programs(trial, distinct_states(found, [initial], options.max_candidates), "gepa", extra)
+    return trial.state

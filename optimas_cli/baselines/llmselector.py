@@ -19,39 +19,45 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import Field
+
 from optimas_cli.baselines.common import (
+    Options,
     Trial,
     check_components,
-    integer,
     parse_options,
-    text_list,
     variables_of,
     with_values,
 )
-from optimas_cli.config import ConfigError
+from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
 from optimas_cli.run_dir import RunDir
 
 log = logging.getLogger("optimas.baselines.llmselector")
 
-OPTIONS = {
-    "max_rounds": (3, integer(1)),
-    "components": (None, text_list(optional=True)),
-}
+
+class LLMSelectorOptions(Options):
+    """optimizer.options of the llmselector baseline (module doc)."""
+
+    max_rounds: int = Field(3, ge=1)
+    components: list[str] | None = None
+
+
+OPTIONS = LLMSelectorOptions  # checked before any work (methods.check_options)
 
 
 def optimize(rt, run_dir: RunDir, initial: State) -> State:
-    opts = parse_options("llmselector", rt.composed.run.optimizer.options, OPTIONS)
+    opts = parse_options("llmselector", rt.composed.run.optimizer.options, LLMSelectorOptions)
     model_vars = variables_of(rt, ("model",))
     if not model_vars:
         raise ConfigError("optimizer.name: the 'llmselector' baseline chooses each component's "
                           "model, and no component of this system has a `model` variable")
-    names = check_components(rt, opts["components"], list(dict.fromkeys(c for c, _ in model_vars)),
+    names = check_components(rt, opts.components, list(dict.fromkeys(c for c, _ in model_vars)),
                              "a model variable")
     model_vars = [(c, v) for c, v in model_vars if c in names]
     trial = Trial(rt, run_dir, "llmselector")
     trial.start(initial)
-    for rnd in range(1, opts["max_rounds"] + 1):
+    for rnd in range(1, opts.max_rounds + 1):
         changed = False
         for comp, vname in model_vars:
             for choice in rt.system.cfg.components[comp].variables[vname].choices:

@@ -1,7 +1,7 @@
 """MIPROv2 baseline (Opsahl-Ong et al., 2024) through DSPy: all prompts at once, end-to-end metric.
 
 Every llm component with a prompt variable becomes a named dspy.Predict of one
-SystemProgram (dspy_bridge); DSPy's MIPROv2 bootstraps demonstrations on the
+SystemProgram (optimas_cli/dspy/); DSPy's MIPROv2 bootstraps demonstrations on the
 train split, proposes instructions with its grounded proposer, and searches
 (instruction, demo set) combinations with Optuna, scoring each program by the
 system metric (rt.metric on the final fields) on the val split.
@@ -15,7 +15,7 @@ Budget (optimizer.budget_system_runs, counted as rt.system.runs):
 
 history.jsonl: record 0 is the initial system; then each distinct program MIPRO
 fully evaluated, best MIPRO score first, re-evaluated with our evaluator on val
-and accepted if it beats the best so far. The best of them is returned.
+and accepted by the Trial's rule (baselines/dspy_common.py). The best is returned.
 """
 
 from __future__ import annotations
@@ -25,32 +25,31 @@ import math
 from typing import Literal
 
 import dspy
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from optimas_cli.config import ConfigError
-from optimas_cli.dspy_bridge import (
+from optimas_cli.baselines.common import Options, parse_options
+from optimas_cli.baselines.dspy_common import (
     check_models,
-    compile_within_budget,
+    compile_dspy,
     default_threads,
     distinct_states,
+    dspy_finished,
     end_to_end_metric,
-    helper_lm,
-    parse_options,
     prepare_program,
-    proposer_adapter,
     system_examples,
-    task_lm,
+    try_programs,
 )
+from optimas_cli.dspy.adapters import proposer_adapter
+from optimas_cli.dspy.budget import MAX_ERRORS
+from optimas_cli.dspy.lm import helper_lm, task_lm
+from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
 
 log = logging.getLogger("optimas.mipro")
-MAX_ERRORS = 1_000_000  # failed examples score 0 (DSPy's failure_score); never abort the search
 
 
-class MiproOptions(BaseModel):
+class MiproOptions(Options):
     """optimizer.options of the mipro baseline (configs/optimizer/mipro.yaml documents each)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     adapter: Literal["optimas", "chat", "json"] = "optimas"
     proposer_adapter: Literal["auto", "dspy", "completion"] = "auto"
@@ -69,6 +68,9 @@ class MiproOptions(BaseModel):
     max_candidates: int = Field(3, ge=0)
     num_threads: int | None = Field(None, ge=1)
     seed: int | None = None
+
+
+OPTIONS = MiproOptions  # checked before any work (methods.check_options)
 
 
 def num_trials_for(options: MiproOptions, n_predictors: int) -> int:
@@ -117,19 +119,19 @@ def plan_budget(options: MiproOptions, budget: int | None, spent: int, n_train: 
 
 def optimize(rt, run_dir, initial: State) -> State:
     run = rt.composed.run
-    options = parse_options(MiproOptions, run.optimizer.options, "mipro")
+    options = parse_options("mipro", run.optimizer.options, MiproOptions)
     prompt_model = options.prompt_model or run.lm.model
     check_models(rt, prompt_model)
     system = rt.system
-    program, train, val, history, spent = prepare_program(rt, run_dir, initial, "mipro",
-                                                          options.adapter)
-    if history.finished:
+    program, train, val, trial, spent = prepare_program(rt, run_dir, initial, "mipro",
+                                                        options.adapter)
+    if dspy_finished(trial):
         log.info("mipro: history.jsonl is complete; returning its best state")
-        return history.best_state
+        return trial.start(initial, replay=False)[0]
     budget = run.optimizer.budget_system_runs
     trials, allowance = plan_budget(options, budget, spent, len(train), len(val),
                                     len(program.prompt_components))
-    history.initial(initial)
+    trial.start(initial, replay=False)
     program.counter.limit = allowance
 
     seed = run.seed if options.seed is None else options.seed
@@ -146,6 +148,7 @@ def optimize(rt, run_dir, initial: State) -> State:
     log.info("mipro: %d predictors, %s trials, allowance %s system runs (budget %s)",
              len(program.prompt_components), trials, allowance, budget)
     meta = proposer_adapter(options.proposer_adapter, prompt_model)
+
     def compile_mipro():
         with dspy.context(lm=task, **({"adapter": meta} if meta else {})):
             return optimizer.compile(
@@ -156,13 +159,13 @@ def optimize(rt, run_dir, initial: State) -> State:
                 tip_aware_proposer=options.tip_aware_proposer,
                 fewshot_aware_proposer=options.fewshot_aware_proposer)
 
-    best = compile_within_budget("DSPy MIPROv2", prompt_model, "prompt_model", meta,
-                                 [task, proposer], compile_mipro)
+    best = compile_dspy("DSPy MIPROv2", prompt_model, "prompt_model", meta, [task, proposer],
+                        compile_mipro)
     counter = program.counter
     log.info("mipro: MIPRO used %d system runs (%d refused by the budget cap)", counter.used,
              counter.refused)
     found = [(c["score"] / 100.0, c["program"]) for c in getattr(best, "candidate_programs", [])]
     found = found or [(getattr(best, "score", 0.0) / 100.0, best)]
     extra = {"dspy_runs": counter.used, "dspy_refused": counter.refused}
-    history.candidates(distinct_states(found, [initial], options.max_candidates), "mipro", extra)
-    return history.best_state
+    try_programs(trial, distinct_states(found, [initial], options.max_candidates), "mipro", extra)
+    return trial.state

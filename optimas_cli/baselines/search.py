@@ -24,31 +24,31 @@ import logging
 import math
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
-from optimas_cli.baselines.common import (
-    Trial,
-    integer,
-    one_of,
-    parse_options,
-    variables_of,
-    with_values,
-)
-from optimas_cli.config import ConfigError
+from pydantic import Field
+
+from optimas_cli.baselines.common import Options, Trial, parse_options, variables_of, with_values
+from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
 from optimas_cli.run_dir import RunDir
 from optimas_cli.schema import VariableConfig
 
 log = logging.getLogger("optimas.baselines.search")
-
-OPTIONS = {
-    "method": ("random", one_of("random", "grid")),
-    "seed": (None, integer(optional=True)),
-    "num_candidates": (None, integer(1, optional=True)),
-    "grid_points": (5, integer(2)),
-}
 MAX_ENUMERATED = 1_000_000  # larger finite spaces are drawn with replacement (and deduplicated)
 MAX_REDRAWS = 200  # consecutive duplicate draws before a random search gives up
+
+
+class SearchOptions(Options):
+    """optimizer.options of the search baseline (module doc)."""
+
+    method: Literal["random", "grid"] = "random"
+    seed: int | None = None
+    num_candidates: int | None = Field(None, ge=1)
+    grid_points: int = Field(5, ge=2)
+
+
+OPTIONS = SearchOptions  # checked before any work (methods.check_options)
 
 
 def grid_values(var: VariableConfig, points: int) -> list[Any]:
@@ -99,23 +99,23 @@ def candidates(space: list[tuple[str, str, VariableConfig]], method: str, rng: r
 
 def optimize(rt, run_dir: RunDir, initial: State) -> State:
     run = rt.composed.run
-    opts = parse_options("search", run.optimizer.options, OPTIONS)
+    opts = parse_options("search", run.optimizer.options, SearchOptions)
     space = [(c, v, rt.system.cfg.components[c].variables[v])
              for c, v in variables_of(rt, ("hyperparameter", "model"))]
     if not space:
         raise ConfigError("optimizer.name: the 'search' baseline searches hyperparameter and model "
                           "variables, and this system has none")
-    infinite = opts["method"] == "random" and any(var.choices is None for *_, var in space)
-    if infinite and run.optimizer.budget_system_runs is None and opts["num_candidates"] is None:
+    infinite = opts.method == "random" and any(var.choices is None for *_, var in space)
+    if infinite and run.optimizer.budget_system_runs is None and opts.num_candidates is None:
         raise ConfigError("optimizer.budget_system_runs: random search over a continuous range "
                           "needs a budget (or optimizer.options.num_candidates) to stop")
-    seed = run.seed if opts["seed"] is None else opts["seed"]
+    seed = run.seed if opts.seed is None else opts.seed
     rng = random.Random(f"{seed}:search")
     trial = Trial(rt, run_dir, "search")
     trial.start(initial)
     tried, redraws = 0, 0
-    for assignment in candidates(space, opts["method"], rng, opts["grid_points"]):
-        if opts["num_candidates"] is not None and tried >= opts["num_candidates"]:
+    for assignment in candidates(space, opts.method, rng, opts.grid_points):
+        if opts.num_candidates is not None and tried >= opts.num_candidates:
             break
         candidate = with_values(initial, assignment)
         if trial.seen(candidate):
@@ -127,7 +127,7 @@ def optimize(rt, run_dir: RunDir, initial: State) -> State:
         redraws = 0
         if not trial.can_afford():
             break
-        trial.try_state(candidate, "all", method=opts["method"])
+        trial.try_state(candidate, "all", method=opts.method)
         tried += 1
     log.info("search: %d candidates tried; best val %.4f", tried, trial.val)
     return trial.state

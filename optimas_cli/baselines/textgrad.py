@@ -19,9 +19,9 @@ One step (iteration):
      improves by more than `optimizer.accept_threshold` (else reverted).
 
 TGD needs its optimizer model to answer inside <IMPROVED_VARIABLE>...</IMPROVED_VARIABLE>.
-A reply without the tags (textgrad raises IndexError), with an opening tag but no
-closing one, whose parsed value is a piece of TGD's own instructions (small models
-parrot them), or empty, and a failed model call, leave that instruction unchanged:
+A reply without the tags, with an opening tag but no closing one, whose parsed value
+is a piece of TGD's own instructions (small models parrot them), or empty
+(textgrad_replies.py), and a failed model call, leave that instruction unchanged:
 the step is recorded in history.jsonl with the reply and what textgrad parsed from
 it. When no step of the run yields a usable update the run fails with
 TextGradFailure, which gives the counts. Nothing replaces textgrad's own update.
@@ -61,18 +61,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from optimas_cli.baselines.common import (
+    Options,
     Trial,
     check_components,
-    integer,
-    number,
     parse_options,
-    text,
-    text_list,
     variables_of,
     with_values,
 )
-from optimas_cli.config import ConfigError
+from optimas_cli.baselines.textgrad_replies import (
+    FAILURES,
+    NO_TAGS,
+    TAGS,
+    no_usable_update,
+    reply_problem,
+    tgd_counts,
+)
+from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
 from optimas_cli.lm.base import LMError, LMRequest
 from optimas_cli.run_dir import RunDir
@@ -90,21 +97,27 @@ try:
     from textgrad.autograd.string_based_ops import StringBasedFunction
     from textgrad.config import SingletonBackwardEngine
     from textgrad.engine import EngineLM
+    from textgrad.optimizer import optimizer_prompts as op
 except ImportError as e:  # pragma: no cover - the package is a dependency
     raise ImportError("the 'textgrad' baseline needs the textgrad package: "
                       "pip install textgrad==0.1.8") from e
 
 log = logging.getLogger("optimas.baselines.textgrad")
 
-OPTIONS = {
-    "steps": (4, integer(1)),
-    "batch_size": (3, integer(1)),
-    "engine_model": (None, text(optional=True)),
-    "max_tokens": (256, integer(1)),
-    "temperature": (0.0, number(0.0)),
-    "components": (None, text_list(optional=True)),
-    "constraints": ([], text_list()),
-}
+
+class TextGradOptions(Options):
+    """optimizer.options of the textgrad baseline (module doc)."""
+
+    steps: int = Field(4, ge=1)
+    batch_size: int = Field(3, ge=1)
+    engine_model: str | None = Field(None, min_length=1)
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    components: list[str] | None = None
+    constraints: list[str] = []
+
+
+OPTIONS = TextGradOptions  # checked before any work (methods.check_options)
 
 LOSS_PROMPT = (
     "You evaluate the final output of a multi-step AI system ({system}). "
@@ -112,42 +125,13 @@ LOSS_PROMPT = (
     "The metric scored the system's output {score:.2f} (1.0 is perfect, 0.0 is wrong). "
     "Compare the output with the correct output and say concisely what is wrong, if anything."
 )
-TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
-# Why a TGD reply gives no usable instruction. textgrad itself only catches the first: it
-# takes whatever follows an opening tag, so a model that parrots TGD's own instructions
-# ("... between the <IMPROVED_VARIABLE> tags, and nothing else") yields a fragment of them.
-NO_TAGS = "no <IMPROVED_VARIABLE> tags"
-UNCLOSED = "no </IMPROVED_VARIABLE> after the opening tag"
-COPIED = "copied from TextGrad's own instructions"
-EMPTY = "empty update"
-FAILURES = {NO_TAGS: "no_tags", UNCLOSED: "unclosed", COPIED: "copied", EMPTY: "empty"}
 
 
 def _tgd_template() -> str:
     """The fixed text of textgrad's TGD prompts (no variable, no feedback)."""
-    from textgrad.optimizer import optimizer_prompts as op
-
     tags = {"new_variable_start_tag": TAGS[0], "new_variable_end_tag": TAGS[1]}
     return "\n".join([op.OPTIMIZER_SYSTEM_PROMPT.format(**tags), op.TGD_PROMPT_SUFFIX.format(**tags),
                       op.TGD_PROMPT_PREFIX, op.GLOSSARY_TEXT])
-
-
-def reply_problem(reply: str, value: str) -> str | None:
-    """Why `value`, which TGD parsed from `reply`, is not a usable instruction (None: it is)."""
-    start = reply.find(TAGS[0])
-    if start < 0:
-        return NO_TAGS
-    if reply.find(TAGS[1], start + len(TAGS[0])) < 0:
-        return UNCLOSED
-    if not value.strip():
-        return EMPTY
-    if value.strip() in _tgd_template():
-        return COPIED
-    return None
-
-
-class TextGradFailure(RuntimeError):
-    """TextGrad produced no usable update in the whole run; the message says why, with counts."""
 
 
 class OptimasEngine(EngineLM):
@@ -280,19 +264,19 @@ def _no_global_engine():
 
 def optimize(rt, run_dir: RunDir, initial: State) -> State:
     run = rt.composed.run
-    opts = parse_options("textgrad", run.optimizer.options, OPTIONS)
+    opts = parse_options("textgrad", run.optimizer.options, TextGradOptions)
     prompts = variables_of(rt, ("prompt",))
     eligible = list(dict.fromkeys(c for c, _ in prompts))
     if not eligible:
         raise ConfigError("optimizer.name: the 'textgrad' baseline optimizes instructions, and no "
                           "component of this system has a `prompt` variable")
-    names = check_components(rt, opts["components"], eligible, "a prompt variable")
+    names = check_components(rt, opts.components, eligible, "a prompt variable")
     pvars = {c: v for c, v in prompts if c in names}
     if not rt.splits["train"]:
         raise ConfigError("data.train_size: the 'textgrad' baseline computes textual gradients on "
                           "train examples; set data.train_size > 0")
-    engine = OptimasEngine(rt.lm, opts["engine_model"] or run.lm.model,
-                           max_tokens=opts["max_tokens"], temperature=opts["temperature"],
+    engine = OptimasEngine(rt.lm, opts.engine_model or run.lm.model,
+                           max_tokens=opts.max_tokens, temperature=opts.temperature,
                            seed=run.seed)
     trial = Trial(rt, run_dir, "textgrad")
     with _textgrad_logs(run_dir), _no_global_engine():
@@ -302,24 +286,24 @@ def optimize(rt, run_dir: RunDir, initial: State) -> State:
                                                    f"system ({rt.system.cfg.components[c].description})"
                                                    "; it leads the step's prompt"))
                   for c, v in pvars.items()}
-        optimizers = {c: tg.TGD(parameters=[p], engine=engine, constraints=opts["constraints"])
+        optimizers = {c: tg.TGD(parameters=[p], engine=engine, constraints=opts.constraints)
                       for c, p in params.items()}
-        batch_cost = min(opts["batch_size"], len(rt.splits["train"]))
-        while trial.iteration <= opts["steps"] and trial.can_afford(batch_cost):
+        batch_cost = min(opts.batch_size, len(rt.splits["train"]))
+        while trial.iteration <= opts.steps and trial.can_afford(batch_cost):
             _step(rt, run_dir, trial, engine, params, optimizers, pvars, opts)
         _summarize(run_dir, trial, engine)
     return trial.state
 
 
 def _step(rt, run_dir, trial: Trial, engine: OptimasEngine, params, optimizers, pvars,
-          opts) -> None:
+          opts: TextGradOptions) -> None:
     it, t0 = trial.iteration, time.perf_counter()
     for c, p in params.items():  # start from the accepted instructions
         p.set_value(trial.state[c][pvars[c]]["instruction"])
         optimizers[c].zero_grad()
     rng = random.Random(f"{rt.composed.run.seed}:textgrad:{it}")
     train = rt.splits["train"]
-    batch = rng.sample(train, min(opts["batch_size"], len(train)))
+    batch = rng.sample(train, min(opts.batch_size, len(train)))
     detail: dict[str, Any] = {"iteration": it, "batch": [ex.id for ex in batch]}
     try:
         results = evaluate_examples(rt.system, trial.state, batch, rt.metric,
@@ -349,7 +333,7 @@ def _step(rt, run_dir, trial: Trial, engine: OptimasEngine, params, optimizers, 
             except IndexError:
                 updates[c] = {"status": NO_TAGS, "reply": engine.last_text}
                 continue
-            problem = reply_problem(engine.last_text, p.value)
+            problem = reply_problem(engine.last_text, p.value, _tgd_template())
             if problem:
                 updates[c] = {"status": problem, "parsed_by_textgrad": p.value,
                               "reply": engine.last_text}
@@ -383,23 +367,6 @@ class _NoCandidate(Exception):
     pass
 
 
-def tgd_counts(records: list[dict[str, Any]]) -> Counter[str]:
-    """TGD outcomes over a run's history (so a resumed run counts the earlier process too)."""
-    counts: Counter[str] = Counter()
-    for r in records:
-        tg_info = r.get("textgrad") or {}
-        if str(tg_info.get("error", "")).startswith("model call failed"):
-            counts["lm_errors"] += 1
-        for u in (tg_info.get("updates") or {}).values():
-            status = u.get("status")
-            if status in ("updated", "same as before"):
-                counts["parsed"] += 1
-            elif status in FAILURES:
-                counts[FAILURES[status]] += 1
-    counts["tgd_calls"] = counts["parsed"] + sum(counts[k] for k in FAILURES.values())
-    return counts
-
-
 def _summarize(run_dir: RunDir, trial: Trial, engine: OptimasEngine) -> None:
     """textgrad/stats.json; TextGradFailure when no step produced a usable instruction."""
     steps = [r for r in trial.records if r.get("kind") == "iteration"]
@@ -410,15 +377,7 @@ def _summarize(run_dir: RunDir, trial: Trial, engine: OptimasEngine) -> None:
               **{k: n[k] for k in ("tgd_calls", "parsed", *FAILURES.values(), "lm_errors")},
               "lm_calls_this_process": dict(engine.calls), "stopped": trial.stopped}
     run_dir.write_json("textgrad/stats.json", result)
-    if (n["tgd_calls"] or n["lm_errors"]) and n["parsed"] == 0:
-        errors = [r["textgrad"]["error"] for r in steps if r.get("textgrad", {}).get("error")]
-        raise TextGradFailure(
-            f"textgrad produced no usable instruction with engine model {engine.model_string!r}: "
-            f"of {n['tgd_calls']} TGD optimizer replies, {n['no_tags']} had no "
-            f"{TAGS[0]}...{TAGS[1]} span, {n['unclosed']} opened the tag but never closed it, "
-            f"{n['copied']} copied TextGrad's own instructions, {n['empty']} were empty; "
-            f"{n['lm_errors']} steps failed in a model call"
-            + (f" (first: {errors[0]})" if errors else "")
-            + ". TextGrad needs an optimizer model that follows its output format: set "
-            "optimizer.options.engine_model to a stronger model. Replies and feedback: "
-            f"{run_dir.path}/textgrad/steps.jsonl; counts: textgrad/stats.json")
+    errors = [r["textgrad"]["error"] for r in steps if r.get("textgrad", {}).get("error")]
+    failure = no_usable_update(n, engine.model_string, errors, str(run_dir.path))
+    if failure is not None:
+        raise failure

@@ -12,7 +12,7 @@ record's best-reward candidate output is its label (MIPRO's labeled demos).
 What DSPy returns is then re-scored exactly like OPRO's candidates
 (`lrf_score_values`: mean raw LRF on the same inputs), the current prompt
 included, so the choice and the numbers in history.jsonl are comparable across
-prompt optimizers. With the `optimas` adapter (the default, see dspy_bridge)
+prompt optimizers. With the `optimas` adapter (the default, see optimas_cli/dspy/adapters.py)
 the re-scoring reuses DSPy's cached calls.
 """
 
@@ -26,17 +26,11 @@ from typing import Any
 
 import dspy
 
-from optimas_cli.dspy_bridge import (
-    KeepRef,
-    OptimasLM,
-    component_predict,
-    explain_failure,
-    helper_lm,
-    llm_component,
-    prompt_value,
-    proposer_adapter,
-    run_predictor,
-)
+from optimas_cli.dspy.adapters import proposer_adapter
+from optimas_cli.dspy.budget import MAX_ERRORS, compile_within_budget
+from optimas_cli.dspy.lm import OptimasLM, helper_lm
+from optimas_cli.dspy.predict import component_predict, llm_component, prompt_value, prompt_variable
+from optimas_cli.dspy.program import KeepRef, run_predictor
 from optimas_cli.graph import Call, State, System
 from optimas_cli.lm.base import LM
 from optimas_cli.optimizers.common import best_of, lrf_score_values
@@ -44,9 +38,8 @@ from optimas_cli.schema import UpdateConfig
 
 log = logging.getLogger("optimas.dspy")
 
-DEFAULT_ADAPTER = "optimas"  # DSPy scores the prompts the component will send (see dspy_bridge)
+DEFAULT_ADAPTER = "optimas"  # DSPy scores the prompts the component will send (dspy/adapters.py)
 COPRO_DEPTH = 2  # proposal rounds: the second sees the first's scores
-MAX_ERRORS = 1_000_000  # a failed example scores 0 (DSPy's failure_score); never abort the search
 
 
 class ComponentProgram(dspy.Module):
@@ -55,7 +48,7 @@ class ComponentProgram(dspy.Module):
     def __init__(self, system: System, name: str, state: State, adapter: str, stats: dict[str, int]):
         super().__init__()
         comp = llm_component(system, name)
-        vname = next(v for v, var in system.cfg.components[name].variables.items() if var.type == "prompt")
+        vname = prompt_variable(system, name)
         self._ref = KeepRef((system, comp, stats))
         self.adapter = adapter
         self.values = dict(state.get(name, {}))
@@ -155,17 +148,15 @@ def optimize_prompt_dspy(system: System, name: str, vname: str, records: list[di
     seed = rng.randrange(1 << 30)
 
     meta = proposer_adapter(adapter_for_proposer, proposer.model)
-    try:
+
+    def compile_component():
         with dspy.context(lm=task, **({"adapter": meta} if meta else {})):
-            best = _compile(cfg, program, metric, task, proposer, trainset, valset, seed)
-    except Exception as e:  # noqa: BLE001 - DSPy's failure, reported as such
-        for lmx in (task, proposer):
-            lmx.raise_if_over_budget()
-        raise explain_failure(f"DSPy {cfg.prompt} on component '{name}'", proposer.model, e, remedy=(
-            "Set optimizer.update.proposer_model to a stronger model, or use "
-            "optimizer.update.prompt=opro.")) from e
-    for lmx in (task, proposer):
-        lmx.raise_if_over_budget()
+            return _compile(cfg, program, metric, task, proposer, trainset, valset, seed)
+
+    best = compile_within_budget(
+        f"DSPy {cfg.prompt} on component '{name}'", proposer.model, [task, proposer],
+        compile_component, remedy="Set optimizer.update.proposer_model to a stronger model, or use "
+                                  "optimizer.update.prompt=opro.")
     found = [(c["score"], c["program"]) for c in getattr(best, "candidate_programs", [])]
 
     found = [(s, p) for s, p in found if p is not None] or [(None, best)]

@@ -1,0 +1,135 @@
+"""What the DSPy baselines (mipro, gepa) share: the program, data, metric, and the trial.
+
+Each runs one DSPy optimizer over a SystemProgram (optimas_cli/dspy/) with the
+end-to-end metric, then re-evaluates DSPy's best distinct programs with our own
+evaluator through a Trial (baselines/common.py), which writes history.jsonl:
+record 0 is the initial system on validation; then one record per re-evaluated
+program (the numbers `optimas evaluate` would give the converted state), accepted
+by the Trial's rule.
+
+Resume: once any candidate record exists DSPy is not rerun (a run killed while
+re-evaluating candidates keeps the best of those it logged); with only the initial
+record, DSPy runs again (its LM calls mostly cache hits).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import dspy
+
+from optimas_cli.baselines.common import Trial, state_diff
+from optimas_cli.dspy.budget import compile_within_budget
+from optimas_cli.dspy.lm import OptimasLM
+from optimas_cli.dspy.program import SystemProgram
+from optimas_cli.errors import ConfigError
+from optimas_cli.graph import State, System
+from optimas_cli.lm import check_credentials
+from optimas_cli.lm.base import LOCAL_PREFIX
+from optimas_cli.run_dir import RunDir
+
+log = logging.getLogger("optimas.baselines")
+
+
+def system_examples(examples: list[Any], system: System) -> list[dspy.Example]:
+    """Our Examples as dspy.Examples: the system's inputs, plus `optimas_id` for the metric."""
+    return [dspy.Example(**ex.inputs, optimas_id=ex.id).with_inputs(*system.cfg.inputs)
+            for ex in examples]
+
+
+def end_to_end_metric(rt) -> Callable[..., float]:
+    """DSPy metric: rt.metric's score of the program's final fields on the gold example."""
+    by_id = {ex.id: ex for split in rt.splits.values() for ex in split}
+
+    def metric(gold: dspy.Example, pred: Any, trace: Any = None, *args: Any) -> float:
+        fields = {k: pred[k] for k in pred.keys()}
+        return float(rt.metric(by_id[gold.optimas_id], fields)["score"])
+
+    metric.by_id = by_id
+    return metric
+
+
+def default_threads(rt) -> int:
+    """Local models are served by one in-process pool: 1 thread; API models: eval.workers."""
+    return 1 if rt.composed.run.lm.model.startswith(LOCAL_PREFIX) else rt.composed.run.eval.workers
+
+
+def check_models(rt, *models: str | None) -> None:
+    """Before any work: credentials of extra models (proposer, reflection) named in options."""
+    names = [m for m in models if m]
+    if names:
+        check_credentials(names, rt.composed.run.lm)
+
+
+def prepare_program(rt, run_dir: RunDir, initial: State, name: str, adapter: str
+                    ) -> tuple[SystemProgram, list, list, Trial, int]:
+    """A DSPy baseline's program, train/val splits, trial, and the system runs already spent.
+
+    The initial validation pass is counted as spent before it happens, so the budget
+    plan leaves room for it.
+    """
+    program = SystemProgram(rt.system, initial, adapter=adapter)
+    if not program.prompt_components:
+        raise ConfigError(f"optimizer.name={name}: the system has no llm component with a prompt "
+                          "variable")
+    train, val = rt.splits["train"], rt.splits["val"]
+    if not train or not val:
+        raise ConfigError(f"optimizer.name={name} needs data.train_size > 0 and data.val_size > 0")
+    trial = Trial(rt, run_dir, name)
+    spent = rt.system.runs + (0 if trial.disk else len(val))
+    return program, train, val, trial, spent
+
+
+def dspy_finished(trial: Trial) -> bool:
+    """DSPy already ran to the end in an earlier process (resume: nothing to redo)."""
+    return any(r.get("kind") == "iteration" for r in trial.disk)
+
+
+def compile_dspy(what: str, model: str, model_option: str, meta: dspy.Adapter | None,
+                 lms: list[OptimasLM], compile_fn: Callable[[], Any]) -> Any:
+    """`compile_within_budget` with the baselines' remedy for a failure of DSPy's.
+
+    The remedy: a stronger `optimizer.options.<model_option>`, or, when DSPy's own
+    adapters rendered the meta-prompts (`meta` None), the completion proposer adapter.
+    """
+    remedy = (f"Set optimizer.options.{model_option} to a stronger model"
+              + ("." if meta else ", or optimizer.options.proposer_adapter=completion."))
+    return compile_within_budget(what, model, lms, compile_fn, remedy)
+
+
+def distinct_states(programs: list[tuple[float | None, Any]], exclude: list[State],
+                    limit: int) -> list[tuple[float | None, State]]:
+    """Up to `limit` (DSPy score, state) of SystemPrograms, best DSPy score first, no repeats."""
+    out: list[tuple[float | None, State]] = []
+    seen = list(exclude)
+    for score, prog in sorted(programs, key=lambda t: -1e9 if t[0] is None else t[0], reverse=True):
+        state = prog.to_state()
+        if state in seen:
+            continue
+        seen.append(state)
+        out.append((score, state))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def try_programs(trial: Trial, found: list[tuple[float | None, State]], origin: str,
+                 extra: dict[str, Any]) -> None:
+    """Evaluate DSPy's programs in order while the budget lasts; a no-op record if none is new.
+
+    Each record carries `origin`, DSPy's own val score (`dspy_val`), the changed
+    components and `extra` (what DSPy spent).
+    """
+    for i, (dspy_val, state) in enumerate(found):
+        if not trial.can_afford():
+            log.warning("%s: %d candidates left unevaluated", origin, len(found) - i)
+            break
+        changed = list(state_diff(trial.state, state))
+        trial.try_state(state, changed[0] if len(changed) == 1 else "all", origin=origin,
+                        dspy_val=dspy_val, changed_components=changed, **extra)
+    if not any(r.get("kind") == "iteration" for r in trial.records):
+        # marks DSPy as done (a resume does not rerun it) and says why nothing changed
+        trial.no_candidate("all", origin=f"{origin}: no program differs from the initial one",
+                           dspy_val=None, changed_components=[], **extra)
