@@ -41,12 +41,27 @@ def resolve_data_path(configured: str | None, default_relative: str, hint: str) 
 
 
 def split(dataset: Dataset, cfg: DataConfig) -> dict[str, list[Example]]:
-    """Seeded, disjoint train/val/test splits of the configured sizes."""
-    need = cfg.train_size + cfg.val_size + cfg.test_size
-    if need > len(dataset.examples):
-        raise ValueError(f"data: train_size+val_size+test_size = {need} but the dataset has only "
-                         f"{len(dataset.examples)} examples")
-    order = list(dataset.examples)
-    random.Random(cfg.seed).shuffle(order)
+    """Seeded, disjoint train/val/test splits of the configured sizes.
+
+    A loader that reads an official test file marks those examples `meta["split"] = "test"`:
+    the test split is then drawn from them alone, train and val from the others.
+    """
+    marked = [e for e in dataset.examples if e.meta.get("split") == "test"]
+    pool = [e for e in dataset.examples if e.meta.get("split") != "test"] if marked else \
+        list(dataset.examples)
+    need = cfg.train_size + cfg.val_size + (0 if marked else cfg.test_size)
+    if need > len(pool):
+        sizes = "train_size+val_size" if marked else "train_size+val_size+test_size"
+        raise ValueError(f"data: {sizes} = {need} but the dataset has only {len(pool)} "
+                         f"examples for them")
+    if cfg.test_size > len(marked) > 0:
+        raise ValueError(f"data: test_size = {cfg.test_size} but the test file has only "
+                         f"{len(marked)} examples")
+    rng = random.Random(cfg.seed)
+    rng.shuffle(pool)
     a, b = cfg.train_size, cfg.train_size + cfg.val_size
-    return {"train": order[:a], "val": order[a:b], "test": order[b:need]}
+    if marked:
+        tests = list(marked)
+        rng.shuffle(tests)
+        return {"train": pool[:a], "val": pool[a:b], "test": tests[:cfg.test_size]}
+    return {"train": pool[:a], "val": pool[a:b], "test": pool[b:need]}

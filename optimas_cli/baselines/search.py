@@ -33,6 +33,7 @@ from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
 from optimas_cli.run_dir import RunDir
 from optimas_cli.schema import VariableConfig
+from optimas_cli.space import draw, grid
 
 log = logging.getLogger("optimas.baselines.search")
 MAX_ENUMERATED = 1_000_000  # larger finite spaces are drawn with replacement (and deduplicated)
@@ -51,35 +52,12 @@ class SearchOptions(Options):
 OPTIONS = SearchOptions  # checked before any work (methods.check_options)
 
 
-def grid_values(var: VariableConfig, points: int) -> list[Any]:
-    """A variable's choices, or `points` evenly (log-)spaced values of its range."""
-    if var.choices is not None:
-        return list(var.choices)
-    lo, hi = float(var.low), float(var.high)
-    if var.log and lo > 0:
-        vals = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / (points - 1))
-                for i in range(points)]
-    else:
-        vals = [lo + (hi - lo) * i / (points - 1) for i in range(points)]
-    if var.integer:
-        return list(dict.fromkeys(round(v) for v in vals))
-    return vals
-
-
-def draw_value(var: VariableConfig, rng: random.Random) -> Any:
-    if var.choices is not None:
-        return rng.choice(var.choices)
-    lo, hi = float(var.low), float(var.high)
-    v = math.exp(rng.uniform(math.log(lo), math.log(hi))) if var.log and lo > 0 else rng.uniform(lo, hi)
-    return round(v) if var.integer else v
-
-
 def candidates(space: list[tuple[str, str, VariableConfig]], method: str, rng: random.Random,
                grid_points: int) -> Iterator[dict[tuple[str, str], Any]]:
     """Assignments of every searched variable, in the order they are tried."""
     keys = [(c, v) for c, v, _ in space]
     if method == "grid":
-        for combo in itertools.product(*(grid_values(var, grid_points) for *_, var in space)):
+        for combo in itertools.product(*(grid(var, grid_points) for *_, var in space)):
             yield dict(zip(keys, combo, strict=True))
         return
     finite = all(var.choices is not None for *_, var in space)
@@ -94,7 +72,7 @@ def candidates(space: list[tuple[str, str, VariableConfig]], method: str, rng: r
             yield dict(zip(keys, values, strict=True))
         return
     while True:  # infinite or huge: independent draws; the Trial skips repeats
-        yield {(c, v): draw_value(var, rng) for c, v, var in space}
+        yield {(c, v): draw(var, rng) for c, v, var in space}
 
 
 def optimize(rt, run_dir: RunDir, initial: State) -> State:

@@ -34,6 +34,7 @@ from optimas_cli.dspy.program import KeepRef, run_predictor
 from optimas_cli.graph import Call, State, System
 from optimas_cli.lm.base import LM
 from optimas_cli.optimizers.common import best_of, lrf_score_values
+from optimas_cli.optimizers.prompt import split_records
 from optimas_cli.schema import UpdateConfig
 
 log = logging.getLogger("optimas.dspy")
@@ -135,9 +136,9 @@ def optimize_prompt_dspy(system: System, name: str, vname: str, records: list[di
     if not records:
         return {"variable": vname, "type": "prompt", "best": current, "candidates": [],
                 "skipped": "no records with candidates"}
-    eval_records = records if len(records) <= cfg.per_component_train_size else rng.sample(
-        records, cfg.per_component_train_size)
-    trainset = _examples(system, name, records, lrf)
+    # DSPy bootstraps demos from the trainset: it never holds an input a candidate is scored on
+    pool, eval_records = split_records(records, cfg.per_component_train_size, rng)
+    trainset = _examples(system, name, pool, lrf)
     valset = _examples(system, name, eval_records, lrf)
     stats = {"calls": 0, "failures": 0}
     program = ComponentProgram(system, name, state, adapter, stats)
