@@ -1,7 +1,8 @@
-"""Tests for the local reward model (optimas_cli.rewards).
+"""Tests for the local reward model (optimas_cli.rewards): pairs, scoring, saving.
 
 Fast tests run a tiny randomly initialised BERT saved to a temp dir (with the
 embedded MiniLM tokenizer); the ones marked slow use the real all-MiniLM-L6-v2.
+Training is tested in test_rewards_fit.py, the encoder text in test_rewards_text.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 import os
 import random
 import shutil
-import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,20 +19,18 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from optimas_cli.rewards import (  # noqa: E402
-    ADAPTER_FILE,
-    BACKBONE_DIR,
-    CONFIG_FILE,
+    InputSplit,
     LocalRewardModel,
     PreferencePair,
     bt_loss,
+    fit_reward_model,
     format_text,
     gap_weights,
-    inputs_key,
-    load_pairs,
+    input_key,
     resolve_backbone,
-    save_pairs,
     split_by_input,
 )
+from optimas_cli.rewards.io import ADAPTER_DIR, BACKBONE_DIR, CONFIG_FILE  # noqa: E402
 
 # ------------------------------------------------------------------ synthetic data
 
@@ -49,11 +48,14 @@ TOPICS = (
 ).split()
 
 
-def keyword_pairs(n_inputs: int = 40, component: str = "writer", seed: int = 0):
-    """Per input three candidates; the one saying GOOD scores 1, MID 0.5, BAD 0."""
+def keyword_pairs(n_inputs: int = 40, component: str = "writer", seed: int = 0, first_id: int = 0):
+    """Per input three candidates; the one saying GOOD scores 1, MID 0.5, BAD 0.
+
+    Inputs are examples ``ex<first_id>`` ... ``ex<first_id + n_inputs - 1>``.
+    """
     rng = random.Random(seed)
     pairs = []
-    for t in range(n_inputs):
+    for t in range(first_id, first_id + n_inputs):
         topic = TOPICS[t % len(TOPICS)]
         inputs = {"question": f"Write one sentence about {topic} (#{t})."}
         cands = []
@@ -72,13 +74,11 @@ def keyword_pairs(n_inputs: int = 40, component: str = "writer", seed: int = 0):
 # ------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory):
+def make_tiny_backbone(d: Path) -> str:
     """A 2-layer, 32-wide random BERT with the embedded MiniLM tokenizer (loads in ~0.1 s)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     src, _ = resolve_backbone("all-MiniLM-L6-v2")
-    d = tmp_path_factory.mktemp("tiny_bert")
     tok = AutoTokenizer.from_pretrained(src, local_files_only=True)
     cfg = BertConfig(
         vocab_size=len(tok),
@@ -92,6 +92,11 @@ def tiny_backbone(tmp_path_factory):
     BertModel(cfg).save_pretrained(str(d))
     tok.save_pretrained(str(d))
     return str(d)
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    return make_tiny_backbone(tmp_path_factory.mktemp("tiny_bert"))
 
 
 COMPS = {"writer": "Answers a question in one sentence.", "critic": "Criticises an answer."}
@@ -145,14 +150,15 @@ def test_gap_weights():
 # ------------------------------------------------------------------ data helpers
 
 
-def test_pair_round_trip(tmp_path):
-    p = PreferencePair("c", {"q": "x", "n": 3}, {"a": "yes"}, {"a": "no"}, 1.0, 0.25, "e1")
-    assert PreferencePair.from_dict(p.to_dict()) == p
-    assert PreferencePair.from_json(p.to_json()) == p
-    q = PreferencePair.from_dict({k: v for k, v in p.to_dict().items() if k != "example_id"})
-    assert q.example_id == "" and q.gap == pytest.approx(0.75)
-    save_pairs(tmp_path / "p.jsonl", [p, q])
-    assert load_pairs(tmp_path / "p.jsonl") == [p, q]
+def test_pair_gap_and_input_key():
+    p = PreferencePair("c", {"q": "x"}, {"a": "yes"}, {"a": "no"}, 0.25, 1.0, "e1")
+    assert p.gap == pytest.approx(0.75)
+    # an example id is the key for every component; without one, the component and inputs
+    assert input_key(p) == input_key(PreferencePair("d", {"q": "other"}, {}, {}, 1, 0, "e1"))
+    anon = PreferencePair("c", {"q": "x"}, {}, {}, 1, 0)
+    assert input_key(anon) == input_key(PreferencePair("c", {"q": "x"}, {"a": 1}, {}, 1, 0))
+    assert input_key(anon) != input_key(PreferencePair("d", {"q": "x"}, {}, {}, 1, 0))
+    assert input_key(anon) != input_key(p)
 
 
 def test_format_text_layout():
@@ -162,28 +168,48 @@ def test_format_text_layout():
 
 
 def test_split_by_input_has_no_leakage():
-    pairs = keyword_pairs(30, "writer") + keyword_pairs(20, "critic", seed=1)
-    # the same inputs under two components are two different groups
+    pairs = keyword_pairs(30, "writer") + keyword_pairs(20, "critic", seed=1, first_id=30)
+    # pairs without an example id are grouped by component and inputs
     pairs += [PreferencePair("critic", pairs[0].inputs, {"a": "x"}, {"a": "y"}, 1, 0)]
     train, held = split_by_input(pairs, holdout=0.2, seed=3)
     assert len(train) + len(held) == len(pairs)
-    tk = {inputs_key(p.component, p.inputs) for p in train}
-    hk = {inputs_key(p.component, p.inputs) for p in held}
+    tk, hk = {input_key(p) for p in train}, {input_key(p) for p in held}
     assert tk and hk and not tk & hk
-    for comp, n in (("writer", 30), ("critic", 21)):
-        n_held = len({inputs_key(p.component, p.inputs) for p in held if p.component == comp})
-        assert n_held == round(0.2 * n)
+    assert len(hk) == round(0.2 * 51)
     assert split_by_input(pairs, 0.2, seed=3) == (train, held)  # seeded
     assert split_by_input(pairs, 0.2, seed=4) != (train, held)
     assert split_by_input(pairs, 0.0) == (pairs, [])
     one = [PreferencePair("solo", {"q": 1}, {"a": 1}, {"a": 2}, 1, 0)] * 3
     assert split_by_input(one, 0.5) == (one, [])
+    two = keyword_pairs(2)
+    assert [len({input_key(p) for p in side}) for side in split_by_input(two, 0.9)] == [1, 1]
+
+
+def test_input_split_never_moves_an_input_to_the_other_side():
+    """Later assignments (other seeds, new inputs) keep every earlier input's side."""
+    split = InputSplit()
+    first = keyword_pairs(10)
+    train0, held0 = split.assign(first, holdout=0.2, seed=0)
+    held_keys = {input_key(p) for p in held0}
+    train_keys = {input_key(p) for p in train0}
+    assert len(held_keys) == 2 and len(train_keys) == 8
+    for seed in range(1, 6):  # other seeds, a replay buffer of old and new inputs
+        more = keyword_pairs(10, seed=seed, first_id=10 * seed)
+        train, held = split.assign(first + more, holdout=0.2, seed=seed)
+        assert held_keys <= {input_key(p) for p in held}
+        assert not held_keys & {input_key(p) for p in train}
+        assert train_keys <= {input_key(p) for p in train}
+        assert len(split.heldout) == round(0.2 * (len(split.heldout) + len(split.train)))
+    restored = InputSplit.from_dict(split.to_dict())
+    assert restored == split
+    # an input seen before keeps its side even where holdout is now 0
+    assert restored.assign(first, holdout=0.0, seed=9) == (train0, held0)
 
 
 # ------------------------------------------------------------------ tiny-backbone model
 
 
-def test_encode_truncates_inputs_before_output(tiny_backbone):
+def test_encode_cuts_the_long_field_and_keeps_short_ones(tiny_backbone):
     m = LocalRewardModel(COMPS, backbone=tiny_backbone, max_length=48)
     long_ctx = " ".join(["background"] * 200)
     out = {"answer": "the final verdict is purple elephant"}
@@ -196,7 +222,7 @@ def test_encode_truncates_inputs_before_output(tiny_backbone):
     assert body[-len(out_ids) :] == out_ids, "the output must survive truncation intact"
     q_ids = m.tokenizer("question: what colour?", add_special_tokens=False)["input_ids"]
     s = m.tokenizer.decode(ids)
-    assert "what colour" in s, "short input fields survive: the longest is cut first"
+    assert "what colour" in s, "short input fields survive: only the long one is cut"
     assert any(body[i : i + len(q_ids)] == q_ids for i in range(len(body)))
     assert ids[0] == m.tokenizer.cls_token_id and ids[-1] == m.tokenizer.sep_token_id
     # an output longer than the whole budget is itself cut, never overflowing
@@ -249,145 +275,51 @@ def test_evaluate_metrics_by_hand(tiny_backbone):
         "n_pairs": 12,
         "n_candidates": 12,
         "tie_fraction": 1.0,
+        "p_value": 1.0,
+        "beats_chance": False,
     }
     # an oracle scorer: LRF score == rollout score
     oracle = {}
     for p in pairs:
         oracle[(str(p.inputs), str(p.chosen))] = p.score_chosen
         oracle[(str(p.inputs), str(p.rejected))] = p.score_rejected
-    m._score_items = lambda items, bs: [oracle[(str(i), str(o))] for _, i, o in items]
+    m.score_items = lambda items, bs=32: [oracle[(str(i), str(o))] for _, i, o in items]
     r = m.evaluate(pairs)["writer"]
     assert r["pairwise_accuracy"] == 1.0 and r["tie_fraction"] == 0.0
     assert r["spearman"] == pytest.approx(1.0)
-    m._score_items = lambda items, bs: [-oracle[(str(i), str(o))] for _, i, o in items]
+    assert r["p_value"] == pytest.approx(0.5**12) and r["beats_chance"] is True
+    m.score_items = lambda items, bs=32: [-oracle[(str(i), str(o))] for _, i, o in items]
     r = m.evaluate(pairs)["writer"]
     assert r["pairwise_accuracy"] == 0.0 and r["spearman"] == pytest.approx(-1.0)
 
 
-def _params(module):
-    return {k: v.detach().clone() for k, v in module.named_parameters()}
-
-
-def test_head_only_adaptation_touches_only_that_head(tiny_backbone):
-    m = LocalRewardModel(COMPS, backbone=tiny_backbone)
-    before_bb, before_w, before_c = (
-        _params(m.backbone),
-        _params(m.head("writer")),
-        _params(m.head("critic")),
-    )
-    pairs = keyword_pairs(10) + keyword_pairs(10, "critic", seed=2)
-    res = m.fit(pairs, components=["writer"], train_backbone=False, epochs=2, holdout=0.2)
-    assert res["components"] == ["writer"] and res["train_backbone"] is False
-    assert set(res["heldout"]) == {"writer"} and res["steps"] > 0
-    for k, v in _params(m.backbone).items():
-        assert torch.equal(v, before_bb[k]), k
-    for k, v in _params(m.head("critic")).items():
-        assert torch.equal(v, before_c[k]), k
-    assert any(not torch.equal(v, before_w[k]) for k, v in _params(m.head("writer")).items())
-    with pytest.raises(KeyError):
-        m.fit(pairs, components=["nope"])
-
-
-def test_fit_is_seeded_and_backbone_training_moves_backbone(tiny_backbone):
-    pairs = keyword_pairs(12)
-    runs = []
-    for _ in range(2):
-        m = LocalRewardModel(COMPS, backbone=tiny_backbone)
-        bb = _params(m.backbone)
-        res = m.fit(pairs, epochs=1, lr=1e-3, batch_size=8, weight_by_gap=True, seed=5)
-        assert any(not torch.equal(v, bb[k]) for k, v in _params(m.backbone).items())
-        runs.append(
-            (
-                res["loss_history"],
-                m.score("writer", [p.inputs for p in pairs], [p.chosen for p in pairs]),
-            )
-        )
-        emb = m.backbone.get_input_embeddings().weight
-        assert torch.equal(emb, bb["embeddings.word_embeddings.weight"])  # not trained by default
-        assert all(p.requires_grad for p in m.backbone.parameters())  # flags restored
-    assert runs[0][0] == runs[1][0]
-    assert runs[0][1] == pytest.approx(runs[1][1], abs=1e-6)
-    split = res["split"]["writer"]
-    assert split["n_heldout_inputs"] == round(0.2 * 12)
-    assert split["n_train_pairs"] + split["n_heldout_pairs"] == len(pairs)
-
-
-@pytest.mark.parametrize("mode", ["frozen", "full", "lora"])
+@pytest.mark.parametrize("mode", ["reference", "full", "lora"])
 def test_save_load_round_trip(tiny_backbone, tmp_path, mode):
-    kw = {"freeze_backbone": True} if mode == "frozen" else {}
-    if mode == "lora":
-        kw["lora"] = {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}
+    kw = {"lora": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}} if mode == "lora" else {}
     src = shutil.copytree(tiny_backbone, tmp_path / "bb")  # private copy, deleted below
     m = LocalRewardModel(COMPS, backbone=str(src), max_length=40, **kw)
     pairs = keyword_pairs(8) + keyword_pairs(6, "critic", seed=1)
-    m.fit(pairs, epochs=1, lr=5e-3, batch_size=8)
+    fit_reward_model(m, pairs, epochs=1, lr=5e-3, batch_size=8, train_backbone=mode != "reference")
     d = m.save(tmp_path / "lrf")
     assert (d / CONFIG_FILE).exists()
     assert (d / BACKBONE_DIR).exists() == (mode == "full")
-    assert (d / ADAPTER_FILE).exists() == (mode == "lora")
+    # LoRA adapters are peft's own files, nothing else of the backbone
+    assert (d / ADAPTER_DIR / "adapter_config.json").exists() == (mode == "lora")
     if mode == "full":  # a fine-tuned backbone is saved whole: the source is not needed
         shutil.rmtree(src)
     m2 = LocalRewardModel.load(d)
     assert m2.components == m.components and m2.max_length == m.max_length
+    assert m2.split == m.split and m2.split.heldout  # the held-out inputs travel with the model
     m.clear_cache()  # features cached during fit came from other batches (1e-7 noise)
     for comp in COMPS:
         ins = [p.inputs for p in pairs]
         outs = [p.rejected for p in pairs]
         assert m2.score(comp, ins, outs) == m.score(comp, ins, outs)
-    if mode == "full":
-        assert m2._backbone_modified
-    if mode == "lora":  # adapters were really trained (B starts at zero)
+    assert m2._backbone_modified == (mode != "reference")
+    if mode == "lora":  # adapters were really trained (B starts at zero) and load trainable
         lora_b = [v for k, v in m2.backbone.state_dict().items() if "lora_B" in k]
         assert lora_b and any(float(v.abs().sum()) > 0 for v in lora_b)
-
-
-# ------------------------------------------------------------------ real MiniLM backbone
-
-
-def test_default_backbone_resolves_to_embedded_weights():
-    path, local = resolve_backbone("all-MiniLM-L6-v2")
-    assert local and os.path.exists(os.path.join(path, "model.safetensors"))
-
-
-@pytest.mark.slow
-def test_lrf_recovers_keyword_preference():
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
-    pairs = keyword_pairs(40)
-    m = LocalRewardModel({"writer": "Answers a question in one sentence."}, max_length=64)
-    _, held = split_by_input(pairs, holdout=0.2, seed=0)
-    before = m.evaluate(held)["writer"]
-    t0 = time.perf_counter()
-    res = m.fit(pairs, epochs=3, seed=0, holdout=0.2)
-    took = time.perf_counter() - t0
-    after = res["heldout"]["writer"]
-    print(f"\nkeyword LRF: before {before} after {after} fit {took:.1f}s")
-    assert after["n_pairs"] == len(held) == 24
-    assert after["pairwise_accuracy"] > 0.8 and after["spearman"] > 0.5
-    # an untrained head does not already know the preference
-    assert before["pairwise_accuracy"] < 0.8 or before["spearman"] < 0.5
-    assert after["pairwise_accuracy"] > before["pairwise_accuracy"]
-    assert res["loss_history"][-1] < res["loss_history"][0]
-
-
-@pytest.mark.slow
-def test_minilm_head_only_adaptation_recovers_preference():
-    pairs = keyword_pairs(40)
-    m = LocalRewardModel(
-        {"writer": "Answers a question in one sentence."}, max_length=64, freeze_backbone=True
-    )
-    t0 = time.perf_counter()
-    res = m.fit(pairs, components=["writer"], train_backbone=False, epochs=30, head_lr=1e-2)
-    print(f"\nhead-only LRF: {res['heldout']['writer']} fit {time.perf_counter() - t0:.1f}s")
-    after = res["heldout"]["writer"]
-    assert after["pairwise_accuracy"] > 0.8 and after["spearman"] > 0.5
-
-
-def test_train_layers_limits_backbone_updates(tiny_backbone):
-    m = LocalRewardModel(COMPS, backbone=tiny_backbone)
-    before = _params(m.backbone)
-    m.fit(keyword_pairs(6), epochs=1, lr=1e-3, train_layers=1, holdout=0.0)
-    changed = {k for k, v in _params(m.backbone).items() if not torch.equal(v, before[k])}
-    assert changed and all(k.startswith("encoder.layer.1.") for k in changed), changed
+        assert m2.backbone_trainable() and all(p.requires_grad for p in m2.backbone_trainable())
 
 
 def test_decoder_backbone_uses_last_token_pooling(tmp_path, tiny_backbone):
@@ -408,21 +340,14 @@ def test_decoder_backbone_uses_last_token_pooling(tmp_path, tiny_backbone):
         m.clear_cache()
         singles.append(m.score("writer", [i], [o])[0])
     assert batch == pytest.approx(singles, abs=1e-5)
-    res = m.fit(keyword_pairs(6), epochs=1, lr=1e-3, holdout=0.0)
+    res = fit_reward_model(m, keyword_pairs(6), epochs=1, lr=1e-3, holdout=0.0)
     assert res["train_backbone"] and res["steps"] > 0
 
 
-def test_feature_cache_follows_backbone_training(tiny_backbone):
-    m = LocalRewardModel(COMPS, backbone=tiny_backbone)
-    pairs = keyword_pairs(6)
-    ins, outs = [p.inputs for p in pairs], [p.chosen for p in pairs]
-    s0 = m.score("writer", ins, outs)
-    assert m._feat_cache and m.score("writer", ins, outs) == s0
-    critic = keyword_pairs(6, "critic", seed=4)
-    m.fit(critic, components=["critic"], train_backbone=False, epochs=1, holdout=0.0)
-    assert m.score("writer", ins, outs) == s0  # other head, same backbone
-    m.fit(pairs, epochs=1, lr=1e-2, holdout=0.0)
-    s1 = m.score("writer", ins, outs)
-    assert s1 != pytest.approx(s0, abs=1e-4)
-    m.clear_cache()
-    assert m.score("writer", ins, outs) == pytest.approx(s1, abs=1e-5)
+
+# ------------------------------------------------------------------ real MiniLM backbone
+
+
+def test_default_backbone_resolves_to_embedded_weights():
+    path, local = resolve_backbone("all-MiniLM-L6-v2")
+    assert local and os.path.exists(os.path.join(path, "model.safetensors"))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from optimas_cli.graph import System
-from optimas_cli.rewards import LocalRewardModel, PreferencePair
+from optimas_cli.rewards import LocalRewardModel, PreferencePair, fit_reward_model
 from optimas_cli.schema import RewardConfig
 
 log = logging.getLogger("optimas.fit")
@@ -22,16 +22,31 @@ def new_reward_model(system: System, cfg: RewardConfig, seed: int) -> LocalRewar
 def fit_local_rewards(lrf: LocalRewardModel, pairs: list[PreferencePair], cfg: RewardConfig, *,
                       components: list[str] | None = None, head_only: bool = False,
                       seed: int = 0) -> dict[str, Any]:
-    """Train on `pairs` (all heads and the backbone, or one head); returns held-out metrics."""
-    result = lrf.fit(pairs, components=components, epochs=cfg.adapt_epochs if head_only else cfg.epochs,
-                     lr=cfg.lr, head_lr=cfg.adapt_head_lr if head_only else cfg.head_lr,
-                     batch_size=cfg.batch_size,
-                     weight_by_gap=cfg.weight_by_gap, gap_floor=cfg.gap_floor,
-                     train_backbone=not head_only, seed=seed, holdout=cfg.holdout)
-    for comp, m in result.get("heldout", {}).items():
-        log.info("LRF %s: held-out pairwise accuracy %s, Spearman %s (%s pairs, ties %s)", comp,
-                 _fmt(m.get("pairwise_accuracy")), _fmt(m.get("spearman")), m.get("n_pairs"),
-                 _fmt(m.get("tie_fraction")))
+    """Train on `pairs` and return held-out metrics.
+
+    A fit of the backbone (the first of a run) trains for `cfg.epochs`, then on up to
+    `cfg.max_epochs` until every head beats chance on its held-out pairs; whether it did
+    is in the metrics (`beats_chance`, with accuracy, p-value and n). Head-only adaptation
+    trains `cfg.adapt_epochs`. Inputs held out by an earlier fit of `lrf` stay held out.
+    """
+    result = fit_reward_model(
+        lrf, pairs, components=components,
+        epochs=cfg.adapt_epochs if head_only else cfg.epochs,
+        max_epochs=None if head_only else cfg.max_epochs,
+        lr=cfg.lr, head_lr=cfg.adapt_head_lr if head_only else cfg.head_lr,
+        batch_size=cfg.batch_size, weight_by_gap=cfg.weight_by_gap, gap_floor=cfg.gap_floor,
+        train_backbone=not head_only, seed=seed, holdout=cfg.holdout)
+    for comp, m in result["heldout"].items():
+        log.info("LRF %s: held-out pairwise accuracy %s (p=%s vs chance), Spearman %s "
+                 "(%s pairs, ties %s) after %d epochs", comp, _fmt(m["pairwise_accuracy"]),
+                 _fmt(m["p_value"]), _fmt(m["spearman"]), m["n_pairs"], _fmt(m["tie_fraction"]),
+                 result["epochs"])
+        if not m["beats_chance"]:
+            log.warning("LRF %s does not beat chance on its %d held-out pairs (accuracy %s)",
+                        comp, m["n_pairs"], _fmt(m["pairwise_accuracy"]))
+    for comp in result["components"]:
+        if comp not in result["heldout"]:
+            log.warning("LRF %s: no held-out pairs, its alignment is not measured", comp)
     return result
 
 
