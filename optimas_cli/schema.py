@@ -110,13 +110,19 @@ class CollectConfig(Strict):
     rollout_temperature: float = Field(0.0, ge=0)  # downstream; > 0 makes rollouts differ
     add_gold: bool = True  # the gold answer as a top candidate of the final component
     workers: int = Field(4, ge=1)
+    # lazy: collect for a component when it is first selected (budget goes where it is used);
+    # all: the paper's eager start, every component at iteration 0
+    initial: Literal["lazy", "all"] = "lazy"
+    max_rounds: int = Field(2, ge=1)  # collection rounds per iteration while pairs < min_pairs
 
 
 class UpdateConfig(Strict):
     prompt: Literal["opro", "mipro", "copro"] = "opro"
     num_candidates: int = Field(3, ge=1)  # proposed instructions per update
     per_component_train_size: int = Field(8, ge=1)  # inputs each candidate is scored on
-    max_demos: int = Field(2, ge=0)  # demonstrations picked from high-reward rollouts
+    max_demos: int = Field(2, ge=0)  # demonstrations bootstrapped from rollouts (0..max searched)
+    demo_min_score: float = 0.5  # a rollout candidate is a demo only if its global score reaches this
+    opro_rounds: int = Field(2, ge=1)  # proposal rounds; each sees the earlier rounds' scores
     proposer_model: str | None = None  # null: lm.model
     max_choices: int = Field(8, ge=1)  # a seeded sample of larger hyperparameter spaces
     choice_mode: Literal["best", "per_input"] = "best"
@@ -131,7 +137,13 @@ class OptimizerConfig(Strict):
     num_iterations: int = Field(4, ge=0)
     selection_temperature: float = Field(1.0, gt=0)  # softmax over mean preference gaps
     replay_buffer_size: int = Field(256, ge=0)  # pairs per component kept from earlier iterations
-    accept_threshold: float = 0.0  # accept a change only if val improves by more than this
+    min_pairs: int = Field(4, ge=1)  # a component is optimized only on a head trained on this many
+    # Acceptance compares candidate and incumbent on the same validation examples:
+    # mean: mean gain > accept_threshold; bootstrap: the paired bootstrap interval's lower
+    # end > accept_threshold; sign: a sign test over the examples at accept_confidence.
+    accept_rule: Literal["mean", "bootstrap", "sign"] = "mean"
+    accept_threshold: float = 0.0
+    accept_confidence: float = Field(0.9, gt=0, lt=1)
     collect: CollectConfig = CollectConfig()
     update: UpdateConfig = UpdateConfig()
     # The budget in (partial) system runs an optimizer may spend (optimas: no iteration starts
@@ -142,9 +154,12 @@ class OptimizerConfig(Strict):
 
 class RewardConfig(Strict):
     backbone: str = "all-MiniLM-L6-v2"  # embedded; or any Hugging Face encoder/decoder name
-    max_length: int = Field(256, gt=0)
+    max_length: int = Field(256, gt=0)  # tokens per text; each field gets its own share
     lora: dict[str, Any] | None = None  # e.g. {r: 8, alpha: 16}; needs a GPU to be worth it
     epochs: int = Field(3, ge=1)
+    # A backbone fit goes on past `epochs`, one epoch at a time, until every head beats
+    # chance on its held-out pairs (one-sided binomial test), up to this many epochs.
+    max_epochs: int = Field(6, ge=1)
     lr: float = Field(2e-5, gt=0)
     head_lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(16, ge=1)
