@@ -10,6 +10,8 @@ needs no model and no key, and every number of the table must come out equal:
 test mean/std, initial test mean/std, system runs, and LM requests (model calls +
 cache hits). Wall time differs by machine and real model calls are zero in a replay,
 so those two columns are not compared. Differing cells are printed; exit status 1.
+Every replay miss (a request the record lacks) is named, whichever stage it happened in:
+the failures.jsonl of every run (optimas_cli.failures), then any other miss in a log.
 
 Recording with API models (a user's own table in CI): record on a machine that can
 reach the provider, with the key set, then commit bench/reproduce/:
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +38,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import METHOD_OVERRIDES, failure_reason  # noqa: E402  (bench/run.py, shared)
+
+from optimas_cli.failures import FILE as FAILURES  # noqa: E402
+from optimas_cli.failures import REPLAY_MISS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "reproduce"
@@ -91,6 +97,30 @@ def diff_tables(expected: list[dict[str, str]], got: list[dict[str, str]]) -> li
     return cells
 
 
+def replay_misses(root: Path) -> list[str]:
+    """Every replay miss under `root`, one line each: 'method stage label: example at
+    component: error' from each run's failures.jsonl, then miss lines of logs that no
+    failure record holds (a miss outside an evaluation or a collection)."""
+    out, errors = [], set()
+    for path in sorted(root.rglob(FAILURES)):
+        method = path.relative_to(root).parts[0]
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            if REPLAY_MISS in str(r.get("error", "")):
+                errors.add(r["error"])
+                out.append(f"{method} {r.get('stage')} {r.get('label')}: example "
+                           f"{r.get('example_id')} at {r.get('component')}: {r['error']}")
+    for log in sorted(root.rglob("*.log")):
+        method = log.relative_to(root).parts[0]
+        for line in log.read_text(errors="replace").splitlines():
+            if REPLAY_MISS in line and not any(e in line for e in errors):
+                out.append(f"{method} log {log.name}: {line.strip()}")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--config", default="configs/bench/hotpotqa_reproduce.yaml")
@@ -142,16 +172,16 @@ def main() -> int:
     cells = diff_tables(expected, got)
     for line in failures:
         print(f"[reproduce] run failed: {line}")
+    misses = replay_misses(work / "replay")
+    if misses:
+        print(f"[reproduce] {len(misses)} request(s) missing from the record (the runs asked "
+              "something new):")
+        for m in misses:
+            print(f"  {m}")
     if cells:
         print(f"[reproduce] {len(cells)} cell(s) differ from {data / 'expected.csv'}:")
         for c in cells:
             print(f"  {c}")
-        misses = [line for log in sorted((work / "replay").rglob("*.log"))
-                  for line in log.read_text(errors="replace").splitlines()
-                  if "cache miss in replay mode" in line]
-        if misses:
-            print(f"[reproduce] {len(misses)} log line(s) report requests missing from the record "
-                  f"(the runs asked something new), e.g.:\n  {misses[0][:300]}")
         return 1
     print(f"[reproduce] all {len(got)} rows x {len(CHECKED)} columns equal the committed table")
     if not a.keep:

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from optimas_cli import failures
 from optimas_cli.run_dir import RunDir
+
+SHOW_FAILURES = 3  # failures quoted in full; the rest are counted per stage
 
 
 def _usage_table(title: str, per_component: dict[str, dict[str, float]]) -> Table:
@@ -53,3 +57,23 @@ def print_summary(path: str | Path, console: Console) -> None:
         if total:
             console.print("LM total: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else
                                                     f"{k}={v}" for k, v in total.items()))
+    print_failures(rd, console)
+
+
+def print_failures(rd: RunDir, console: Console) -> None:
+    """Failed examples of every stage (failures.jsonl): count per stage, the first few."""
+    records = rd.read_jsonl(failures.FILE)
+    if not records:
+        return
+    console.print(f"[yellow]failures:[/] {len(records)} (all in "
+                  f"{escape(str(rd.path / failures.FILE))})",
+                  soft_wrap=True)
+    for (stage, label), n in failures.by_label(records).items():
+        console.print(f"  {stage} {label}: {n}", soft_wrap=True, markup=False)
+    for r in records[:SHOW_FAILURES]:
+        console.print(f"  - {r.get('label')} example {r.get('example_id')} at "
+                      f"{r.get('component')}: {r.get('error')}", soft_wrap=True, markup=False)
+    misses = failures.replay_misses(records)
+    if misses:
+        console.print(f"  {len(misses)} of them are LM requests missing from the replayed cache",
+                      markup=False)

@@ -6,6 +6,7 @@ Layout (every artifact is named after its stage):
   run.log            the log of every stage
   predictions.jsonl  evaluate: one line per example (trace + score)
   metrics.json       evaluate: mean, std, n, failures, LM usage, wall time
+  failures.jsonl     every failed example of every stage, with its component and error
   DONE | FAILED | STOPPED   how it ended (FAILED holds the traceback,
                             STOPPED the budget that ran out)
 """
@@ -22,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from optimas_cli import failures
 from optimas_cli.config import Composed, redact, to_yaml
 from optimas_cli.lm.base import BudgetExceeded
 
@@ -35,6 +37,7 @@ class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.failures = failures.FailureLog(lambda r: self.append_jsonl(failures.FILE, r))
 
     @classmethod
     def create(cls, composed: Composed) -> RunDir:
@@ -111,6 +114,7 @@ class RunDir:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+        token = failures.activate(self.failures)  # evaluations record their failures here
         try:
             yield self
         except BudgetExceeded as e:
@@ -124,5 +128,6 @@ class RunDir:
         else:
             self.write_text("DONE", datetime.now().isoformat() + "\n")
         finally:
+            failures.deactivate(token)
             log.removeHandler(handler)
             handler.close()

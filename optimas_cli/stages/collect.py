@@ -20,7 +20,7 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from optimas_cli import space
+from optimas_cli import failures, space
 from optimas_cli.data import Example
 from optimas_cli.graph import State, System
 from optimas_cli.rewards import PreferencePair
@@ -57,11 +57,13 @@ def collect_cost(system: System, name: str, cfg: CollectConfig) -> int:
 
 
 def propose_candidates(system: System, name: str, fields: dict[str, Any], state: State,
-                       cfg: CollectConfig, rng: random.Random, seed: int = 0) -> list[dict[str, Any]]:
+                       cfg: CollectConfig, rng: random.Random, seed: int = 0,
+                       errors: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Distinct candidate outputs of component `name` for one input (see module doc).
 
     `seed` goes into every sampled request: a later collection on the same input (another
-    seed) draws new samples instead of replaying the cached ones.
+    seed) draws new samples instead of replaying the cached ones. A candidate whose step
+    failed is left out, its error appended to `errors`.
     """
     comp_cfg = system.cfg.components[name]
     current = dict(state.get(name, {}))
@@ -77,6 +79,8 @@ def propose_candidates(system: System, name: str, fields: dict[str, Any], state:
     for source, values, temperature, index in tries:
         step = system.run_step(name, fields, state, temperature=temperature, sample_index=index,
                                values=values, seed=seed if temperature is not None else 0)
+        if step.error and errors is not None:
+            errors.append({"component": name, "error": f"{name}: {step.error}", "candidate": source})
         if step.error or _key(step.outputs) in seen:
             continue
         seen.add(_key(step.outputs))
@@ -85,8 +89,10 @@ def propose_candidates(system: System, name: str, fields: dict[str, Any], state:
 
 
 def score_candidate(system: System, name: str, fields: dict[str, Any], outputs: dict[str, Any],
-                    state: State, example: Example, metric, cfg: CollectConfig) -> list[float]:
-    """Global metric of each downstream completion of one candidate output."""
+                    state: State, example: Example, metric, cfg: CollectConfig,
+                    errors: list[dict[str, Any]] | None = None) -> list[float]:
+    """Global metric of each downstream completion of one candidate output; a failed
+    completion scores 0, its error appended to `errors`."""
     after = system.downstream(name)
     known = {**fields, **outputs}
     if not after:
@@ -96,6 +102,9 @@ def score_candidate(system: System, name: str, fields: dict[str, Any], outputs: 
     for r in range(n):
         trace = system.run_from(after[0], known, state, sample_index=r,
                                 temperature=cfg.rollout_temperature or None)
+        if trace.error and errors is not None:
+            errors.append({"component": trace.steps[-1].component, "error": trace.error,
+                           "rollout": r})
         scores.append(0.0 if trace.error else float(metric(example, trace.fields)["score"]))
     return scores
 
@@ -113,9 +122,14 @@ def collect_example(system: System, name: str, example: Example, state: State, m
                               "candidates": [], "error": upstream.error}
     if upstream.error:
         return record
-    for cand in propose_candidates(system, name, upstream.fields, state, cfg, rng, sample_seed):
+    errors: list[dict[str, Any]] = []  # failed candidates and rollouts: failures.jsonl
+    for cand in propose_candidates(system, name, upstream.fields, state, cfg, rng, sample_seed,
+                                   errors):
+        failed = len(errors)
         cand["scores"] = score_candidate(system, name, upstream.fields, cand["outputs"], state,
-                                         example, metric, cfg)
+                                         example, metric, cfg, errors)
+        for e in errors[failed:]:
+            e["candidate"] = cand["source"]
         cand["score"] = statistics.fmean(cand["scores"])
         record["candidates"].append(cand)
     final = system.cfg.final_output
@@ -126,11 +140,15 @@ def collect_example(system: System, name: str, example: Example, state: State, m
             score = float(metric(example, {**upstream.fields, **outputs})["score"])
             record["candidates"].append({"source": "gold", "outputs": outputs, "values": {},
                                          "scores": [score], "score": score})
+    if errors:
+        record["failures"] = errors
     return record
 
 
 def pairs_from_record(record: dict[str, Any], system: System) -> list[PreferencePair]:
     """Every pair of candidates of one input whose scores differ, better one chosen."""
+    if len(record["candidates"]) < 2:
+        return []  # e.g. a failed input: its upstream fields may lack the inputs
     name = record["component"]
     inputs = {k: record["fields"][k] for k in system.cfg.components[name].inputs}
     pairs = []
@@ -147,7 +165,10 @@ def pairs_from_record(record: dict[str, Any], system: System) -> list[Preference
 def collect_rollouts(system: System, name: str, examples: list[Example], state: State, metric,
                      cfg: CollectConfig, run_dir, path: str, *,
                      seed: int | str = 0) -> list[dict[str, Any]]:
-    """Collect for `examples` into run_dir/path (JSON lines), skipping inputs already there."""
+    """Collect for `examples` into run_dir/path (JSON lines), skipping inputs already there.
+
+    A failed input (upstream error) and every failed candidate or rollout also go to
+    the run directory's failures.jsonl (stage "collect", label `path`)."""
     done = {r["example_id"]: r for r in run_dir.read_jsonl(path)}
     todo = [e for e in examples if e.id not in done]
     if done:
@@ -156,9 +177,14 @@ def collect_rollouts(system: System, name: str, examples: list[Example], state: 
     def work(example: Example) -> dict[str, Any]:
         record = collect_example(system, name, example, state, metric, cfg, seed)
         run_dir.append_jsonl(path, record)
+        if record["error"]:
+            failed.add(example.id, record["error"])
+        for f in record.get("failures", []):
+            failed.add(example.id, **f)
         return record
 
-    with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+    with failures.tally("collect", path, len(todo), run_dir.failures) as failed, \
+            ThreadPoolExecutor(max_workers=cfg.workers) as pool:
         for record in pool.map(work, todo):
             done[record["example_id"]] = record
     records = [done[e.id] for e in examples if e.id in done]

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from optimas_cli import failures
 from optimas_cli.data import Example
 from optimas_cli.graph import State, System
 from optimas_cli.lm.base import BudgetExceeded
@@ -42,12 +43,14 @@ def evaluate_examples(system: System, state: State, examples: list[Example], met
     """Results in example order. Examples run `workers` at a time.
 
     BudgetExceeded stops submitting new work; the results finished so far have
-    already gone to `on_result`, then the exception propagates.
+    already gone to `on_result`, then the exception propagates. Every failed example
+    goes to the run directory's failures.jsonl under `label` (optimas_cli.failures).
     """
     results: dict[int, dict[str, Any]] = {}
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), disable=not show_progress, transient=True)
-    with progress, ThreadPoolExecutor(max_workers=workers) as pool:
+    with failures.tally("evaluate", label, len(examples)) as failed, progress, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
         task = progress.add_task(label, total=len(examples))
         futures = {pool.submit(evaluate_example, system, state, ex, metric, seed): i
                    for i, ex in enumerate(examples)}
@@ -59,9 +62,11 @@ def evaluate_examples(system: System, state: State, examples: list[Example], met
                     for p in pending:
                         p.cancel()
                     raise fut.exception()
-                results[futures[fut]] = fut.result()
+                result = results[futures[fut]] = fut.result()
+                if result["error"]:
+                    failed.add(result["id"], result["error"])
                 if on_result:
-                    on_result(results[futures[fut]])
+                    on_result(result)
                 progress.advance(task)
     return [results[i] for i in range(len(examples))]
 
