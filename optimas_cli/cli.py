@@ -121,6 +121,8 @@ def validate(config: str = CONFIG, overrides: list[str] = OVERRIDES):
         composed = load(config, list(overrides or []))
     except ConfigError as e:
         _fail(e)
+    except Exception as e:  # noqa: BLE001 - nothing runs here: whatever broke is the config's
+        _fail(ConfigError(f"{config}: {type(e).__name__}: {e}".splitlines()[0]))
     order = " -> ".join(topological_order(composed.run.system))
     console.print(f"[green]ok[/] {composed.path}: system '{composed.run.system.name}': {order}")
 

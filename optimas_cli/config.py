@@ -17,6 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pydantic import ValidationError
 
+from optimas_cli.data import resolve_data_path
 from optimas_cli.errors import ConfigError
 from optimas_cli.schema import RunConfig
 
@@ -83,24 +84,54 @@ def _check_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def compose_raw(config_path: str | Path, overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
-    """Compose CONFIG with its defaults list and overrides; return (config, group choices)."""
+def _compose(path: Path, overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+
+    hydra_args = hydra_overrides(overrides, path) + [f"hydra.searchpath=[{','.join(search_path(path))}]"]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(path.parent), version_base="1.3"):
+            return compose(config_name=path.stem, overrides=hydra_args, return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _compose_error(e: Exception, path: Path, overrides: list[str]) -> ConfigError:
+    """A composition error, blamed on the file when it fails without overrides, else on
+    the first override that fails on its own (an override's syntax, group option, ...)."""
+    from hydra.errors import OverrideParseException
+
+    msg = _first_line(str(e))
+    culprit = None
+    for o in ([None] + overrides) if overrides else []:
+        try:
+            _compose(path, [o] if o else [])
+        except Exception:  # noqa: BLE001 - any error: this is the culprit
+            culprit = o
+            break
+    if culprit is None:
+        return ConfigError(f"{path}: {msg}")
+    for hydra_form in hydra_overrides([culprit], path):  # say it as the user wrote it
+        msg = msg.replace(hydra_form, culprit)
+    if isinstance(e, OverrideParseException):
+        msg = (f"not a valid override ({msg}); write key=value, +key=value, ~key or "
+               "group=option")
+    return ConfigError(f"command-line override '{culprit}': {msg}")
+
+
+def compose_raw(config_path: str | Path, overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
+    """Compose CONFIG with its defaults list and overrides; return (config, group choices)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     path = Path(config_path).resolve()
     _check_yaml(path)
-    hydra_args = hydra_overrides(overrides, path) + [f"hydra.searchpath=[{','.join(search_path(path))}]"]
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(path.parent), version_base="1.3"):
-            cfg = compose(config_name=path.stem, overrides=hydra_args, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"{path}: {_first_line(str(e))}") from None
-    finally:
-        GlobalHydra.instance().clear()
+        cfg = _compose(path, overrides)
+    # Hydra raises plain ValueErrors too (a defaults list that is no list, an empty key)
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        raise _compose_error(e, path, overrides) from None
     choices = {k: v for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
                if not k.startswith("hydra/") and v is not None}
     with open_dict(cfg):
@@ -149,11 +180,17 @@ def _lookup(raw: Any, loc: tuple) -> Any:
     return cur
 
 
-def where(key: str, path: Path, overrides: list[str], choices: dict[str, str]) -> str:
-    """The file (or override) a dotted key most likely came from."""
-    for o in overrides:
-        name = o.lstrip("+~").split("=", 1)[0]
-        if key == name or key.startswith(name + "."):
+def where(key: str, path: Path, overrides: list[str], choices: dict[str, str],
+          missing: bool = False) -> str:
+    """The file (or override) a dotted key most likely came from: an override of the key,
+    of a key above it or inside it; for a `missing` key, one that made its parent."""
+    names = [(o, o.lstrip("+~").split("=", 1)[0]) for o in overrides]
+    for o, name in names:
+        if key == name or key.startswith(name + ".") or name.startswith(key + "."):
+            return f"command-line override '{o}'"
+    parent = key.rpartition(".")[0]
+    for o, name in names:
+        if missing and parent and name.startswith(parent + "."):
             return f"command-line override '{o}'"
     top = key.split(".", 1)[0]
     primary = _check_yaml(path)
@@ -177,7 +214,7 @@ def _explain(err: ValidationError, raw: dict, path: Path, overrides: list[str],
     e = err.errors()[0]
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     key = ".".join(str(p) for p in loc) or "<top level>"
-    source = where(key, path, overrides, choices)
+    source = where(key, path, overrides, choices, missing=e["type"] == "missing")
     if e["type"] == "extra_forbidden":
         msg = f"unknown key '{key}'"
     elif e["type"] == "missing":
@@ -189,27 +226,47 @@ def _explain(err: ValidationError, raw: dict, path: Path, overrides: list[str],
     return f"{source}: {msg}{more}"
 
 
-def import_object(dotted: str, what: str) -> Any:
-    """Import `pkg.mod:attr` (or `pkg.mod.attr`); ConfigError names `what` on failure."""
+def _import(dotted: str) -> Any:
+    """Import `pkg.mod:attr` (or `pkg.mod.attr`); ValueError saying why it cannot."""
     mod_name, _, attr = dotted.partition(":") if ":" in dotted else dotted.rpartition(".")
     if not mod_name or not attr:
-        raise ConfigError(f"{what}: '{dotted}' is not a dotted path like 'package.module:name'")
+        raise ValueError(f"'{dotted}' is not a dotted path like 'package.module:name'")
     try:
         mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ConfigError(f"{what}: cannot import module '{mod_name}' ({e})") from None
+    except Exception as e:  # noqa: BLE001 - not found, or the module itself fails to import
+        raise ValueError(f"cannot import module '{mod_name}' ({type(e).__name__}: {e})") from None
     try:
         return getattr(mod, attr)
     except AttributeError:
-        raise ConfigError(f"{what}: module '{mod_name}' has no attribute '{attr}'") from None
+        raise ValueError(f"module '{mod_name}' has no attribute '{attr}'") from None
+
+
+def import_object(dotted: str, what: str) -> Any:
+    """Import `pkg.mod:attr` (or `pkg.mod.attr`); ConfigError names `what` on failure."""
+    try:
+        return _import(dotted)
+    except ValueError as e:
+        raise ConfigError(f"{what}: {e}") from None
 
 
 def check_semantics(c: Composed) -> None:
-    """Checks beyond types: the graph, each component kind's params (a method's options:
-    methods.check_options)."""
+    """Checks beyond types: the graph, each component kind's params, the loader and metric
+    paths, data.path (a method's options: methods.check_options)."""
     from optimas_cli.graph import check_graph
 
-    problems = check_graph(c.run.system)
+    problems = [(key, f"'{key}': {msg}") for key, msg in check_graph(c.run.system)]
+    for key, dotted in (("system.loader", c.run.system.loader), ("system.metric", c.run.system.metric)):
+        try:
+            if not callable(_import(dotted)):
+                raise ValueError("not callable")
+        except ValueError as e:
+            problems.append((key, f"bad value for '{key}': {dotted!r} ({e})"))
+    if c.run.data.path:
+        try:
+            resolve_data_path(c.run.data.path, c.run.data.path, "")
+        except FileNotFoundError as e:
+            problems.append(("data.path", f"bad value for 'data.path': {c.run.data.path!r} "
+                                          f"({str(e).strip().rstrip('.')})"))
     if problems:
         key, msg = problems[0]
         raise ConfigError(f"{where(key, c.path, c.overrides, c.choices)}: {msg}")
