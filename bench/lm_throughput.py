@@ -1,8 +1,10 @@
-"""LM throughput benchmark: raw llama-cpp vs our LMClient vs transformers-on-GGUF.
+"""LM throughput benchmark: the embedded model ladder, raw llama-cpp vs our LMClient, transformers.
 
     python bench/lm_throughput.py --out BENCHMARKS-lm.json
+    python bench/lm_throughput.py --sections l      # just the ladder: every local model
 
 Sections (same fixed prompts, greedy, in one run):
+  l  every local model (smallest first): load time, prompt and generation tok/s
   a  raw llama-cpp, one prompt at a time
   b  raw llama-cpp, parallel instances x threads combos (best = the runtime's best)
   c  LMClient (cache off) under N concurrent caller threads
@@ -30,7 +32,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from optimas_cli.lm import LMClient, LMConfig, LMRequest  # noqa: E402
-from optimas_cli.lm.local import available_cores, gguf_path  # noqa: E402
+from optimas_cli.lm.local import (  # noqa: E402
+    LOCAL_MODELS,
+    available_cores,
+    gguf_path,
+    load_llama,
+)
 
 QUESTIONS = [
     "Which city is the capital of France?",
@@ -71,10 +78,67 @@ def row(section: str, engine: str, setting: str, n_req: int, n_tok: int, wall: f
 
 
 def load_llamas(path: Path, k: int, threads: int, n_ctx: int) -> list[Any]:
-    from llama_cpp import Llama
+    return [load_llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                       verbose=False) for _ in range(k)]
 
-    return [Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
-                  n_threads_batch=threads, verbose=False) for _ in range(k)]
+
+# Section l's prompt: a completion document of about 300 tokens, the shape our llm
+# components send (instruction, context, question), so prompt tok/s is measured on
+# a realistic prefill and generation tok/s on up to --max-tokens new tokens.
+FACTS = (
+    "Paris is the capital and largest city of France. Jane Austen wrote Pride and Prejudice, "
+    "published in 1813. At sea level, water boils at 100 degrees Celsius. Jupiter is the "
+    "largest planet in the solar system, more than twice as massive as all the others "
+    "combined. Iron has the chemical symbol Fe, from the Latin ferrum. The Second World War "
+    "ended in 1945. Leonardo da Vinci painted the Mona Lisa in the early sixteenth century. "
+    "The Nile, about 6,650 km long, is the longest river in Africa. Portuguese is the official "
+    "language of Brazil. The square root of 81 is 9. Albert Einstein published the theory of "
+    "general relativity in 1915. The Indian Ocean lies between Africa and Australia. Plants "
+    "absorb carbon dioxide from the air and release oxygen. Beijing hosted the 2008 Summer "
+    "Olympics. The yen is the currency of Japan. Neil Armstrong was the first person to walk "
+    "on the Moon, in July 1969."
+)
+
+
+def ladder_prompt(question: str) -> str:
+    return ("Read the context and answer the question in one sentence.\n\n"
+            f"Context: {FACTS}\n\nQuestion: {question}\nAnswer:")
+
+
+def section_ladder(args: argparse.Namespace) -> list[Row]:
+    """Each model once, one instance, the same prompts one at a time; prompt and generation
+    speed from llama.cpp's own counters (prefill vs one-token decode steps).
+
+    One thread by default, as each instance of the runtime's default pool (2 x 1) has:
+    on two shared cores a 2-thread instance's barriers wait on a descheduled sibling,
+    and its speed fell 5-10x whenever other jobs ran (measured on SmolLM2).
+    """
+    import llama_cpp
+
+    cores, rows = args.ladder_threads, []
+    for model in args.ladder:
+        path = gguf_path(model)  # assembles a split model first if needed (not timed)
+        t0 = time.perf_counter()
+        llm = load_llama(path, n_ctx=args.n_ctx, n_threads=cores, n_threads_batch=cores,
+                         verbose=False)
+        load_s = time.perf_counter() - t0
+        llm.create_completion("Hi", max_tokens=4, temperature=0)  # warm-up
+        llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+        t0, c0 = time.perf_counter(), time.process_time()
+        for q in QUESTIONS[: args.ladder_prompts]:
+            llm.reset()  # as LMClient does: the whole prompt is evaluated every time
+            llm.create_completion(ladder_prompt(q), max_tokens=args.max_tokens, temperature=0)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
+        rows.append(row(
+            "l", model, f"1 inst x {cores} thr", args.ladder_prompts, perf.n_eval, wall, cpu,
+            load_s=round(load_s, 2), file_mib=round(path.stat().st_size / 2**20),
+            prompt_tokens=perf.n_p_eval,
+            prompt_tok_s=round(perf.n_p_eval / (perf.t_p_eval_ms / 1000), 1),
+            gen_tok_s=round(perf.n_eval / (perf.t_eval_ms / 1000), 1) if perf.t_eval_ms else None,
+            description=LOCAL_MODELS[model.removeprefix("local/")].description))
+        del llm
+    return rows
 
 
 def run_raw(llamas: list[Any], max_tokens: int) -> tuple[int, float, float]:
@@ -199,7 +263,7 @@ def section_e(args: argparse.Namespace) -> list[Row]:
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
-    "ab": section_ab, "c": section_c, "d": section_d_hotpotqa, "e": section_e,
+    "l": section_ladder, "ab": section_ab, "c": section_c, "d": section_d_hotpotqa, "e": section_e,
 }
 
 
@@ -216,6 +280,18 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": available_cores(), "mem_gib": round(mem_gib, 1),
             "python": platform.python_version(), "llama_cpp_python": llama_cpp.__version__,
             "platform": platform.platform()}
+
+
+def ladder_markdown(rows: list[Row]) -> str:
+    head = ("| model | GGUF MiB | load s | prompts | prompt tokens | prompt tok/s "
+            "| generated tokens | generation tok/s | wall s | tok/CPU-s | load1 |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [f"| {r['engine'].removeprefix('local/')} | {r['file_mib']} | {r['load_s']} | "
+             f"{r['requests']} | {r['prompt_tokens']} | {r['prompt_tok_s']} | "
+             f"{r['completion_tokens']} | {r['gen_tok_s']} | {r['wall_s']} | "
+             f"{r['tokens_per_cpu_s']} | {r['load1']} |"
+             for r in rows]
+    return "\n".join([head, *lines])
 
 
 def markdown(rows: list[Row]) -> str:
@@ -245,7 +321,12 @@ def main() -> None:
                     default="1,2")
     ap.add_argument("--callers", type=lambda s: [int(x) for x in s.split(",")], default="1,4")
     ap.add_argument("--hf-single", type=int, default=4, help="prompts for single-stream HF")
-    ap.add_argument("--sections", default="ab,c,d,e")
+    ap.add_argument("--sections", default="l,ab,c,d,e", help="any of l,ab,c,d,e")
+    ap.add_argument("--ladder", type=lambda s: [m if m.startswith("local/") else f"local/{m}"
+                                                for m in s.split(",")],
+                    default=",".join(LOCAL_MODELS), help="models for section l")
+    ap.add_argument("--ladder-prompts", type=int, default=4, help="prompts per model in l")
+    ap.add_argument("--ladder-threads", type=int, default=1, help="threads of the instance in l")
     ap.add_argument("--hotpot-n", type=int, default=20, help="test examples for section d")
     args = ap.parse_args()
 
@@ -258,7 +339,12 @@ def main() -> None:
             "max_tokens": args.max_tokens, "prompts": len(QUESTIONS), "machine": machine(),
             "total_s": round(time.perf_counter() - t0, 1), "rows": rows}
     Path(args.out).write_text(json.dumps(info, indent=2) + "\n")
-    print(markdown([r for r in rows if r["section"] != "d"]))
+    ladder = [r for r in rows if r["section"] == "l"]
+    if ladder:
+        print(ladder_markdown(ladder) + "\n")
+    rest = [r for r in rows if r["section"] not in ("d", "l")]
+    if rest:
+        print(markdown(rest))
     d = [r for r in rows if r["section"] == "d"]
     if d:
         print("\n| HotpotQA evaluate | examples | wall s | examples/s | peak RSS MiB | model calls "
