@@ -1,0 +1,55 @@
+"""Read PubMedQA JSON lines {index, key, question, context: [str], groundtruth} into a Dataset.
+
+The runner draws train, val and test from one file by a seeded shuffle
+(optimas_cli.data.split), so a loader cannot send the official test file to the
+test split alone. The default is therefore the train file (500 questions) for
+everything `optimas run` does; score the official test file (300 questions, no
+PubMed id in common with the train file) by pointing data.path at it with
+train_size=0 val_size=0 (see configs/pubmedqa.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from optimas_cli.data import Dataset, Example, resolve_data_path
+from optimas_cli.schema import DataConfig
+
+DEFAULT_PATH = "../shared/data/pubmedqa/pubmedqa_train.jsonl"
+TEST_PATH = "../shared/data/pubmedqa/pubmedqa_test.jsonl"
+HINT = ("Put PubMedQA JSON lines ({index, key, question, context, groundtruth}) at "
+        f"{DEFAULT_PATH} (and {TEST_PATH}), or set data.path=/path/to/file.jsonl.")
+LABELS = ("yes", "no", "maybe")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    return records
+
+
+def load(cfg: DataConfig) -> Dataset:
+    path = resolve_data_path(cfg.path, DEFAULT_PATH, HINT)
+    examples = []
+    for n, r in enumerate(read_jsonl(path)):
+        missing = {"question", "context", "groundtruth"} - set(r)
+        if missing:
+            raise ValueError(f"{path}: record {n} lacks {sorted(missing)}; expected "
+                             "{index, key, question, context, groundtruth}")
+        label = str(r["groundtruth"]).strip().lower()
+        if label not in LABELS:
+            raise ValueError(f"{path}: record {n} has groundtruth {r['groundtruth']!r}; "
+                             f"expected one of {', '.join(LABELS)}")
+        context = r["context"]
+        text = " ".join(context) if isinstance(context, list) else str(context)
+        examples.append(Example(id=str(r.get("key", n)),
+                                inputs={"question": r["question"], "context": text},
+                                target={"answer": label},
+                                meta={"index": r.get("index")}))
+    return Dataset(examples=examples)
