@@ -14,22 +14,32 @@ a candidate too, so the search never returns what its own reward model ranks low
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from optimas_cli.graph import State, System
 from optimas_cli.lm.base import LM, LMRequest
-from optimas_cli.optimizers.common import best_of, lrf_score_values
+from optimas_cli.optimizers.common import beats_incumbent, best_of, lrf_score_values
 from optimas_cli.schema import UpdateConfig
 
-META_PROMPT = """You write the instruction for one step of an AI pipeline.
-Step: {description}
+SYSTEM = "You improve the instructions of the steps of an AI pipeline. Reply with the instruction only."
+META_PROMPT = """Step: {description}
 The step reads: {inputs}. It writes: {outputs}.
 
-Instructions tried so far, with their scores (higher is better):
+Instructions tried so far, each with its score (higher is better):
 {history}
 
-Write one new instruction, different from those above, that would score higher. One sentence.
-Instruction:"""
+Write one new instruction for this step, different from those above, that would score higher.
+One sentence, no score, no quotes."""
+_SCORE_TAIL = re.compile(r"\s*[\(\[]?\s*(score|scored)\s*[:=]?\s*[-+]?\d.*$", re.IGNORECASE)
+_LEAD = re.compile(r"^\s*(new\s+)?instruction\s*:\s*", re.IGNORECASE)
+
+
+def clean_instruction(text: str) -> str:
+    """The instruction in a proposer reply: its first line, without a label or a score."""
+    line = next((x for x in text.strip().splitlines() if x.strip()), "")
+    line = _SCORE_TAIL.sub("", _LEAD.sub("", line.strip().strip("'\"-* ").strip()))
+    return line.strip().strip("'\"").strip()
 
 
 def propose_instructions(lm: LM, model: str, system: System, name: str,
@@ -40,12 +50,13 @@ def propose_instructions(lm: LM, model: str, system: System, name: str,
     prompt = META_PROMPT.format(
         description=comp.description, inputs=", ".join(comp.inputs), outputs=", ".join(comp.outputs),
         history="\n".join(f"- {text!r}: {score:.3f}" for text, score in shown) or "- (none yet)")
+    messages = (("system", SYSTEM), ("user", prompt))
     seen = {h[0].strip().lower() for h in history}
     out: list[str] = []
     for i in range(n * 3):  # small models repeat themselves: ask again, up to 3x
-        req = LMRequest(model=model, prompt=prompt, temperature=1.0, max_tokens=60, stop=("\n",),
+        req = LMRequest(model=model, messages=messages, temperature=1.0, max_tokens=80,
                         seed=seed, sample_index=i)
-        text = lm.complete(req, component=f"{name}/proposer").text.strip().strip("'\"- ").strip()
+        text = clean_instruction(lm.complete(req, component=f"{name}/proposer").text)
         if len(text.split()) >= 4 and text.lower() not in seen:
             seen.add(text.lower())
             out.append(text)
@@ -129,6 +140,8 @@ def optimize_prompt(system: System, name: str, vname: str, records: list[dict], 
             candidates.append(score({"instruction": top, "demos": demos[:k]}, f"demos:{k}",
                                     cfg.opro_rounds + 1))
     best = best_of(candidates)
+    if not beats_incumbent(best, candidates[0]):
+        best = candidates[0]  # keep the current prompt unless the lead holds on most inputs
     return {"variable": vname, "type": "prompt", "best": best["value"], "candidates": candidates,
             "demo_pool": len({r["example_id"] for r in pool}),
             "scored_on": sorted({str(r["example_id"]) for r in eval_records})}

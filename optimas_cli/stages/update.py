@@ -12,7 +12,8 @@ from optimas_cli.optimizers.choice import optimize_choice
 from optimas_cli.optimizers.prompt import optimize_prompt
 from optimas_cli.schema import OptimizerConfig
 
-ORDER = {"prompt": 0, "model": 1, "hyperparameter": 2, "weights": 3}
+# the engine first (model, then hyperparameters), then the prompt for that engine
+ORDER = {"model": 0, "hyperparameter": 1, "prompt": 2, "weights": 3}
 
 
 def update_component(system: System, name: str, records: list[dict], lrf, state: State,
