@@ -1,0 +1,142 @@
+"""Each step of the Optimas loop alone (select, collect, adapt, update, validate), and the
+repairs: lazy collection, the budget bound, fresh samples on a re-drawn input, distinct pairs,
+skipping a component without enough pairs, per-input choice over several variables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ScriptedLM
+from test_baselines import SMOL, WORDS, component_script
+
+from optimas_cli.config import load
+from optimas_cli.graph import is_per_input
+from optimas_cli.history import initial_record
+from optimas_cli.run_dir import RunDir
+from optimas_cli.runtime import build_runtime
+from optimas_cli.stages import loop as loop_mod
+from optimas_cli.stages.collect import collect_cost
+from optimas_cli.stages.loop import OptimasLoop, pairs_of
+
+
+def script(request):
+    """Components as in test_baselines; temperature samples differ by seed and index."""
+    if request.is_chat:  # the OPRO proposer
+        return "Write the word in capital letters."
+    out = component_script(request)
+    if request.temperature and request.temperature > 0:
+        return out + ("?" if (request.seed + request.sample_index) % 3 else "")
+    return out
+
+
+def make_loop(tmp_path, *overrides, lm=None):
+    composed = load(WORDS, [f"run_root={tmp_path}", "optimizer=optimas", *overrides])
+    rt = build_runtime(composed, lm=lm or ScriptedLM(script))
+    run_dir = RunDir.create(composed)
+    lp = OptimasLoop(rt, run_dir)
+    lp._append(initial_record(rt, rt.state))
+    return lp
+
+
+def test_select_takes_uncollected_components_final_first_then_by_gaps(tmp_path):
+    lp = make_loop(tmp_path)
+    assert lp.select(1)[0] == "exclaim"
+    (lp.run_dir.path / "rollouts/iter_001").mkdir(parents=True)
+    (lp.run_dir.path / "rollouts/iter_001/exclaim.jsonl").write_text("")
+    assert lp.select(1) == ("exclaim", {"reason": "resumed", "gaps": {}})  # a begun iteration
+    lp.run_dir.append_jsonl("rollouts/iter_001/exclaim.jsonl", {
+        "example_id": "x", "component": "exclaim", "fields": {"caps": "X"}, "candidates": []})
+    name, why = lp.select(2)
+    assert name == "upper" and why["gaps"]["upper"] is None
+
+
+def test_collection_cost_bound_and_budget(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.collect.num_samples=2")
+    # exclaim is last: candidates are scored by the metric alone, one upstream run per input
+    assert collect_cost(lp.rt.system, "exclaim", lp.opt.collect) == 1
+    # upper is first: nothing upstream; current + 2 samples + 1 other model, each completed
+    assert collect_cost(lp.rt.system, "upper", lp.opt.collect) == 4
+    lp.opt.budget_system_runs = lp.rt.system.runs + len(lp.rt.splits["val"]) + 2 * 4 + 3
+    records, skip = lp.collect(1, "upper")
+    assert len(records) == 2  # what the budget left after one validation allowed
+    assert lp.rt.system.runs + len(lp.rt.splits["val"]) <= lp.opt.budget_system_runs
+
+
+def test_a_redrawn_input_gets_new_samples_and_a_repeated_pair_counts_once(tmp_path):
+    lm = ScriptedLM(script)
+    lp = make_loop(tmp_path, "optimizer.collect.num_samples=3", "optimizer.min_pairs=1", lm=lm)
+
+    def sample_seeds(word):
+        return {(r.seed, r.sample_index) for c, r in lm.requests
+                if c == "exclaim" and r.temperature and f"caps: {word}" in r.prompt.lower()}
+
+    first, _ = lp.collect(1, "exclaim")
+    before = {r["example_id"]: sample_seeds(r["example_id"]) for r in first}
+    again, _ = lp.collect(2, "exclaim")  # another iteration: other draws, other sample seeds
+    common = {r["example_id"] for r in first} & {r["example_id"] for r in again}
+    assert common, "the tiny train split makes draws overlap"
+    for eid in common:  # the same input sampled again with new seeds: new requests, not cache
+        assert sample_seeds(eid) - before[eid]
+    pairs = pairs_of(lp.rt, lp.run_dir, "exclaim")
+    keys = [json.dumps([p.inputs, p.chosen, p.rejected], sort_keys=True) for p in pairs]
+    assert len(keys) == len(set(keys))
+    raw = [p for r in first + again for p in loop_mod.pairs_from_record(r, lp.rt.system)]
+    assert len(raw) > len(pairs)  # the repeated input's repeated pairs were counted once
+
+
+def test_component_without_enough_pairs_is_skipped_with_the_reason(tmp_path):
+    lm = ScriptedLM(lambda r: "same")  # every candidate scores the same: no pair at all
+    lp = make_loop(tmp_path, "optimizer.num_iterations=1", "optimizer.collect.add_gold=false", lm=lm)
+    record = lp.iteration(1)
+    assert record["skipped"].startswith("0 preference pairs after 2 collection round(s)")
+    assert not record["changed"] and not record.get("adapted")
+    assert len(list((lp.run_dir.path / "rollouts/iter_001").glob("*.jsonl"))) == 2  # two rounds
+
+
+@pytest.mark.slow  # trains the MiniLM reward model
+def test_adapt_update_validate_change_the_final_component_for_the_better(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.min_pairs=2", "reward.epochs=1", "reward.max_epochs=1")
+    records, skip = lp.collect(1, "exclaim")
+    assert skip is None
+    result, lrf_dir = lp.adapt(1, "exclaim")
+    assert result["pairs"] >= 2 and (lp.run_dir.path / lrf_dir / "metrics.json").exists()
+    update = lp.update(1, "exclaim", records, lrf_dir)
+    models = next(v for v in update["variables"] if v["variable"] == "model")
+    assert all(c["observed"] is not None for c in models["candidates"])  # every model rolled out
+    assert update["state"]["exclaim"]["model"] == SMOL  # SMOL writes the "!" the metric wants
+    decision = lp.validate(1, update["state"])
+    assert decision["decision"]["paired"]["n"] == len(lp.rt.splits["val"])
+
+
+def test_the_whole_loop_never_spends_past_its_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop_mod, "fit_local_rewards", lambda *a, **k: {"heldout": {}})
+    monkeypatch.setattr(loop_mod, "save_reward_model", lambda *a, **k: None)
+    for budget in (5, 9, 17, 30):
+        lp = make_loop(tmp_path / str(budget), f"optimizer.budget_system_runs={budget}",
+                       "optimizer.num_iterations=5", "optimizer.min_pairs=1")
+        monkeypatch.setattr(loop_mod, "update_component", lambda *a, **k: {
+            "state": a[4], "variables": []})
+        lp.run(lp.current)
+        assert lp.rt.system.runs <= budget or len(lp.history) == 1
+        assert all(h["system_runs"] <= max(budget, lp.history[0]["system_runs"])
+                   for h in lp.history)
+
+
+def test_per_input_choice_resolves_every_per_input_variable(tmp_path):
+    lp = make_loop(tmp_path)
+    system = lp.rt.system
+
+    class Reward:  # prefers capitals with an exclamation mark
+        def score(self, name, inputs, outputs):
+            return [str(o["caps"]).isupper() + str(o["caps"]).endswith("!") for o in outputs]
+
+    system._reward_models["r"] = Reward()
+    policy = {"mode": "per_input", "temperature": 0.01, "reward_model": "r"}
+    values = {"model": {**policy, "choices": [SMOL, "local/gemma3-270m"]},
+              "prompt": {**policy, "choices": [{"instruction": "Repeat the word.", "demos": []},
+                                               {"instruction": "Use capital letters.",
+                                                "demos": []}]}}
+    step = system.run_step("upper", {"word": "apple"}, lp.current, values=values)
+    assert step.error is None and step.outputs["caps"] == "APPLE"
+    assert not any(is_per_input(v) for v in step.variables.values())  # both were resolved
