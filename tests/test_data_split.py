@@ -30,3 +30,16 @@ def test_marked_test_examples_feed_only_the_test_split():
         split(data, DataConfig(train_size=1, val_size=1, test_size=13))
     with pytest.raises(ValueError, match="train_size\\+val_size = 21"):
         split(data, DataConfig(train_size=11, val_size=10, test_size=1))
+
+
+def test_pubmedqa_tests_on_the_official_test_file_and_trains_on_the_train_file():
+    from systems.pubmedqa import data
+
+    try:
+        ds = data.load(DataConfig(train_size=40, val_size=40, test_size=100))
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    s = split(ds, DataConfig(train_size=40, val_size=40, test_size=100))
+    test_ids = {e.id for e in data.read_examples(data.resolve_data_path(None, data.TEST_PATH, ""))}
+    assert len(s["test"]) == 100 and {e.id for e in s["test"]} <= test_ids
+    assert not {e.id for k in ("train", "val") for e in s[k]} & test_ids

@@ -1,11 +1,9 @@
 """Read PubMedQA JSON lines {index, key, question, context: [str], groundtruth} into a Dataset.
 
-The runner draws train, val and test from one file by a seeded shuffle
-(optimas_cli.data.split), so a loader cannot send the official test file to the
-test split alone. The default is therefore the train file (500 questions) for
-everything `optimas run` does; score the official test file (300 questions, no
-PubMed id in common with the train file) by pointing data.path at it with
-train_size=0 val_size=0 (see configs/pubmedqa.yaml).
+By default train and val are drawn from the train file (500 questions) and test from the
+official test file (300 questions, no PubMed id in common): the test file's examples are
+marked `meta["split"] = "test"`, which optimas_cli.data.split honours. With data.path set,
+that one file feeds all three splits by a seeded shuffle.
 """
 
 from __future__ import annotations
@@ -34,8 +32,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def load(cfg: DataConfig) -> Dataset:
-    path = resolve_data_path(cfg.path, DEFAULT_PATH, HINT)
+def read_examples(path: Path, **meta) -> list[Example]:
     examples = []
     for n, r in enumerate(read_jsonl(path)):
         missing = {"question", "context", "groundtruth"} - set(r)
@@ -51,5 +48,13 @@ def load(cfg: DataConfig) -> Dataset:
         examples.append(Example(id=str(r.get("key", n)),
                                 inputs={"question": r["question"], "context": text},
                                 target={"answer": label},
-                                meta={"index": r.get("index")}))
+                                meta={"index": r.get("index"), **meta}))
+    return examples
+
+
+def load(cfg: DataConfig) -> Dataset:
+    path = resolve_data_path(cfg.path, DEFAULT_PATH, HINT)
+    examples = read_examples(path)
+    if cfg.path is None:
+        examples += read_examples(resolve_data_path(None, TEST_PATH, HINT), split="test")
     return Dataset(examples=examples)
