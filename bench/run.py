@@ -146,8 +146,9 @@ def main() -> int:
     started = datetime.now()
     t0 = time.perf_counter()
     results_dir = ROOT / a.results
+    # seed by seed, so an interrupted benchmark has every method on its first seeds
     results = [run_one(config, m, s, root, a.overrides, results_dir)
-               for m in methods for s in seeds]
+               for s in seeds for m in methods]
     wall = time.perf_counter() - t0
     out = root / "compare"
     proc = subprocess.run(optimas_cmd("compare", str(results_dir / "runs"), "--out", str(out)),
