@@ -28,8 +28,10 @@ QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars")
 
 
 def _fail(e: Exception, code: int = 2) -> None:
+    from optimas_cli.config import scrub  # an error may quote a key a provider was sent
+
     # soft_wrap: never hard-wrap a message, so the paths and keys in it stay copyable
-    console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+    console.print(f"[red]error:[/] {escape(scrub(str(e)))}", soft_wrap=True)
     raise typer.Exit(code)
 
 

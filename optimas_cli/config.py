@@ -8,6 +8,7 @@ dir, and the project's `configs/` is on the search path so defaults such as
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ __all__ = ["ConfigError", "Composed", "load"]
 PROJECT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ("lm", "system", "optimizer", "reward")
 SECRET_KEY = re.compile(r"(api_key|apikey|token|secret|password)$", re.IGNORECASE)
+SECRET_ENV = re.compile(r"(key|token|secret|password)$", re.IGNORECASE)  # e.g. OPENAI_API_KEY
+MIN_SECRET_CHARS = 8  # shorter values cannot be told from ordinary text
 
 
 @dataclass
@@ -279,6 +282,23 @@ def redact(data: Any) -> Any:
     if isinstance(data, list):
         return [redact(v) for v in data]
     return data
+
+
+def secret_values() -> list[str]:
+    """Values of the environment's secret-named variables (*_KEY, *_TOKEN, *SECRET, *PASSWORD),
+    longest first: what no artifact or log line may contain."""
+    values = {v for k, v in os.environ.items()
+              if SECRET_ENV.search(k) and len(v.strip()) >= MIN_SECRET_CHARS}
+    return sorted(values, key=len, reverse=True)
+
+
+def scrub(text: str) -> str:
+    """`text` with every secret value of the environment replaced by '[redacted]' (a provider
+    error can quote the key it was sent, e.g. in a URL)."""
+    for value in secret_values():
+        if value in text:
+            text = text.replace(value, "[redacted]")
+    return text
 
 
 def to_yaml(data: Any) -> str:

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
+from optimas_cli.config import scrub
+
 FILE = "failures.jsonl"
 REPLAY_MISS = "cache miss in replay mode"  # the LM client's error for a request not recorded
 log = logging.getLogger("optimas.failures")
@@ -75,6 +77,7 @@ class Tally:
 
     def add(self, example_id: str, error: str, component: str | None = None,
             **extra: Any) -> None:
+        error = scrub(error)  # a provider error may quote the key it was sent
         record = {"stage": self.stage, "label": self.label, "example_id": example_id,
                   "component": component or component_of(error), "error": error, **extra}
         with self._lock:

@@ -24,11 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from optimas_cli import failures
-from optimas_cli.config import Composed, redact, to_yaml
+from optimas_cli.config import Composed, redact, scrub, to_yaml
 from optimas_cli.lm.base import BudgetExceeded
 
 log = logging.getLogger("optimas")
 MARKERS = ("DONE", "FAILED", "STOPPED")
+
+
+class _Scrubbing(logging.Formatter):
+    """run.log never holds a secret value of the environment."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
 
 
 class RunDir:
@@ -66,10 +73,11 @@ class RunDir:
         return p
 
     def write_text(self, name: str, text: str) -> Path:
-        """Atomic write (temp file + rename), so a kill never leaves half a file."""
+        """Atomic write (temp file + rename), so a kill never leaves half a file. Secret
+        values of the environment are scrubbed (config.scrub), here and in every line."""
         p = self.file(name)
         tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(scrub(text), encoding="utf-8")
         tmp.replace(p)
         return p
 
@@ -80,7 +88,7 @@ class RunDir:
         return json.loads((self.path / name).read_text(encoding="utf-8"))
 
     def append_jsonl(self, name: str, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        line = scrub(json.dumps(record, ensure_ascii=False, default=str)) + "\n"
         with self._lock, self.file(name).open("a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
@@ -111,7 +119,7 @@ class RunDir:
         for m in MARKERS:
             (self.path / m).unlink(missing_ok=True)
         handler = logging.FileHandler(self.path / "run.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_Scrubbing("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         token = failures.activate(self.failures)  # evaluations record their failures here
