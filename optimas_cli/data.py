@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,22 @@ def resolve_data_path(configured: str | None, default_relative: str, hint: str) 
             return c.resolve()
     tried = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(f"data file not found (tried {tried}). {hint}")
+
+
+def read_records(path: Path) -> list[dict]:
+    """JSON records of a data file: a JSON list, or JSON lines (blank lines skipped);
+    a bad line is a ValueError naming the file and the line number."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        return json.loads(text)
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    return records
 
 
 def split(dataset: Dataset, cfg: DataConfig) -> dict[str, list[Example]]:

@@ -6,29 +6,12 @@ as "Title: sentences" — the distractor setting's pool, shared across questions
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from optimas_cli.data import Dataset, Example, resolve_data_path
+from optimas_cli.data import Dataset, Example, read_records, resolve_data_path
 from optimas_cli.schema import DataConfig
 
 DEFAULT_PATH = "../shared/data/hotpotqa/hotpot_distractor_sample.jsonl"
 HINT = ("Put the official HotpotQA file (hotpot_dev_distractor_v1.json from hotpotqa.github.io, "
         f"or a JSON-lines sample) at {DEFAULT_PATH}, or set data.path=/path/to/file.")
-
-
-def read_records(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        return json.loads(text)
-    records = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    return records
 
 
 def load(cfg: DataConfig) -> Dataset:

@@ -8,10 +8,9 @@ that one file feeds all three splits by a seeded shuffle.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from optimas_cli.data import Dataset, Example, resolve_data_path
+from optimas_cli.data import Dataset, Example, read_records, resolve_data_path
 from optimas_cli.schema import DataConfig
 
 DEFAULT_PATH = "../shared/data/pubmedqa/pubmedqa_train.jsonl"
@@ -21,20 +20,9 @@ HINT = ("Put PubMedQA JSON lines ({index, key, question, context, groundtruth}) 
 LABELS = ("yes", "no", "maybe")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    return records
-
-
 def read_examples(path: Path, **meta) -> list[Example]:
     examples = []
-    for n, r in enumerate(read_jsonl(path)):
+    for n, r in enumerate(read_records(path)):
         missing = {"question", "context", "groundtruth"} - set(r)
         if missing:
             raise ValueError(f"{path}: record {n} lacks {sorted(missing)}; expected "
