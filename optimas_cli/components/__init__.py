@@ -9,6 +9,7 @@ BUILTIN_KINDS = {
     "llm": "optimas_cli.components.llm:LLMComponent",
     "retriever": "optimas_cli.components.retriever:RetrieverComponent",
     "python": "optimas_cli.components.python:PythonComponent",
+    "sandboxed_exec": "optimas_cli.components.sandboxed:SandboxedExecComponent",
 }
 
 
