@@ -13,7 +13,7 @@ help:  ## list the targets
 $(BIN)/optimas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,bigcodebench]'
 	@touch $@
 
 install: $(BIN)/optimas  ## create .venv and install optimas with its dev tools (compiles llama.cpp once, ~6 min)
