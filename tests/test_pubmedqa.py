@@ -70,11 +70,15 @@ def test_loader_reads_both_files_and_splits_are_disjoint(pubmedqa_data):
     # the two files share no PubMed id: the official test file is unseen by a run
     assert not {e.id for e in train.examples} & {e.id for e in test.examples}
     cfg = DataConfig(train_size=30, val_size=20, test_size=50, seed=3)
-    parts = split(load_pubmedqa(cfg), cfg)  # default path: the train file
+    parts = split(load_pubmedqa(cfg), cfg)  # default: train/val from train, test from test file
     assert [len(parts[k]) for k in ("train", "val", "test")] == [30, 20, 50]
     ids = [{e.id for e in parts[k]} for k in ("train", "val", "test")]
     assert sum(map(len, ids)) == len(set().union(*ids)) == 100
+    assert ids[0] | ids[1] <= {e.id for e in train.examples}
+    assert ids[2] <= {e.id for e in test.examples}
     assert split(load_pubmedqa(cfg), cfg)["test"][0].id == parts["test"][0].id  # seeded
+    one_file = DataConfig(path=str(TEST), train_size=30, val_size=20, test_size=50)
+    assert sum(len(v) for v in split(load_pubmedqa(one_file), one_file).values()) == 100
 
 
 def test_loader_names_a_bad_label(tmp_path):
@@ -94,8 +98,7 @@ def test_evaluate_reports_said_yes_and_parsed(tmp_path, monkeypatch, scripted_lm
     """A scripted model that always says yes: metrics.json shows the rates beside accuracy."""
     lm = scripted_lm(lambda r: "yes" if r.prompt.endswith("Answer (yes/no/maybe):") else "x")
     monkeypatch.setattr(runtime, "make_lm", lambda composed: lm)
-    composed = load(PUBMEDQA, [f"run_root={tmp_path}", f"data.path={TEST}", "data.train_size=0",
-                               "data.val_size=0", "data.test_size=300"])
+    composed = load(PUBMEDQA, [f"run_root={tmp_path}", "data.test_size=300"])
     path, _ = execute("evaluate", composed, show_progress=False)
     m = json.loads((path / "metrics.json").read_text())
     assert m["n"] == 300 and m["failed"] == 0
@@ -108,8 +111,8 @@ def test_evaluate_reports_said_yes_and_parsed(tmp_path, monkeypatch, scripted_lm
 def test_real_evaluate_three_questions_smollm2(tmp_path, isolated_cache, pubmedqa_data):
     env = dict(os.environ, OPTIMAS_CACHE_DIR=str(isolated_cache))
     proc = subprocess.run(
-        [sys.executable, "-m", "optimas_cli.cli", "evaluate", str(PUBMEDQA), f"data.path={TEST}",
-         "data.train_size=0", "data.val_size=0", "data.test_size=3", f"run_root={tmp_path}", "-q"],
+        [sys.executable, "-m", "optimas_cli.cli", "evaluate", str(PUBMEDQA), "data.test_size=3",
+         f"run_root={tmp_path}", "-q"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = list((tmp_path / "pubmedqa").iterdir())
