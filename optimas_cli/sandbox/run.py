@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -168,17 +169,34 @@ class Sandbox:
 
 
 def _wait(proc: subprocess.Popen, wall_seconds: float) -> bool:
-    """Wait for the run; past the wall limit kill its process group. True if it timed out."""
+    """Wait for the run; past the wall limit kill its process group. True if it timed out.
+
+    A pidfd wakes us the moment the process exits (Popen.wait with a timeout polls, at
+    up to 50 ms a time), and the pid cannot be reused before we reap it.
+    """
     try:
-        proc.wait(timeout=wall_seconds)
-        return False
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # bwrap dies, and with it the PID namespace
-        except ProcessLookupError:
-            pass
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        fd = None
+    try:
+        if fd is not None:
+            exited = bool(select.select([fd], [], [], wall_seconds)[0])
+        else:
+            try:
+                proc.wait(timeout=wall_seconds)
+                exited = True
+            except subprocess.TimeoutExpired:
+                exited = False
+        if not exited:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # bwrap dies, and with it the PID namespace
+            except ProcessLookupError:
+                pass
         proc.wait()
-        return True
+        return not exited
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def classify(rc: int | None, timed_out: bool, stderr: str,
