@@ -88,7 +88,7 @@ class Sandbox:
             return "bwrap"
         if self.mode == "bwrap":
             raise SandboxUnavailable(f"sandbox mode 'bwrap' is unavailable: {problem}")
-        warn_fallback(problem)
+        warn_fallback(problem, self.python)
         return "rlimits"
 
     def _ro_paths(self) -> list[str]:
@@ -267,7 +267,11 @@ def can_drop_uid(python: str) -> bool:
 
 
 @functools.cache
-def warn_fallback(problem: str) -> None:
+def warn_fallback(problem: str, python: str) -> None:
+    exposed = "read the host's world-readable files and use the network"
+    if not can_drop_uid(python):
+        exposed = ("read, write and delete whatever this process may, signal its processes "
+                   "and use the network")
     log.warning("sandbox: bubblewrap is unavailable (%s); falling back to resource limits "
-                "only: untrusted code can then read the host's files and use the network "
-                "(README: 'BigCodeBench and the sandbox')", problem)
+                "only: untrusted code can then %s (README: 'BigCodeBench and the sandbox')",
+                problem, exposed)

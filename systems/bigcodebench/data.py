@@ -1,0 +1,59 @@
+"""Read BigCodeBench tasks into a Dataset, keeping those whose libraries import in the sandbox.
+
+Records: {task_id, instruct_prompt, code_prompt, canonical_solution, test, entry_point,
+libs, ...}; `libs` is a Python-literal list of the modules a solution may import. The
+system's input is the instruct prompt (the task in prose, ending with the starting
+code); the metric's target is the hidden unittest module `test`.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from optimas_cli.data import Dataset, Example, read_records, resolve_data_path
+from optimas_cli.schema import DataConfig
+from systems.bigcodebench.execution import importable
+
+DEFAULT_PATH = "../shared/data/bigcodebench/bigcodebench_full.jsonl"
+HARD_PATH = "../shared/data/bigcodebench/bigcodebench_hard.jsonl"
+HINT = ("Put BigCodeBench JSON lines ({task_id, instruct_prompt, code_prompt, "
+        f"canonical_solution, test, entry_point, libs}}) at {DEFAULT_PATH}, or set "
+        "data.path=/path/to/file.jsonl.")
+REQUIRED = {"task_id", "instruct_prompt", "code_prompt", "canonical_solution", "test",
+            "entry_point", "libs"}
+
+
+def task_libs(record: dict) -> list[str]:
+    """The task's libraries (top-level module names)."""
+    libs = record["libs"]
+    return sorted(set(ast.literal_eval(libs) if isinstance(libs, str) else libs))
+
+
+def read_tasks(path: Path) -> list[dict]:
+    records = read_records(path)
+    for n, r in enumerate(records):
+        missing = REQUIRED - set(r)
+        if missing:
+            raise ValueError(f"{path}: record {n} lacks {sorted(missing)}")
+    return records
+
+
+def to_example(r: dict) -> Example:
+    return Example(id=str(r["task_id"]), inputs={"task": r["instruct_prompt"]},
+                   target={"test": r["test"], "entry_point": r["entry_point"],
+                           "canonical_solution": r["code_prompt"] + r["canonical_solution"]},
+                   meta={"libs": task_libs(r)})
+
+
+def usable(records: list[dict]) -> tuple[list[dict], set[str]]:
+    """The tasks whose libraries all import in the sandbox, and the libraries that do not."""
+    wanted = {lib for r in records for lib in task_libs(r)}
+    ok = importable(wanted)
+    return [r for r in records if set(task_libs(r)) <= ok], wanted - ok
+
+
+def load(cfg: DataConfig) -> Dataset:
+    path = resolve_data_path(cfg.path, DEFAULT_PATH, HINT)
+    tasks, _missing = usable(read_tasks(path))
+    return Dataset(examples=[to_example(r) for r in tasks])
