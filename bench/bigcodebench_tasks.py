@@ -44,7 +44,7 @@ def solution_report(records: list[dict], limit: int, workers: int) -> dict:
 
     def check(r: dict) -> tuple[str, str, float]:
         ex = data.to_example(r)
-        out = run_tests(ex.target["canonical_solution"], ex.target["test"], test_class="TestCases")
+        out = run_tests(ex.target["final_code"], ex.target["test"], test_class="TestCases")
         why = "passed" if out.passed else (out.result.status if out.stage == "crashed"
                                            else f"{out.stage}: {out.failures}/{out.tests} failed")
         return r["task_id"], why, out.result.seconds

@@ -93,8 +93,8 @@ def test_loader_keeps_tasks_whose_libraries_import(tasks):
     assert needs_tf and not needs_tf & ids  # tensorflow is not in the sandbox's environment
     first = ds.examples[0]
     assert set(first.inputs) == {"task"} and "def task_func" in first.inputs["task"]
-    assert {"test", "entry_point", "canonical_solution"} <= set(first.target)
-    assert first.target["canonical_solution"].startswith(tasks[first.id]["code_prompt"])
+    assert {"test", "entry_point", "final_code"} <= set(first.target)
+    assert first.target["final_code"].startswith(tasks[first.id]["code_prompt"])
 
 
 def test_usable_reports_missing_libraries(tasks):
@@ -114,7 +114,7 @@ def test_hard_subset_loads(tasks):
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_canonical_solution_passes_its_own_tests(tasks, n):
     ex = example(tasks, n)
-    s = metric(ex, {"final_code": fenced(ex.target["canonical_solution"])})
+    s = metric(ex, {"final_code": fenced(ex.target["final_code"])})
     assert s == {"score": 1.0, "pass": 1.0, "parsed": 1.0, "tests_passed": 1.0, "timeout": 0.0}
 
 
@@ -128,7 +128,7 @@ def test_code_that_does_not_parse_scores_zero_and_is_counted(tasks):
 
 def test_wrong_code_parses_and_fails(tasks):
     ex = example(tasks, 2)
-    wrong = ex.target["canonical_solution"].split("def task_func")[0] + \
+    wrong = ex.target["final_code"].split("def task_func")[0] + \
         "def task_func(*args, **kwargs):\n    return None\n"
     s = metric(ex, {"final_code": fenced(wrong)})
     assert s["parsed"] == 1.0 and s["score"] == 0.0 and s["tests_passed"] < 1.0

@@ -40,9 +40,11 @@ def read_tasks(path: Path) -> list[dict]:
 
 
 def to_example(r: dict) -> Example:
+    """inputs: the task; target: the hidden tests, and the canonical solution under the final
+    output's name (the loop's rollouts offer it as the gold candidate, scored like any other)."""
     return Example(id=str(r["task_id"]), inputs={"task": r["instruct_prompt"]},
                    target={"test": r["test"], "entry_point": r["entry_point"],
-                           "canonical_solution": r["code_prompt"] + r["canonical_solution"]},
+                           "final_code": r["code_prompt"] + r["canonical_solution"]},
                    meta={"libs": task_libs(r)})
 
 
