@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import dspy
 
-from optimas_cli.baselines.common import Trial, state_diff
+from optimas_cli.baselines.common import Options, Trial, state_diff
 from optimas_cli.dspy.budget import compile_within_budget
 from optimas_cli.dspy.lm import OptimasLM
 from optimas_cli.dspy.program import SystemProgram
@@ -31,6 +31,14 @@ from optimas_cli.lm.base import LOCAL_PREFIX
 from optimas_cli.run_dir import RunDir
 
 log = logging.getLogger("optimas.baselines")
+
+
+class DspyOptions(Options):
+    """Options every DSPy baseline takes (configs/optimizer/{mipro,gepa}.yaml document each)."""
+
+    adapter: Literal["optimas", "chat", "json"] = "optimas"
+    proposer_adapter: Literal["auto", "dspy", "completion"] = "auto"
+    auto: Literal["light", "medium", "heavy"] | None = None
 
 
 def system_examples(examples: list[Any], system: System) -> list[dspy.Example]:

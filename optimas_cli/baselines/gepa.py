@@ -32,8 +32,9 @@ import dspy
 from dspy.teleprompt.gepa.instruction_proposal import InstructionProposer
 from pydantic import Field
 
-from optimas_cli.baselines.common import Options, parse_options
+from optimas_cli.baselines.common import parse_options
 from optimas_cli.baselines.dspy_common import (
+    DspyOptions,
     check_models,
     compile_dspy,
     default_threads,
@@ -53,12 +54,9 @@ from optimas_cli.graph import State
 log = logging.getLogger("optimas.gepa")
 
 
-class GepaOptions(Options):
+class GepaOptions(DspyOptions):
     """optimizer.options of the gepa baseline (configs/optimizer/gepa.yaml documents each)."""
 
-    adapter: Literal["optimas", "chat", "json"] = "optimas"
-    proposer_adapter: Literal["auto", "dspy", "completion"] = "auto"
-    auto: Literal["light", "medium", "heavy"] | None = None
     max_metric_calls: int | None = Field(None, ge=1)
     reflection_model: str | None = None
     reflection_max_tokens: int = Field(256, gt=0)

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Literal
 
 import dspy
 from pydantic import Field
 
-from optimas_cli.baselines.common import Options, parse_options
+from optimas_cli.baselines.common import parse_options
 from optimas_cli.baselines.dspy_common import (
+    DspyOptions,
     check_models,
     compile_dspy,
     default_threads,
@@ -48,12 +48,9 @@ from optimas_cli.graph import State
 log = logging.getLogger("optimas.mipro")
 
 
-class MiproOptions(Options):
+class MiproOptions(DspyOptions):
     """optimizer.options of the mipro baseline (configs/optimizer/mipro.yaml documents each)."""
 
-    adapter: Literal["optimas", "chat", "json"] = "optimas"
-    proposer_adapter: Literal["auto", "dspy", "completion"] = "auto"
-    auto: Literal["light", "medium", "heavy"] | None = None
     num_candidates: int = Field(4, ge=2)
     num_trials: int | None = Field(None, ge=1)
     max_bootstrapped_demos: int = Field(2, ge=0)

@@ -32,7 +32,8 @@ def _key(outputs: dict[str, Any]) -> str:
 def observed_return(record: dict, outputs: dict[str, Any]) -> float | None:
     """The global score a rollout measured for exactly these outputs on this input, if any."""
     for cand in record.get("candidates", []):
-        if cand.get("source") != "gold" and _key(cand["outputs"]) == _key(outputs):
+        if (cand.get("source") != "gold" and "score" in cand
+                and _key(cand["outputs"]) == _key(outputs)):
             return float(cand["score"])
     return None
 
