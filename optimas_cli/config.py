@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from optimas_cli.data import resolve_data_path
 from optimas_cli.errors import ConfigError
+from optimas_cli.graph import check_graph
 from optimas_cli.schema import RunConfig
 
 __all__ = ["ConfigError", "Composed", "load"]
@@ -255,8 +256,6 @@ def import_object(dotted: str, what: str) -> Any:
 def check_semantics(c: Composed) -> None:
     """Checks beyond types: the graph, each component kind's params, the loader and metric
     paths, data.path (a method's options: methods.check_options)."""
-    from optimas_cli.graph import check_graph
-
     problems = [(key, f"'{key}': {msg}") for key, msg in check_graph(c.run.system)]
     for key, dotted in (("system.loader", c.run.system.loader), ("system.metric", c.run.system.metric)):
         try:

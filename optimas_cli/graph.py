@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from optimas_cli.components import resolve_kind
 from optimas_cli.lm.base import LM, BudgetExceeded, LMRequest, LMResponse
 from optimas_cli.schema import SystemConfig, VariableConfig
 
@@ -115,8 +116,6 @@ def is_per_input(value: Any) -> bool:
 
 def check_graph(cfg: SystemConfig) -> list[tuple[str, str]]:
     """Problems with the graph as (config key, message); empty when it is sound."""
-    from optimas_cli.components import resolve_kind
-
     problems: list[tuple[str, str]] = []
     producer: dict[str, str] = {f: "<system input>" for f in cfg.inputs}
     for name, comp in cfg.components.items():
@@ -266,7 +265,7 @@ class System:
         """A local reward model from disk, loaded once per system."""
         with self._runs_lock:
             if path not in self._reward_models:
-                from optimas_cli.rewards import LocalRewardModel
+                from optimas_cli.rewards import LocalRewardModel  # torch: loaded only when used
 
                 self._reward_models[path] = LocalRewardModel.load(path)
             return self._reward_models[path]
@@ -302,7 +301,5 @@ class System:
 
 def build_components(cfg: SystemConfig, resources: dict[str, Any]) -> dict[str, Component]:
     """Instantiate every component with its kind; `resources` holds shared things (the dataset)."""
-    from optimas_cli.components import resolve_kind
-
     return {name: resolve_kind(c.kind).build(name, c, resources) for name, c in cfg.components.items()}
 

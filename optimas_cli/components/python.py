@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from optimas_cli.components.base import BaseComponent
+from optimas_cli.config import import_object
 from optimas_cli.graph import Call
 
 
@@ -28,8 +29,6 @@ class PythonComponent(BaseComponent):
 
     def __init__(self, name, cfg, resources):
         super().__init__(name, cfg, resources)
-        from optimas_cli.config import import_object
-
         self.fn = import_object(self.params.function, f"component '{name}' params.function")
         if not callable(self.fn):
             raise ValueError(f"component '{name}': {self.params.function} is not callable")
