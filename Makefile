@@ -30,8 +30,10 @@ lint: install  ## ruff
 bench-lm: install  ## LM engine throughput benchmark -> BENCHMARKS.md figures
 	$(BIN)/python bench/lm_throughput.py
 
-bench: install  ## every method x 3 seeds on configs/bench/hotpotqa_bench.yaml -> BENCHMARKS.md (~1.5 h)
-	$(BIN)/python bench/run.py
+BENCH_METHODS ?= none,optimas,search,llmselector,mipro,gepa
+bench: install  ## every method x 3 seeds on the two ladder benchmarks -> BENCHMARKS.md (hours; resumable)
+	$(BIN)/python bench/run.py --config configs/bench/hotpotqa_ladder.yaml --methods $(BENCH_METHODS)
+	$(BIN)/python bench/run.py --config configs/bench/pubmedqa_ladder.yaml --methods $(BENCH_METHODS)
 
 reproduce: install  ## replay the pinned benchmark from bench/reproduce/ (no model calls); fail on drift
 	$(BIN)/python bench/reproduce.py

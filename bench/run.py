@@ -132,15 +132,19 @@ def write_section(path: Path, body: str, name: str = "hotpotqa") -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--config", default="configs/bench/hotpotqa_bench.yaml")
+    ap.add_argument("--config", default="configs/bench/hotpotqa_ladder.yaml")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--root", default="runs/bench/hotpotqa")
-    ap.add_argument("--results", default="bench/results/hotpotqa",
-                    help="where compare.md/.csv/.png are copied for BENCHMARKS.md")
+    ap.add_argument("--root", default=None, help="run directories (default runs/bench/<config stem>)")
+    ap.add_argument("--results", default=None,
+                    help="archived runs and compare.md/.csv/.png for BENCHMARKS.md "
+                         "(default bench/results/<config stem>, the BENCHMARKS.md section's name)")
     ap.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
     ap.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     a = ap.parse_args()
+    stem = Path(a.config).stem
+    a.root = a.root or f"runs/bench/{stem}"
+    a.results = a.results or f"bench/results/{stem}"
     config, root = (ROOT / a.config).resolve(), (ROOT / a.root).resolve()
     methods, seeds = a.methods.split(","), [int(s) for s in a.seeds.split(",")]
     started = datetime.now()
