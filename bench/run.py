@@ -140,6 +140,8 @@ def main() -> int:
                     help="archived runs and compare.md/.csv/.png for BENCHMARKS.md "
                          "(default bench/results/<config stem>, the BENCHMARKS.md section's name)")
     ap.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
+    ap.add_argument("--table-only", action="store_true",
+                    help="run nothing: the table and section from the runs archived so far")
     ap.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     a = ap.parse_args()
     stem = Path(a.config).stem
@@ -151,8 +153,8 @@ def main() -> int:
     t0 = time.perf_counter()
     results_dir = ROOT / a.results
     # seed by seed, so an interrupted benchmark has every method on its first seeds
-    results = [run_one(config, m, s, root, a.overrides, results_dir)
-               for s in seeds for m in methods]
+    results = [] if a.table_only else [run_one(config, m, s, root, a.overrides, results_dir)
+                                       for s in seeds for m in methods]
     wall = time.perf_counter() - t0
     out = root / "compare"
     proc = subprocess.run(optimas_cmd("compare", str(results_dir / "runs"), "--out", str(out)),
@@ -172,9 +174,13 @@ def main() -> int:
     rel = os.path.relpath(results_dir, ROOT)
     cmd = f"python bench/run.py --config {a.config} --methods {a.methods} --seeds {a.seeds} " \
           f"--root {a.root}" + (" " + " ".join(a.overrides) if a.overrides else "")
+    archived = sorted(str(p.parent.relative_to(results_dir / "runs"))
+                      for p in (results_dir / "runs").glob("*/seed_*/DONE"))
+    made = (f"{ran} run(s) made in {wall / 60:.0f} min, {kept} kept from an earlier invocation"
+            if results else "the table of the runs archived so far")
     lines = [
-        f"Made by `make bench` ({cmd}), {started:%Y-%m-%d %H:%M}: {ran} run(s) made in "
-        f"{wall / 60:.0f} min, {kept} kept from an earlier invocation of the same command.",
+        f"Made by `make bench` ({cmd}), {started:%Y-%m-%d %H:%M}: {made}; archived: "
+        f"{', '.join(archived)}.",
         f"Machine: {machine()}.",
         f"Each run: `OPTIMAS_CACHE_DIR={a.root}/lmcache python -m optimas_cli.cli run "
         f"{a.config} optimizer=METHOD seed=SEED run_dir={a.root}/METHOD/seed_SEED -q`; "
