@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optimas_cli import space
 from optimas_cli.graph import State, System, is_per_input
 from optimas_cli.optimizers.common import best_of, lrf_score_values
 from optimas_cli.schema import UpdateConfig
 
+if TYPE_CHECKING:
+    from optimas_cli.rewards import LocalRewardModel
 
-def optimize_choice(system: System, name: str, vname: str, records: list[dict], lrf, state: State,
+
+def optimize_choice(system: System, name: str, vname: str, records: list[dict],
+                    lrf: LocalRewardModel, state: State,
                     cfg: UpdateConfig, rng: random.Random, workers: int = 4,
                     reward_dir: Path | None = None) -> dict[str, Any]:
     """Best value of variable `vname` of component `name`; the current value is a candidate.

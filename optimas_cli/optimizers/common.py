@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import statistics
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optimas_cli.graph import State, System
+
+if TYPE_CHECKING:
+    from optimas_cli.rewards import LocalRewardModel
 
 
 def component_outputs(system: System, name: str, values: dict[str, Any], records: list[dict],
@@ -39,7 +42,7 @@ def observed_return(record: dict, outputs: dict[str, Any]) -> float | None:
 
 
 def lrf_score_values(system: System, name: str, values: dict[str, Any], records: list[dict],
-                     lrf, state: State, workers: int = 4) -> dict[str, Any]:
+                     lrf: LocalRewardModel, state: State, workers: int = 4) -> dict[str, Any]:
     """Mean local reward of `name`'s outputs under `values`; each output scored with its own input.
 
     A value under which the component fails on any input is disqualified (score None).

@@ -22,7 +22,7 @@ import logging
 import math
 import random
 import statistics
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dspy
 
@@ -36,6 +36,9 @@ from optimas_cli.lm.base import LM
 from optimas_cli.optimizers.common import best_of, lrf_score_values
 from optimas_cli.optimizers.prompt import split_records
 from optimas_cli.schema import UpdateConfig
+
+if TYPE_CHECKING:
+    from optimas_cli.rewards import LocalRewardModel
 
 log = logging.getLogger("optimas.dspy")
 
@@ -71,7 +74,8 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
 
 
-def _examples(system: System, name: str, records: list[dict], lrf) -> list[dspy.Example]:
+def _examples(system: System, name: str, records: list[dict],
+              lrf: LocalRewardModel) -> list[dspy.Example]:
     """One dspy.Example per record: inputs, best-reward candidate outputs, mean candidate reward."""
     comp = system.cfg.components[name]
     out = []
@@ -86,7 +90,7 @@ def _examples(system: System, name: str, records: list[dict], lrf) -> list[dspy.
     return out
 
 
-def lrf_metric(name: str, lrf, outputs: list[str]):
+def lrf_metric(name: str, lrf: LocalRewardModel, outputs: list[str]):
     """DSPy metric: sigmoid(LRF(input, prediction) - mean LRF of the input's collected candidates)."""
 
     def metric(example: dspy.Example, pred: Any, trace: Any = None, *args: Any) -> float:
@@ -118,7 +122,8 @@ def _compile(cfg: UpdateConfig, program: ComponentProgram, metric: Any, task: Op
                                  eval_kwargs={"num_threads": 1, "display_progress": False})
 
 
-def optimize_prompt_dspy(system: System, name: str, vname: str, records: list[dict], lrf,
+def optimize_prompt_dspy(system: System, name: str, vname: str, records: list[dict],
+                    lrf: LocalRewardModel,
                          state: State, cfg: UpdateConfig, lm: LM, rng: random.Random,
                          adapter: str = DEFAULT_ADAPTER,
                          adapter_for_proposer: str = "auto") -> dict[str, Any]:

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optimas_cli.graph import State, System
 from optimas_cli.lm.base import LM, LMRequest
 from optimas_cli.optimizers.common import beats_incumbent, best_of, lrf_score_values
 from optimas_cli.schema import UpdateConfig
+
+if TYPE_CHECKING:
+    from optimas_cli.rewards import LocalRewardModel
 
 SYSTEM = "You improve the instructions of the steps of an AI pipeline. Reply with the instruction only."
 META_PROMPT = """Step: {description}
@@ -85,7 +88,8 @@ def good_demo(cand: dict[str, Any], best_score: float, min_score: float) -> bool
             and all(str(v).strip() for v in cand["outputs"].values()))
 
 
-def bootstrap_demos(system: System, name: str, records: list[dict], lrf, k: int,
+def bootstrap_demos(system: System, name: str, records: list[dict],
+                    lrf: LocalRewardModel, k: int,
                     min_score: float) -> list[dict]:
     """Up to `k` demonstrations from distinct inputs: good candidates (see `good_demo`),
     the highest local reward first."""
@@ -108,7 +112,8 @@ def bootstrap_demos(system: System, name: str, records: list[dict], lrf, k: int,
     return [demo for *_, demo in best[:k]]
 
 
-def optimize_prompt(system: System, name: str, vname: str, records: list[dict], lrf,
+def optimize_prompt(system: System, name: str, vname: str, records: list[dict],
+                    lrf: LocalRewardModel,
                     state: State, cfg: UpdateConfig, lm: LM, proposer_model: str,
                     history: list[tuple[str, float]], rng: random.Random,
                     workers: int = 4) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optimas_cli.graph import State, System
 from optimas_cli.lm.base import LM
@@ -12,11 +12,15 @@ from optimas_cli.optimizers.choice import optimize_choice
 from optimas_cli.optimizers.prompt import optimize_prompt
 from optimas_cli.schema import OptimizerConfig
 
+if TYPE_CHECKING:
+    from optimas_cli.rewards import LocalRewardModel
+
 # the engine first (model, then hyperparameters), then the prompt for that engine
 ORDER = {"model": 0, "hyperparameter": 1, "prompt": 2, "weights": 3}
 
 
-def update_component(system: System, name: str, records: list[dict], lrf, state: State,
+def update_component(system: System, name: str, records: list[dict],
+                    lrf: LocalRewardModel, state: State,
                      cfg: OptimizerConfig, lm: LM, default_model: str,
                      prompt_history: list[tuple[str, float]], seed: int,
                      reward_dir: Path | None = None) -> dict[str, Any]:
