@@ -30,8 +30,7 @@ from systems.bigcodebench.execution import run_tests, task_sandbox  # noqa: E402
 
 def library_report(records: list[dict]) -> dict:
     tasks, missing = data.usable(records)
-    blocked = collections.Counter(lib for r in records for lib in data.task_libs(r)
-                                  if lib in missing)
+    blocked = collections.Counter(m for r in records for m in data.needs(r) if m in missing)
     return {"tasks": len(records), "usable": len(tasks), "sandbox_mode": task_sandbox().resolved,
             "missing_libs": dict(blocked.most_common()), "usable_records": tasks}
 

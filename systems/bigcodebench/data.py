@@ -30,6 +30,26 @@ def task_libs(record: dict) -> list[str]:
     return sorted(set(ast.literal_eval(libs) if isinstance(libs, str) else libs))
 
 
+def test_imports(record: dict) -> list[str]:
+    """Top-level modules the hidden test module imports (requests_mock, pyfakefs, ...)."""
+    try:
+        tree = ast.parse(record["test"])
+    except SyntaxError:
+        return []
+    mods = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            mods.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            mods.add(node.module.split(".")[0])
+    return sorted(mods)
+
+
+def needs(record: dict) -> set[str]:
+    """Every module the task needs: its solution's libraries and its tests' imports."""
+    return set(task_libs(record)) | set(test_imports(record))
+
+
 def read_tasks(path: Path) -> list[dict]:
     records = read_records(path)
     for n, r in enumerate(records):
@@ -49,10 +69,11 @@ def to_example(r: dict) -> Example:
 
 
 def usable(records: list[dict]) -> tuple[list[dict], set[str]]:
-    """The tasks whose libraries all import in the sandbox, and the libraries that do not."""
-    wanted = {lib for r in records for lib in task_libs(r)}
+    """The tasks whose libraries (and test imports) all import in the sandbox, and the
+    modules that do not."""
+    wanted = {m for r in records for m in needs(r)}
     ok = importable(wanted)
-    return [r for r in records if set(task_libs(r)) <= ok], wanted - ok
+    return [r for r in records if needs(r) <= ok], wanted - ok
 
 
 def load(cfg: DataConfig) -> Dataset:
