@@ -9,6 +9,7 @@ code); the metric's target is the hidden unittest module `test`.
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 
 from optimas_cli.data import Dataset, Example, read_records, resolve_data_path
@@ -33,7 +34,9 @@ def task_libs(record: dict) -> list[str]:
 def test_imports(record: dict) -> list[str]:
     """Top-level modules the hidden test module imports (requests_mock, pyfakefs, ...)."""
     try:
-        tree = ast.parse(record["test"])
+        with warnings.catch_warnings():  # the data's own invalid escapes are not our concern
+            warnings.simplefilter("ignore")
+            tree = ast.parse(record["test"])
     except SyntaxError:
         return []
     mods = set()
