@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from optimas_cli.components import resolve_kind
-from optimas_cli.lm.base import LM, BudgetExceeded, LMRequest, LMResponse
+from optimas_cli.lm.base import LM, BudgetExceeded, LMRequest, LMResponse, Usage
 from optimas_cli.schema import SystemConfig, VariableConfig
 
 State = dict[str, dict[str, Any]]
@@ -26,28 +26,6 @@ _PASS_THROUGH = (BudgetExceeded, KeyboardInterrupt)
 
 
 # ---------------------------------------------------------------- contracts
-
-
-@dataclass
-class Usage:
-    """LM spend of one component step."""
-
-    calls: int = 0
-    cache_hits: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    cost_usd: float = 0.0
-
-    def add(self, r: LMResponse) -> None:
-        if r.cached:
-            self.cache_hits += 1
-        else:
-            self.calls += 1
-        self.prompt_tokens += r.prompt_tokens
-        self.completion_tokens += r.completion_tokens
-        self.latency_s += r.latency_s
-        self.cost_usd += r.cost_usd
 
 
 @dataclass

@@ -67,6 +67,33 @@ class LMResponse:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Usage:
+    """LM counters: `calls` are real model calls, `cache_hits` answers from the cache."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+
+    def add(self, r: LMResponse, *, cached: bool | None = None, spent_only: bool = False) -> None:
+        """Count one response. A component step counts what it consumed, a cache hit's
+        tokens included; the client's accounting (`spent_only`) counts only what a real
+        call cost, so a hit adds nothing but itself."""
+        if r.cached if cached is None else cached:
+            self.cache_hits += 1
+            if spent_only:
+                return
+        else:
+            self.calls += 1
+        self.prompt_tokens += r.prompt_tokens
+        self.completion_tokens += r.completion_tokens
+        self.latency_s += r.latency_s
+        self.cost_usd += r.cost_usd
+
+
 class LM(Protocol):
     """What components call. `component` attributes usage in the accounting."""
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from .base import LOCAL_PREFIX, BudgetExceeded, LMError, LMRequest, LMResponse
+from .base import LOCAL_PREFIX, BudgetExceeded, LMError, LMRequest, LMResponse, Usage
 from .cache import ResponseCache
 from .config import LMConfig
 
@@ -20,30 +20,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class LMUsage:
-    """Counters of one component (or the total). `calls` are real model calls."""
+class LMUsage(Usage):
+    """Counters of one component (or the total) in the client: real spend, and failed calls."""
 
-    calls: int = 0
-    cache_hits: int = 0
     errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    cost_usd: float = 0.0
 
     def record(self, resp: LMResponse | None, *, cached: bool = False, latency_s: float = 0.0) -> None:
-        if cached:
-            self.cache_hits += 1
-            return
-        self.calls += 1
         if resp is None:  # the call failed
+            self.calls += 1
             self.errors += 1
             self.latency_s += latency_s
             return
-        self.prompt_tokens += resp.prompt_tokens
-        self.completion_tokens += resp.completion_tokens
-        self.latency_s += resp.latency_s
-        self.cost_usd += resp.cost_usd
+        self.add(resp, cached=cached, spent_only=True)
 
     def __sub__(self, other: LMUsage) -> LMUsage:
         return LMUsage(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
