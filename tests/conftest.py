@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,29 +10,10 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from optimas_cli.lm.base import LMRequest, LMResponse  # noqa: E402
+from lmfake import ScriptedLM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HOTPOT = ROOT.parent / "shared" / "data" / "hotpotqa" / "hotpot_distractor_sample.jsonl"
-
-
-class ScriptedLM:
-    """Answers every request with `script(request)`; records what it was asked."""
-
-    def __init__(self, script: Callable[[LMRequest], str] | None = None):
-        self.script = script or (lambda r: "scripted")
-        self.requests: list[tuple[str, LMRequest]] = []
-        self._lock = threading.Lock()
-
-    def complete(self, request: LMRequest, *, component: str = "") -> LMResponse:
-        with self._lock:
-            self.requests.append((component, request))
-        text = self.script(request)
-        return LMResponse(text=text, prompt_tokens=len((request.prompt or "").split()),
-                          completion_tokens=len(text.split()), latency_s=0.001)
-
-    def usage_summary(self) -> dict:
-        return {"total": {"calls": len(self.requests)}}
 
 
 @pytest.fixture

@@ -166,7 +166,7 @@ def test_run_killed_in_collection_resumes_with_no_model_call_repeated_beyond_tho
     from optimas_cli import runtime
 
     def script(request):  # temperature samples differ, so collection finds preference pairs
-        if request.prompt.endswith("Instruction:"):  # the OPRO proposer
+        if request.is_chat:  # the OPRO proposer
             return "Write the word in capital letters."
         out = component_script(request)
         return out.lower() if request.temperature > 0 and request.sample_index % 2 else out

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ScriptedLM
+from lmfake import ScriptedLM
 from test_baselines import SMOL, WORDS, component_script
 
 from optimas_cli.config import load

@@ -59,7 +59,7 @@ def words_system():
 
 
 def _lm():
-    from conftest import ScriptedLM
+    from lmfake import ScriptedLM
 
     return ScriptedLM(lambda r: proposer(r) if r.is_chat else component_script(r))
 
