@@ -94,6 +94,33 @@ def test_component_without_enough_pairs_is_skipped_with_the_reason(tmp_path):
     assert len(list((lp.run_dir.path / "rollouts/iter_001").glob("*.jsonl"))) == 2  # two rounds
 
 
+class CapsAndBang:
+    """A stand-in local reward: 1 for an output ending in "!" (what the metric rewards)."""
+
+    def score(self, name, inputs, outputs):
+        return [float(str(o.get("out", "")).endswith("!")) for o in outputs]
+
+
+def test_update_step_alone_keeps_the_model_whose_outputs_scored_best(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.min_pairs=1")
+    records, _ = lp.collect(1, "exclaim")
+    lp.lrf = CapsAndBang()
+    update = lp.update(1, "exclaim", records, "lrf/iter_001")
+    models = next(v for v in update["variables"] if v["variable"] == "model")
+    observed = {c["value"]: c["observed"] for c in models["candidates"]}
+    assert observed[SMOL] > observed["local/gemma3-270m"]  # both measured in the rollouts
+    assert update["state"]["exclaim"]["model"] == SMOL  # SMOL writes the "!" the metric wants
+
+
+def test_validate_step_alone_decides_on_the_paired_validation_difference(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.accept_rule=sign", "optimizer.accept_confidence=0.5")
+    worse = {**lp.current, "exclaim": {**lp.current["exclaim"], "model": "local/gemma3-270m"}}
+    d = lp.validate(1, worse)  # gemma drops the "!": every val question loses half its score
+    assert not d["accepted"] and d["decision"]["paired"]["losses"] == len(lp.rt.splits["val"])
+    assert d["val_after"] < lp.history[-1]["val"]["mean"]
+    assert lp.validate(2, lp.current)["decision"]["paired"]["mean"] == 0.0
+
+
 @pytest.mark.slow  # trains the MiniLM reward model
 def test_adapt_update_validate_change_the_final_component_for_the_better(tmp_path):
     lp = make_loop(tmp_path, "optimizer.min_pairs=2", "reward.epochs=1", "reward.max_epochs=1")

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
-from optimas_cli.history import accepted_val, evaluate_val
+from optimas_cli.history import accepted_val, evaluate_val, initial_record
 from optimas_cli.history import short as _short
 from optimas_cli.run_dir import RunDir
 
@@ -180,11 +180,9 @@ class Trial:
             raise ConfigError(f"optimizer.budget_system_runs={self.budget} does not cover one "
                               f"validation evaluation ({self.val_cost} system runs on the val split, "
                               f"{self.rt.system.runs} already spent)")
-        val = evaluate_val(self.rt, initial, "val initial")
-        record = {"iteration": 0, "kind": "initial", "val": _short(val), "state": initial,
-                  **self.rt.spent()}
+        record = initial_record(self.rt, initial)
         self._append(record)
-        self.scores[state_key(initial)] = val["mean"]
+        self.scores[state_key(initial)] = record["val"]["mean"]
         return self.state, self.val
 
     def seen(self, state: State) -> bool:
