@@ -49,7 +49,7 @@ def _target(target: str, overrides: list[str]) -> tuple[str, list[str], bool]:
 
 def _dispatch(command: str, target: str, overrides: list[str] | None, multirun: bool, quiet: bool):
     from optimas_cli.jobs import execute
-    from optimas_cli.lm.base import BudgetExceeded
+    from optimas_cli.lm.base import RunStopped
     from optimas_cli.methods import load_checked as load
     from optimas_cli.reports import print_summary
 
@@ -67,7 +67,7 @@ def _dispatch(command: str, target: str, overrides: list[str] | None, multirun: 
         path, summary = execute(command, composed, show_progress=not quiet)
     except ConfigError as e:
         _fail(e)
-    except BudgetExceeded:
+    except RunStopped:
         raise typer.Exit(3) from None
     except Exception as e:  # noqa: BLE001 - the traceback is in FAILED; say what broke
         _fail(f"{type(e).__name__}: {e}", code=1)

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from optimas_cli.components import resolve_kind
-from optimas_cli.lm.base import LM, BudgetExceeded, LMRequest, LMResponse, Usage
+from optimas_cli.lm.base import LM, LMRequest, LMResponse, RunStopped, Usage
 from optimas_cli.schema import SystemConfig, VariableConfig
 
 State = dict[str, dict[str, Any]]
 # Exceptions that must stop a run rather than be recorded as a failed step.
-_PASS_THROUGH = (BudgetExceeded, KeyboardInterrupt)
+_PASS_THROUGH = (RunStopped, KeyboardInterrupt)  # a spent budget, a rejected key, ^C
 
 
 # ---------------------------------------------------------------- contracts

@@ -13,9 +13,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from optimas_cli.config import Composed
+from optimas_cli.config import Composed, scrub
 from optimas_cli.errors import ConfigError
-from optimas_cli.lm.base import BudgetExceeded
+from optimas_cli.lm.base import RunStopped
 from optimas_cli.methods import run_method
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import Runtime, build_runtime
@@ -98,8 +98,9 @@ def execute(command: str, composed: Composed, *, show_progress: bool = True) -> 
                 summary = STAGES[command](rt, run_dir, show_progress)
             finally:
                 _record_spent(rt, run_dir, command)
-    except BudgetExceeded as e:
-        console.print(f"[yellow]stopped:[/] {e} (artifacts saved)")
+    except RunStopped as e:
+        console.print(f"[yellow]stopped:[/] {escape(scrub(str(e)))} (artifacts saved; "
+                      f"resume={escape(str(run_dir.path))} goes on from them)", soft_wrap=True)
         raise
     finally:
         console.print(f"run directory: {escape(str(run_dir.path))}", soft_wrap=True)

@@ -7,8 +7,9 @@ Layout (every artifact is named after its stage):
   predictions.jsonl  evaluate: one line per example (trace + score)
   metrics.json       evaluate: mean, std, n, failures, LM usage, wall time
   failures.jsonl     every failed example of every stage, with its component and error
-  DONE | FAILED | STOPPED   how it ended (FAILED holds the traceback,
-                            STOPPED the budget that ran out)
+  DONE | FAILED | STOPPED   how it ended (FAILED holds the traceback, STOPPED why the
+                            run could not go on: a spent budget, a rejected API key;
+                            `resume=` continues it)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from optimas_cli import failures
 from optimas_cli.config import Composed, redact, scrub, to_yaml
-from optimas_cli.lm.base import BudgetExceeded
+from optimas_cli.lm.base import RunStopped
 
 log = logging.getLogger("optimas")
 MARKERS = ("DONE", "FAILED", "STOPPED")
@@ -115,7 +116,7 @@ class RunDir:
 
     @contextmanager
     def guard(self) -> Iterator[RunDir]:
-        """Log to run.log; write DONE, STOPPED (budget) or FAILED (traceback) at the end."""
+        """Log to run.log; write DONE, STOPPED (RunStopped) or FAILED (traceback) at the end."""
         for m in MARKERS:
             (self.path / m).unlink(missing_ok=True)
         handler = logging.FileHandler(self.path / "run.log", encoding="utf-8")
@@ -125,7 +126,7 @@ class RunDir:
         token = failures.activate(self.failures)  # evaluations record their failures here
         try:
             yield self
-        except BudgetExceeded as e:
+        except RunStopped as e:
             self.write_text("STOPPED", f"{e}\n")
             log.warning("stopped: %s", e)
             raise

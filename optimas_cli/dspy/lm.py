@@ -24,7 +24,7 @@ from typing import Any
 import dspy
 
 from optimas_cli.graph import System
-from optimas_cli.lm.base import LM, BudgetExceeded, LMRequest, LMResponse
+from optimas_cli.lm.base import LM, LMRequest, LMResponse, RunStopped
 
 warnings.filterwarnings(
     "ignore", message=r"Implementing custom LMs through BaseLM\.forward", category=DeprecationWarning)
@@ -48,7 +48,7 @@ class _AttrDict(dict):
 class _Shared:
     """State every copy of one OptimasLM shares (DSPy copies LMs freely)."""
 
-    budget_error: BudgetExceeded | None = None
+    budget_error: RunStopped | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __deepcopy__(self, memo: dict) -> _Shared:
@@ -118,8 +118,9 @@ class OptimasLM(dspy.BaseLM):
                 **{k: v for k, v in self.kwargs.items() if isinstance(v, (str, int, float, bool))}}
 
     @property
-    def budget_error(self) -> BudgetExceeded | None:
-        """The first BudgetExceeded any copy hit (DSPy swallows exceptions as failed examples)."""
+    def budget_error(self) -> RunStopped | None:
+        """The first RunStopped (a spent budget, a rejected key) any copy hit: DSPy swallows
+        exceptions as failed examples, so the stop is remembered and re-raised after it."""
         return self._shared.budget_error
 
     def raise_if_over_budget(self) -> None:
@@ -173,7 +174,7 @@ class OptimasLM(dspy.BaseLM):
             if req not in done:
                 try:
                     done[req] = self.client.complete(req, component=tag)
-                except BudgetExceeded as e:
+                except RunStopped as e:
                     with self._shared.lock:
                         self._shared.budget_error = self._shared.budget_error or e
                     raise

@@ -1,17 +1,19 @@
 """LM layer: one client for embedded GGUF models and API models, with cache and budgets."""
 
 from .api import check_credentials
-from .base import BudgetExceeded, LMError, LMRequest, LMResponse
+from .base import BudgetExceeded, CredentialsRejected, LMError, LMRequest, LMResponse, RunStopped
 from .client import LMClient, LMUsage
 from .config import LMConfig
 
 __all__ = [
     "BudgetExceeded",
+    "CredentialsRejected",
     "LMClient",
     "LMConfig",
     "LMError",
     "LMRequest",
     "LMResponse",
     "LMUsage",
+    "RunStopped",
     "check_credentials",
 ]

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .base import LOCAL_PREFIX, LMError, LMRequest, LMResponse
+from .base import LOCAL_PREFIX, CredentialsRejected, LMError, LMRequest, LMResponse
 from .config import LMConfig
 
 # provider prefix -> env var holding its key; providers absent here fall back to
@@ -110,6 +110,14 @@ def _provider_semaphore(provider: str, limit: int) -> threading.BoundedSemaphore
         return sem
 
 
+def _rejects_key(exc: BaseException) -> bool:
+    """The provider refused the key (401: revoked, expired), or it is gone from the
+    environment: no later call of the run can succeed either."""
+    # litellm reports a missing key as a 500 from the openai client
+    return isinstance(exc, litellm_module().AuthenticationError) or (
+        "missing credentials" in str(exc).lower())
+
+
 def _is_retryable(exc: BaseException) -> bool:
     """Transient failures (rate limit, timeout, connection, 5xx) are retried; the rest are not."""
     litellm = litellm_module()
@@ -120,8 +128,7 @@ def _is_retryable(exc: BaseException) -> bool:
         litellm.PermissionDeniedError,
         litellm.UnprocessableEntityError,
     )
-    # litellm reports a missing key as a 500 from the openai client; retrying can't help
-    if isinstance(exc, permanent) or "missing credentials" in str(exc).lower():
+    if isinstance(exc, permanent) or _rejects_key(exc):
         return False
     transient = (
         litellm.RateLimitError,
@@ -151,15 +158,25 @@ def _describe(exc: BaseException) -> str:
 
 
 def parse_response(model: str, resp: Any) -> tuple[str, int, int]:
-    """(text, prompt_tokens, completion_tokens) of a litellm response; LMError if malformed."""
+    """(text, prompt_tokens, completion_tokens) of a litellm response.
+
+    LMError (not retried: the same request would get the same) for a malformed response,
+    a content-filter refusal (finish_reason content_filter: whatever text came is cut),
+    and an empty reply (no text: an answer scored as if the model had spoken would hide it).
+    """
     choices = getattr(resp, "choices", None)
     if not choices:
         raise LMError(f"{model}: malformed response (no choices): {str(resp)[:200]}")
     message = getattr(choices[0], "message", None)
     text = getattr(message, "content", None)
+    reason = getattr(choices[0], "finish_reason", None)
+    if reason == "content_filter":
+        raise LMError(f"{model}: refused by the provider's content filter "
+                      f"(finish_reason=content_filter)")
     if not isinstance(text, str):
-        reason = getattr(choices[0], "finish_reason", None)
         raise LMError(f"{model}: malformed response (no text content, finish_reason={reason})")
+    if not text.strip():
+        raise LMError(f"{model}: empty reply (finish_reason={reason})")
     usage = getattr(resp, "usage", None)
     pt = int(getattr(usage, "prompt_tokens", 0) or 0)
     ct = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -220,7 +237,8 @@ class ApiEngine:
         return kw
 
     def complete(self, request: LMRequest) -> LMResponse:
-        """One generation; LMError after max_retries transient failures or any permanent one."""
+        """One generation; LMError after max_retries transient failures (429, timeouts,
+        connection errors, 5xx) or any permanent one; CredentialsRejected if the key is refused."""
         litellm = litellm_module()
         sem = _provider_semaphore(provider_of(request.model), self.cfg.max_concurrency)
         attempt = 0
@@ -230,6 +248,10 @@ class ApiEngine:
                 with sem:
                     resp = litellm.completion(**self._kwargs(request, attempt))
             except Exception as exc:
+                if _rejects_key(exc):
+                    raise CredentialsRejected(
+                        f"{request.model}: the provider rejected the API key ({_describe(exc)}); "
+                        "every later call would fail too, so the run stops here") from exc
                 if not _is_retryable(exc):
                     raise LMError(f"{request.model}: {_describe(exc)}") from exc
                 if attempt >= self.cfg.max_retries:

@@ -104,5 +104,17 @@ class LMError(RuntimeError):
     """A model call failed for good (after any retries); the message says why."""
 
 
-class BudgetExceeded(RuntimeError):
+class RunStopped(RuntimeError):
+    """The run cannot go on, but nothing it did is wrong: it ends with STOPPED (the message
+    says why), everything computed so far stays in the run directory, and `resume=` goes on
+    from there once the cause is fixed. Evaluations and collections let it through instead
+    of recording it as an example's failure."""
+
+
+class BudgetExceeded(RunStopped):
     """A run's LM budget (max_calls or max_cost_usd) ran out; the message names it."""
+
+
+class CredentialsRejected(RunStopped):
+    """The provider refused the API key (revoked, expired, or gone from the environment)
+    after the run had started: every further call would fail the same way."""

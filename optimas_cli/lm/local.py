@@ -191,15 +191,22 @@ class LlamaPool:
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
+        """A new instance; LMError naming the file if llama.cpp cannot load it (a corrupt or
+        truncated GGUF, too little memory): the calls waiting on it fail as their examples'
+        failures, and a later call tries to load again."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        llm = load_llama(
-            self.path,
-            n_ctx=self.n_ctx,
-            n_threads=self.n_threads,
-            n_threads_batch=self.n_threads,
-            verbose=False,  # llama.cpp would log every load/call to stderr
-        )
+        try:
+            llm = load_llama(
+                self.path,
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                verbose=False,  # llama.cpp would log every load/call to stderr
+            )
+        except Exception as exc:  # llama-cpp-python raises ValueError for any failed load
+            raise LMError(f"local model file {self.path} failed to load: "
+                          f"{type(exc).__name__}: {exc}") from exc
         if self.chat_template:
             tok_text = llm._model.token_get_text
             stop_ids = [llm.token_eos()]

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from optimas_cli import failures
 from optimas_cli.data import Example
 from optimas_cli.graph import State, System
-from optimas_cli.lm.base import BudgetExceeded
+from optimas_cli.lm.base import RunStopped
 
 log = logging.getLogger("optimas.evaluate")
 Metric = Callable[[Example, dict[str, Any]], dict[str, float]]
@@ -42,9 +42,10 @@ def evaluate_examples(system: System, state: State, examples: list[Example], met
                       show_progress: bool = True) -> list[dict[str, Any]]:
     """Results in example order. Examples run `workers` at a time.
 
-    BudgetExceeded stops submitting new work; the results finished so far have
-    already gone to `on_result`, then the exception propagates. Every failed example
-    goes to the run directory's failures.jsonl under `label` (optimas_cli.failures).
+    RunStopped (a spent budget, a rejected key) stops submitting new work; the results
+    finished so far have already gone to `on_result`, then the exception propagates. Every
+    failed example goes to the run directory's failures.jsonl under `label`
+    (optimas_cli.failures).
     """
     results: dict[int, dict[str, Any]] = {}
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -150,7 +151,7 @@ def run_evaluate(rt, run_dir, *, split: str | None = None, show_progress: bool =
                                  workers=cfg.eval.workers, repeats=cfg.eval.repeats, label=split,
                                  on_result=lambda r: run_dir.append_jsonl("predictions.jsonl", r),
                                  show_progress=show_progress)
-    except BudgetExceeded as e:
+    except RunStopped as e:
         summary = {"stopped": str(e), "completed": len(run_dir.read_jsonl("predictions.jsonl"))}
         raise
     finally:

@@ -9,7 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from optimas_cli.lm import LMConfig, LMError, LMRequest, check_credentials
+from optimas_cli.lm import (
+    CredentialsRejected,
+    LMConfig,
+    LMError,
+    LMRequest,
+    RunStopped,
+    check_credentials,
+)
 from optimas_cli.lm.api import MissingCredentials, litellm_module, parse_response
 
 MODEL = "openai/gpt-4o-mini"
@@ -68,14 +75,14 @@ def test_timeout_then_success(mock_api, make_cfg):
     assert api.client(make_cfg("off", timeout_s=0.05)).complete(REQ).text == "ok"
 
 
-def test_bad_key_not_retried_and_message_surfaced(mock_api, make_cfg, litellm):
+def test_bad_key_stops_the_run_not_retried_and_message_surfaced(mock_api, make_cfg, litellm):
     err = litellm.AuthenticationError(
         message="Incorrect API key provided: sk-bad***", llm_provider="openai", model=MODEL
     )
     api = mock_api(lambda req, attempt: err)
-    with pytest.raises(LMError, match="Incorrect API key provided") as e:
+    with pytest.raises(CredentialsRejected, match="Incorrect API key provided") as e:
         api.client(make_cfg("off")).complete(REQ)
-    assert "AuthenticationError" in str(e.value)
+    assert "AuthenticationError" in str(e.value) and isinstance(e.value, RunStopped)
     assert api.calls == 1 and api.sleeps == []
 
 
@@ -97,11 +104,11 @@ def test_malformed_response(mock_api, make_cfg):
     assert api.calls == 1  # not retried
 
 
-def test_missing_key_at_call_time_not_retried(mock_api, make_cfg, monkeypatch):
+def test_missing_key_at_call_time_stops_the_run_not_retried(mock_api, make_cfg, monkeypatch):
     # no mock: litellm reaches the real openai client, which fails before any network I/O
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     api = mock_api(lambda req, attempt: {})
-    with pytest.raises(LMError, match="OPENAI_API_KEY"):
+    with pytest.raises(CredentialsRejected, match="OPENAI_API_KEY"):
         api.client(make_cfg("off")).complete(REQ)
     assert api.calls == 1
 
@@ -114,6 +121,15 @@ def test_parse_response_edge_cases():
     ok = SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content="a"))],
                          usage=None)
     assert parse_response(MODEL, ok) == ("a", 0, 0)
+
+    def reply(content, finish_reason):
+        return SimpleNamespace(choices=[SimpleNamespace(
+            message=SimpleNamespace(content=content), finish_reason=finish_reason)], usage=None)
+
+    with pytest.raises(LMError, match=r"empty reply \(finish_reason=stop\)"):
+        parse_response(MODEL, reply(" \n", "stop"))
+    with pytest.raises(LMError, match="refused by the provider's content filter"):
+        parse_response(MODEL, reply("The first half of an ans", "content_filter"))
 
 
 def test_provider_concurrency_limit(mock_api, make_cfg):
