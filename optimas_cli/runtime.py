@@ -81,8 +81,25 @@ def load_state(path: str | Path, system: System) -> State:
         for var, value in values.items():
             if var not in state[comp]:
                 raise ConfigError(f"{p}: component '{comp}' has no variable '{var}'")
+            if value is not None and system.cfg.components[comp].variables[var].type == "weights":
+                value = _adapter_value(p, comp, var, value, system)
             state[comp][var] = value
     return state
+
+
+def _adapter_value(path: Path, comp: str, var: str, value: Any, system: System) -> str:
+    """A weights value of a system.yaml, checked: an adapter directory of the component's
+    model (a relative one is read against the run directory the file lies in)."""
+    from optimas_cli.weights.adapter import AdapterError, check_adapter
+
+    adapter = Path(str(value))
+    if not adapter.is_absolute() and not adapter.exists():
+        adapter = path.resolve().parent.parent / adapter
+    try:
+        check_adapter(adapter, system.components[comp].weights_model())
+    except AdapterError as e:
+        raise ConfigError(f"{path}: {comp}.{var}: {e}") from None
+    return str(adapter.resolve())
 
 
 def build_runtime(composed: Composed, lm: LM | None = None) -> Runtime:

@@ -20,13 +20,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class LoraSpec(Strict):
+    """The shape of a `weights` variable's LoRA adapter (fixed for a run: each update
+    continues training the same adapter)."""
+
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+
+
 class VariableConfig(Strict):
     """An optimizable variable and its search space.
 
     prompt: `instruction` text and few-shot `demos` (dicts of field -> value).
     hyperparameter: `value` with finite `choices`, or a numeric range `low`..`high`.
     model: `value` is an LM name, `choices` the LM names to choose among.
-    weights: `value` is a local adapter path (or null for the base weights).
+    weights: `value` is a saved adapter directory (or null for the base weights) of a LoRA
+    of shape `lora` on `base_model` (default: the component's model), a local/ model.
     """
 
     type: VariableType
@@ -41,10 +52,22 @@ class VariableConfig(Strict):
     demos: list[dict[str, Any]] = Field(default_factory=list)
     max_demos: int = Field(4, ge=0)
     base_model: str | None = None
+    lora: LoraSpec | None = None  # weights only; default LoraSpec()
 
     @model_validator(mode="after")
     def _check_space(self) -> VariableConfig:
-        if self.type == "prompt":
+        if self.type != "weights" and (self.lora is not None or self.base_model is not None):
+            raise ValueError("`lora` and `base_model` belong to weights variables")
+        if self.type == "weights":
+            if self.choices is not None or self.low is not None or self.high is not None:
+                raise ValueError("a weights variable has no `choices`/`low`/`high`: its value is "
+                                 "an adapter directory (or null)")
+            if self.value is not None and not isinstance(self.value, str):
+                raise ValueError(f"a weights variable's value is an adapter directory or null, "
+                                 f"not {self.value!r}")
+            if self.lora is None:
+                self.lora = LoraSpec()
+        elif self.type == "prompt":
             if self.instruction is None:
                 raise ValueError("a prompt variable needs `instruction`")
         elif self.type in ("hyperparameter", "model"):
@@ -116,6 +139,28 @@ class CollectConfig(Strict):
     max_rounds: int = Field(2, ge=1)  # collection rounds per iteration while pairs < min_pairs
 
 
+class WeightsUpdateConfig(Strict):
+    """How a `weights` variable's LoRA adapter is trained against its component's LRF
+    (optimas_cli/weights/; measurements behind the defaults in BENCHMARKS.md)."""
+
+    # dpo: DPO on pairs of the policy's own samples ranked by the LRF (best vs worst);
+    # grpo: TRL's GRPO with the LRF as the reward (on-policy, generates with transformers)
+    method: Literal["dpo", "grpo"] = "dpo"
+    steps: int = Field(8, ge=1)  # optimizer steps per update
+    lr: float = Field(5e-4, gt=0)
+    batch_size: int = Field(2, ge=1)  # dpo: pairs per step; grpo: prompts per step
+    samples: int = Field(4, ge=2)  # completions per prompt (dpo: ranked; grpo: the group)
+    temperature: float = Field(1.0, gt=0)  # sampling temperature of those completions
+    # KL control to the starting adapter: DPO's beta / GRPO's KL coefficient
+    beta: float = Field(0.1, gt=0)
+    # the measured KL(new || start), nats per completion on the training prompts; a trained
+    # adapter further from its start than this is refused (null: no bound)
+    max_kl: float | None = Field(10.0, gt=0)
+    kl_samples: int = Field(2, ge=1)  # completions per prompt for that measurement
+    max_prompt_tokens: int = Field(1024, gt=0)  # longer prompts keep their end
+    threads: int | None = Field(None, ge=1)  # torch threads during an update (None: torch's)
+
+
 class UpdateConfig(Strict):
     prompt: Literal["opro", "mipro", "copro"] = "opro"
     num_candidates: int = Field(3, ge=1)  # proposed instructions per update
@@ -127,6 +172,7 @@ class UpdateConfig(Strict):
     max_choices: int = Field(8, ge=1)  # a seeded sample of larger hyperparameter spaces
     choice_mode: Literal["best", "per_input"] = "best"
     choice_temperature: float = Field(0.1, gt=0)  # per_input: p(value) ~ exp(LRF / temperature)
+    weights: WeightsUpdateConfig = WeightsUpdateConfig()
 
 
 OPTIMIZERS = ("optimas", "none", "mipro", "gepa", "textgrad", "llmselector", "search")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from optimas_cli.components.base import BaseComponent
 from optimas_cli.graph import Call
-from optimas_cli.lm.base import LMRequest
+from optimas_cli.lm.base import LOCAL_PREFIX, LMRequest
 
 
 class LLMParams(BaseModel):
@@ -33,7 +33,8 @@ class LLMParams(BaseModel):
 
 class LLMComponent(BaseComponent):
     Params = LLMParams
-    variable_types = {"prompt": None, "model": None, "hyperparameter": {"temperature", "max_tokens"}}
+    variable_types = {"prompt": None, "model": None, "hyperparameter": {"temperature", "max_tokens"},
+                      "weights": None}
     stochastic = True
 
     def __init__(self, name, cfg, resources):
@@ -42,6 +43,27 @@ class LLMComponent(BaseComponent):
         self.default_model = self.params.model or (lm_cfg.model if lm_cfg else None)
         self.default_temperature = lm_cfg.temperature if lm_cfg else 0.0
         self.default_max_tokens = lm_cfg.max_tokens if lm_cfg else 64
+        for vname, var in self.variables.items():
+            model = var.base_model or self.default_model
+            if var.type == "weights" and not (model or "").startswith(LOCAL_PREFIX):
+                raise ValueError(f"component '{name}': weights variable '{vname}' needs a local/... "
+                                 f"model to adapt (base_model or the component's model), got {model!r}")
+
+    @classmethod
+    def check_config(cls, name, cfg):
+        problems = super().check_config(name, cfg)
+        types = [v.type for v in cfg.variables.values()]
+        if "weights" in types and "model" in types:
+            problems.append(("variables", f"component '{name}': a weights variable (an adapter of one "
+                                          f"base model) and a model variable cannot be combined"))
+        if types.count("weights") > 1:
+            problems.append(("variables", f"component '{name}': at most one weights variable"))
+        return problems
+
+    def weights_model(self) -> str | None:
+        """The model a `weights` variable's adapter belongs to (None: no weights variable)."""
+        var = next((v for v in self.variables.values() if v.type == "weights"), None)
+        return None if var is None else var.base_model or self.default_model
 
     # ---------------------------------------------------------------- prompt
 
@@ -112,17 +134,28 @@ class LLMComponent(BaseComponent):
         stop = self.params.stop
         if stop is None:
             stop = ["\n"] if len(self.outputs) == 1 else ["\n\n"]
-        return {"model": model, "temperature": float(temperature), "max_tokens": max_tokens,
-                "stop": tuple(stop), "seed": call.seed, "sample_index": call.sample_index}
+        settings = {"model": model, "temperature": float(temperature), "max_tokens": max_tokens,
+                    "stop": tuple(stop), "seed": call.seed, "sample_index": call.sample_index}
+        if self.weights_model():  # the adapted model, with the current adapter (None: base)
+            settings["model"] = self.weights_model()
+            adapter = next((v for _, v in self.values_of(values, "weights") if v), None)
+            if adapter is not None:
+                from optimas_cli.weights.adapter import adapter_gguf  # torch-free
 
-    def forward(self, inputs: dict[str, Any], values: dict[str, Any], call: Call) -> dict[str, Any]:
+                settings["adapter"] = str(adapter_gguf(adapter))
+        return settings
+
+    def request(self, inputs: dict[str, Any], values: dict[str, Any], call: Call) -> LMRequest:
+        """The model request of one call: what `forward` sends (weights training reuses it)."""
         prompt = dict(self.values_of(values, "prompt"))
         prompt_value = next(iter(prompt.values()), None) or {}
         instruction = prompt_value.get("instruction", self.params.instruction)
         demos = prompt_value.get("demos", [])
-        request = LMRequest(**self.request_settings(values, call),
-                            **self.render(inputs, instruction, demos))
-        return self.parse(call.complete(request).text)
+        return LMRequest(**self.request_settings(values, call),
+                         **self.render(inputs, instruction, demos))
+
+    def forward(self, inputs: dict[str, Any], values: dict[str, Any], call: Call) -> dict[str, Any]:
+        return self.parse(call.complete(self.request(inputs, values, call)).text)
 
 
 def _strip_label(text: str, label: str, name: str) -> str:

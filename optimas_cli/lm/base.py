@@ -6,12 +6,26 @@ logged; a response carries the accounting a run needs (tokens, latency, cost).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 LOCAL_PREFIX = "local/"
+
+
+def file_digest(path: str) -> str:
+    """sha256 of a file's bytes (cached by path, size and mtime)."""
+    st = os.stat(path)
+    return _digest(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,9 @@ class LMRequest:
     stop: tuple[str, ...] = ()
     seed: int = 0
     sample_index: int = 0
+    # a LoRA adapter applied to a local model: the path of its llama.cpp GGUF (a `weights`
+    # variable's value, optimas_cli/weights/); None: the base weights
+    adapter: str | None = None
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
@@ -48,6 +65,10 @@ class LMRequest:
         d = asdict(self)
         d["stop"] = list(self.stop)
         d["messages"] = [list(m) for m in self.messages] if self.messages else None
+        if self.adapter is None:
+            del d["adapter"]  # requests without one keep the keys they always had
+        else:  # the adapter's content, not its path, decides the answer
+            d["adapter"] = file_digest(self.adapter)
         return d
 
     def key(self) -> str:

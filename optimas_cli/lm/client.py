@@ -85,6 +85,9 @@ class LMClient:
             from .local import complete_local
 
             return complete_local(request, self.cfg.local)
+        if request.adapter is not None:
+            raise LMError(f"model {request.model!r}: a LoRA adapter ({request.adapter}) can only be "
+                          f"applied to an embedded local/... model")
         return self.api.complete(request)
 
     # -- protocol ----------------------------------------------------------

@@ -178,14 +178,16 @@ def load_llama(path: Path, **kwargs: Any) -> Any:
 
 
 class LlamaPool:
-    """Up to `instances` Llama objects of one GGUF, lent to one caller at a time."""
+    """Up to `instances` Llama objects of one GGUF (with a LoRA adapter GGUF applied, if
+    `lora_path`), lent to one caller at a time."""
 
     def __init__(
         self, path: Path, n_ctx: int, n_threads: int, instances: int,
-        chat_template: str | None = None,
+        chat_template: str | None = None, lora_path: str | None = None,
     ) -> None:
         self.path, self.n_ctx, self.n_threads, self.instances = path, n_ctx, n_threads, instances
         self.chat_template = chat_template
+        self.lora_path = lora_path
         self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._created = 0
         self._lock = threading.Lock()
@@ -203,6 +205,7 @@ class LlamaPool:
                 n_threads=self.n_threads,
                 n_threads_batch=self.n_threads,
                 verbose=False,  # llama.cpp would log every load/call to stderr
+                **({"lora_path": self.lora_path} if self.lora_path else {}),
             )
         except Exception as exc:  # llama-cpp-python raises ValueError for any failed load
             raise LMError(f"local model file {self.path} failed to load: "
@@ -287,27 +290,38 @@ class LlamaPool:
         )
 
 
-_POOLS: dict[tuple[str, int, int, int], LlamaPool] = {}
+_POOLS: dict[tuple[str, int, int, int, str | None], LlamaPool] = {}
 _POOLS_LOCK = threading.Lock()
+# Pools of adapted models kept loaded (each adapter is its own llama.cpp model load, ~1 s
+# and ~0.2 GB for SmolLM2); the least recently used beyond this are dropped, and a
+# dropped pool's instances are freed once their borrowers give them back.
+MAX_ADAPTER_POOLS = 4
 
 
-def get_pool(model: str, cfg: LocalEngineConfig) -> LlamaPool:
-    """The process-wide pool for (model, settings), built on first use."""
+def get_pool(model: str, cfg: LocalEngineConfig, adapter: str | None = None) -> LlamaPool:
+    """The process-wide pool for (model, settings, adapter), built on first use."""
     n_threads = cfg.n_threads or max(1, available_cores() // cfg.instances)
-    key = (model.removeprefix(LOCAL_PREFIX), cfg.n_ctx, n_threads, cfg.instances)
+    adapter = os.path.abspath(adapter) if adapter else None
+    key = (model.removeprefix(LOCAL_PREFIX), cfg.n_ctx, n_threads, cfg.instances, adapter)
     with _POOLS_LOCK:
-        pool = _POOLS.get(key)
+        pool = _POOLS.pop(key, None)
         if pool is None:
-            pool = _POOLS[key] = LlamaPool(
+            if adapter is not None and not os.path.isfile(adapter):
+                raise LMError(f"{model}: LoRA adapter file not found: {adapter}")
+            pool = LlamaPool(
                 gguf_path(model), cfg.n_ctx, n_threads, cfg.instances,
-                local_model(model).chat_template,
+                local_model(model).chat_template, lora_path=adapter,
             )
+        _POOLS[key] = pool  # most recently used last
+        adapted = [k for k in _POOLS if k[4] is not None]
+        for old in adapted[:-MAX_ADAPTER_POOLS]:
+            del _POOLS[old]
         return pool
 
 
 def complete_local(request: LMRequest, cfg: LocalEngineConfig) -> LMResponse:
-    """Serve a `local/...` request from the shared pool."""
-    return get_pool(request.model, cfg).generate(request)
+    """Serve a `local/...` request from the shared pool (of its adapter, if it has one)."""
+    return get_pool(request.model, cfg, request.adapter).generate(request)
 
 
 def _as_plain_model(model: Any) -> Any:
