@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from optimas_cli import failures
+from optimas_cli import failures, jsonl
 from optimas_cli.config import Composed, redact, scrub, to_yaml
 from optimas_cli.lm.base import RunStopped
 
@@ -45,6 +45,7 @@ class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._repaired: set[str] = set()  # JSONL files whose torn tail this process cut off
         self.failures = failures.FailureLog(lambda r: self.append_jsonl(failures.FILE, r))
 
     @classmethod
@@ -89,22 +90,19 @@ class RunDir:
         return json.loads((self.path / name).read_text(encoding="utf-8"))
 
     def append_jsonl(self, name: str, record: dict[str, Any]) -> None:
-        line = scrub(json.dumps(record, ensure_ascii=False, default=str)) + "\n"
-        with self._lock, self.file(name).open("a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
+        """One record, in one write (optimas_cli.jsonl: a kill never leaves half a record
+        that the next one would glue onto)."""
+        line = scrub(json.dumps(record, ensure_ascii=False, default=str))
+        with self._lock:
+            path = self.file(name)
+            if name not in self._repaired:
+                jsonl.repair(path)
+                self._repaired.add(name)
+            jsonl.append(path, line)
 
     def read_jsonl(self, name: str) -> list[dict[str, Any]]:
-        p = self.path / name
-        if not p.exists():
-            return []
-        out = []
-        for line in p.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a kill: everything before it is intact
-        return out
+        """The records of `name`; a line torn by a kill is not one."""
+        return jsonl.read(self.path / name)
 
     def status(self) -> str:
         for m in MARKERS:

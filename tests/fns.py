@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from optimas_cli.components.base import BaseComponent
 
 
@@ -35,6 +37,12 @@ CALLS = {"scale": 0}
 def scale(x: int, factor: int) -> dict:
     CALLS["scale"] += 1
     return {"y": x * factor}
+
+
+def slow_scale(x: int, factor: int, delay_s: float = 0.0) -> dict:
+    """`scale` taking `delay_s` of wall time (the kill -9 harness: stages long enough to hit)."""
+    time.sleep(delay_s)
+    return scale(x, factor)
 
 
 def finish(y: int) -> dict:

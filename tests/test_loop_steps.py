@@ -44,9 +44,11 @@ def test_select_takes_uncollected_components_final_first_then_by_gaps(tmp_path):
     assert lp.select(1)[0] == "exclaim"
     (lp.run_dir.path / "rollouts/iter_001").mkdir(parents=True)
     (lp.run_dir.path / "rollouts/iter_001/exclaim.jsonl").write_text("")
-    assert lp.select(1) == ("exclaim", {"reason": "resumed", "gaps": {}})  # a begun iteration
+    first = lp.select(1)
     lp.run_dir.append_jsonl("rollouts/iter_001/exclaim.jsonl", {
         "example_id": "x", "component": "exclaim", "fields": {"caps": "X"}, "candidates": []})
+    # a begun iteration (a restart mid-collection) decides as it did: its own rollouts don't count
+    assert lp.select(1) == first and first[1]["reason"] == "not collected yet"
     name, why = lp.select(2)
     assert name == "upper" and why["gaps"]["upper"] is None
 

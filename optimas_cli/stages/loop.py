@@ -56,8 +56,10 @@ def draw_inputs(rt: Runtime, iteration: int, component: str = "", n: int | None 
     return random.Random(f"{rt.composed.run.seed}:{iteration}:{component}").sample(train, n)
 
 
-def load_records(run_dir: RunDir, component: str) -> list[tuple[int, dict]]:
-    """Every rollout record of `component` on disk, with its iteration, oldest first.
+def load_records(run_dir: RunDir, component: str,
+                 before: int | None = None) -> list[tuple[int, dict]]:
+    """Every rollout record of `component` on disk, with its iteration, oldest first
+    (`before`: of the iterations before that one only).
 
     Within an iteration, records are ordered by example id, not by the order the
     collection's workers happened to finish them in: the reward model trained on them,
@@ -65,6 +67,8 @@ def load_records(run_dir: RunDir, component: str) -> list[tuple[int, dict]]:
     """
     out = []
     for d in sorted((run_dir.path / "rollouts").glob("iter_*")):
+        if before is not None and int(d.name[5:]) >= before:
+            continue
         for f in sorted(d.glob(f"{component}*.jsonl")):
             if f.stem != component and not f.stem.startswith(f"{component}.round"):
                 continue
@@ -75,14 +79,14 @@ def load_records(run_dir: RunDir, component: str) -> list[tuple[int, dict]]:
 
 
 def pairs_of(rt: Runtime, run_dir: RunDir, component: str,
-             limit: int | None = None) -> list[PreferencePair]:
+             limit: int | None = None, before: int | None = None) -> list[PreferencePair]:
     """Distinct preference pairs of `component`, newest kept when `limit` bounds them.
 
     The same (inputs, chosen, rejected) collected twice counts once: a repeated draw
     must not double a pair's weight.
     """
     unique: dict[str, PreferencePair] = {}
-    for _, r in load_records(run_dir, component):
+    for _, r in load_records(run_dir, component, before):
         for p in pairs_from_record(r, rt.system):
             key = repr((sorted(p.inputs.items()), sorted(p.chosen.items()),
                         sorted(p.rejected.items())))
@@ -92,15 +96,17 @@ def pairs_of(rt: Runtime, run_dir: RunDir, component: str,
     return pairs[-limit:] if limit is not None and limit > 0 else pairs
 
 
-def preference_gaps(rt: Runtime, run_dir: RunDir) -> dict[str, float | None]:
-    """Mean score gap of each component's pairs (None: never collected)."""
+def preference_gaps(rt: Runtime, run_dir: RunDir,
+                    before: int | None = None) -> dict[str, float | None]:
+    """Mean score gap of each component's pairs (None: never collected), from the
+    rollouts of the iterations before `before` (all of them if None)."""
     limit = rt.composed.run.optimizer.replay_buffer_size
     gaps: dict[str, float | None] = {}
     for name in rt.system.optimizable:
-        if not load_records(run_dir, name):
+        if not load_records(run_dir, name, before):
             gaps[name] = None
             continue
-        pairs = pairs_of(rt, run_dir, name, limit)
+        pairs = pairs_of(rt, run_dir, name, limit, before)
         gaps[name] = sum(p.score_chosen - p.score_rejected for p in pairs) / len(pairs) if pairs else 0.0
     return gaps
 
@@ -172,11 +178,9 @@ class OptimasLoop:
     # -------------------------------------------------------------- steps
 
     def select(self, it: int) -> tuple[str, dict[str, Any]]:
-        """The component of iteration `it`, and why (on a restart: the one it had begun)."""
-        begun = sorted((self.run_dir.path / "rollouts" / iter_dir(it)).glob("*.jsonl"))
-        if begun:
-            return begun[0].name.split(".")[0], {"reason": "resumed", "gaps": {}}
-        gaps = preference_gaps(self.rt, self.run_dir)
+        """The component of iteration `it`, and why. Only earlier iterations' rollouts count,
+        so a run restarted in the middle of collecting decides as it did the first time."""
+        gaps = preference_gaps(self.rt, self.run_dir, before=it)
         fresh = [n for n in reversed(self.rt.system.optimizable) if gaps[n] is None]
         if fresh:
             return fresh[0], {"reason": "not collected yet", "gaps": gaps}

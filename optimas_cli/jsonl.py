@@ -1,0 +1,78 @@
+"""JSON-lines files that survive a kill at any instant (SIGKILL included).
+
+A record is appended with one write(2) on an O_APPEND descriptor, so concurrent writers
+never interleave and a record is either whole, or (killed in the middle of a large write)
+a torn last line with no newline. A torn line is never a record: `read` skips it, and the
+first `append` of a process cuts it off, so the next record starts on a line of its own
+instead of gluing onto the fragment. Whatever the torn record held is redone by the
+resumed run, as if the kill had come just before it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("optimas.jsonl")
+_CHUNK = 1 << 16
+
+
+def append(path: Path, line: str) -> None:
+    """Append `line` (one JSON document, no newline) and a newline in one write."""
+    data = (line + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        while data:  # a regular file takes it all at once unless the process is dying
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+
+
+def repair(path: Path) -> int:
+    """Cut a torn last line (one without its newline) off `path`; the bytes removed."""
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:  # find the last newline, reading backwards
+            start = max(0, end - _CHUNK)
+            f.seek(start)
+            chunk = f.read(end - start)
+            if end == size and chunk.endswith(b"\n"):
+                return 0  # intact
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                end = start + cut + 1
+                break
+            end = start
+        f.truncate(end)
+    log.warning("%s: removed a torn last line (%d bytes) left by a killed process",
+                path, size - end)
+    return size - end
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    """Every record of `path` ([] if it does not exist). A torn last line is skipped; a
+    line that does not parse elsewhere (a file damaged by other means) is skipped with a
+    warning naming it, and the records after it are kept."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")
+    torn = lines.pop()  # "" when the file ends with its newline
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            log.warning("%s:%d: skipped a line that is not JSON (%s)", path, n, e)
+    if torn:
+        log.info("%s: ignored a torn last line (%d bytes)", path, len(torn))
+    return out
