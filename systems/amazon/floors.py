@@ -81,9 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     for path in [a.path] if a.path else ["primary", "multilingual", "both"]:
         cfg = DataConfig(path=path, train_size=a.train_size, val_size=a.val_size,
                          test_size=a.test_size, seed=a.seed)
-        examples = load(cfg).examples
+        dataset = load(cfg)
+        examples = dataset.examples
         if a.split:
-            examples = split(load(cfg), cfg)[a.split]
+            examples = split(dataset, cfg)[a.split]
             path = f"{path}, {a.split} split (seed {a.seed})"
         rows[path] = floors(examples)
     print(table(rows))
