@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install test test-fast lint bench-lm bench reproduce reproduce-record demo clean
+.PHONY: help install test test-fast lint bench-lm bench reproduce reproduce-record reliability demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -13,10 +13,10 @@ help:  ## list the targets
 $(BIN)/optimas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,bigcodebench]'
+	$(BIN)/pip install -e '.[dev,bigcodebench,ray]'
 	@touch $@
 
-install: $(BIN)/optimas  ## create .venv and install optimas with its dev tools (compiles llama.cpp once, ~6 min)
+install: $(BIN)/optimas  ## create .venv and install optimas with its dev tools and extras (compiles llama.cpp once, ~6 min)
 
 test: install  ## the whole suite, slow end-to-end tests with the real embedded model included
 	$(BIN)/pytest -n 2 --durations=15
@@ -34,6 +34,9 @@ BENCH_METHODS ?= none,optimas,search,llmselector,mipro,gepa
 bench: install  ## every method x 3 seeds on the two ladder benchmarks -> BENCHMARKS.md (hours; resumable)
 	$(BIN)/python bench/run.py --config configs/bench/hotpotqa_ladder.yaml --methods $(BENCH_METHODS)
 	$(BIN)/python bench/run.py --config configs/bench/pubmedqa_ladder.yaml --methods $(BENCH_METHODS)
+
+reliability: install  ## fault, kill -9, fuzzing, secrets and Ray tests -> BENCHMARKS.md figures (~6 min)
+	$(BIN)/python bench/reliability.py
 
 reproduce: install  ## replay the pinned benchmark from bench/reproduce/ (no model calls); fail on drift
 	$(BIN)/python bench/reproduce.py

@@ -1,0 +1,1 @@
+"""`hydra/launcher=ray`: Hydra sweeps on a Ray cluster, local by default (README: Commands)."""
