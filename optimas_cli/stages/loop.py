@@ -234,7 +234,8 @@ class OptimasLoop:
         return update_component(self.rt.system, name, [r for r in records if r["candidates"]],
                                 self.lrf, self.current, self.opt, self.rt.lm, self.run_cfg.lm.model,
                                 prompt_history(self.history, name), seed=self.run_cfg.seed + it,
-                                reward_dir=self.run_dir.path / lrf_dir)
+                                reward_dir=self.run_dir.path / lrf_dir,
+                                weights_dir=self.run_dir.path / "weights" / name / iter_dir(it))
 
     def validate(self, it: int, candidate: State) -> dict[str, Any]:
         """The candidate on validation, and the accept decision against the incumbent."""

@@ -23,8 +23,13 @@ def update_component(system: System, name: str, records: list[dict],
                     lrf: LocalRewardModel, state: State,
                      cfg: OptimizerConfig, lm: LM, default_model: str,
                      prompt_history: list[tuple[str, float]], seed: int,
-                     reward_dir: Path | None = None) -> dict[str, Any]:
-    """A new state for `name` (others untouched) and, per variable, the candidates tried."""
+                     reward_dir: Path | None = None,
+                     weights_dir: Path | None = None) -> dict[str, Any]:
+    """A new state for `name` (others untouched) and, per variable, the candidates tried.
+
+    `weights_dir`: where a `weights` variable's new adapter is saved (the run's
+    weights/<component>/iter_NNN/); without it weights variables are left as they are.
+    """
     rng = random.Random(f"{seed}:update:{name}")
     new_state = {c: dict(v) for c, v in state.items()}
     results = []
@@ -43,9 +48,11 @@ def update_component(system: System, name: str, records: list[dict],
         elif var.type in ("hyperparameter", "model"):
             res = optimize_choice(system, name, vname, records, lrf, new_state, cfg.update, rng,
                                   workers=cfg.collect.workers, reward_dir=reward_dir)
-        else:
-            res = {"variable": vname, "type": var.type, "best": new_state[name][vname],
-                   "candidates": [], "skipped": f"no optimizer for '{var.type}' variables yet"}
+        else:  # weights: torch, peft and TRL are imported only when one is optimized
+            from optimas_cli.optimizers.weights import optimize_weights
+
+            res = optimize_weights(system, name, vname, records, lrf, new_state, cfg.update, lm,
+                                   seed=seed, out_dir=weights_dir, workers=cfg.collect.workers)
         new_state[name][vname] = res["best"]
         results.append(res)
     return {"state": new_state, "variables": results}
