@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from reliability_log import record
 from typer.testing import CliRunner
 
 from optimas_cli.cli import app
@@ -324,4 +325,6 @@ def test_every_malformed_config_gives_one_clear_error(tmp_path, monkeypatch):
     by_kind = Counter(c.kind for c in CASES)
     print(f"\nfuzzed {len(CASES)} configs: {dict(by_kind)}; unclear: {len(bad)}")
     assert not bad, "\n".join(f"{k}\n    {v}" for k, v in bad.items())
+    record("config_fuzz", cases=len(CASES), clear=len(CASES) - len(bad),
+           kinds=dict(Counter(c.kind.split(" (")[0] for c in CASES)))
 

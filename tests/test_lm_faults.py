@@ -80,12 +80,19 @@ class Provider:
 
     def __init__(self, fault=None):
         self.fault = fault
+        self.revoked_after: int | None = None  # every call after this many answers: a 401
         self.ok = 0
         self.faults = 0
         self.attempts: dict[str, int] = {}  # `upper` calls per word
         self.lock = threading.Lock()
 
     def kwargs(self, kw: dict, attempt: int) -> dict:
+        with self.lock:  # the check and the count together: exactly `revoked_after` answers
+            if self.revoked_after is not None and self.ok >= self.revoked_after:
+                kw["mock_response"] = _litellm_error("AuthenticationError",
+                                                     "Incorrect API key provided")
+                return kw
+            self.ok += 1
         prompt = kw["messages"][-1]["content"]  # a completion document: "...Word: apple\nCaps:"
         if "Word: " not in prompt:  # exclaim's: "...Caps: APPLE\nOut:"
             kw["mock_response"] = prompt.split("Caps: ")[-1].split("\n")[0] + "!"
@@ -97,12 +104,11 @@ class Provider:
             if mock is not None:
                 with self.lock:
                     self.faults += 1
+                    self.ok -= 1  # not an answer
                 kw.update(mock if isinstance(mock, dict) else {"mock_response": mock})
                 return kw
             low = kw["model"] == MINI and WORDS.index(word) % 2 == 1
             kw["mock_response"] = word if low else word.upper()
-        with self.lock:
-            self.ok += 1
         return kw
 
 
@@ -222,8 +228,7 @@ def test_key_revoked_mid_run_stops_cleanly_and_resumes_losing_nothing(provider, 
     assert ref.exit_code == 0, ref.output
     ref_path, ref_calls = the_run(tmp_path / "ref"), provider.ok
     # the key is revoked after 12 answers: in the middle of the search
-    provider.ok, revoked = 0, _litellm_error("AuthenticationError", "Incorrect API key provided")
-    provider.fault = lambda w, a, kw: revoked if provider.ok >= 12 else None
+    provider.ok, provider.revoked_after = 0, 12
     stopped = invoke("run", *search, f"run_root={tmp_path / 'run'}",
                      f"lm.cache.dir={tmp_path / 'c2'}")
     path = the_run(tmp_path / "run")
@@ -237,7 +242,7 @@ def test_key_revoked_mid_run_stops_cleanly_and_resumes_losing_nothing(provider, 
     assert answered_before == 12 and 1 <= len(history_before) < len(
         read_jsonl(ref_path / "history.jsonl"))
     # a new key: the run goes on from its directory
-    provider.ok, provider.fault = 0, None
+    provider.ok, provider.revoked_after = 0, None
     resumed = invoke("run", *search, f"resume={path}", f"lm.cache.dir={tmp_path / 'c2'}")
     assert resumed.exit_code == 0, resumed.output
     assert (path / "DONE").exists() and not (path / "STOPPED").exists()
@@ -286,4 +291,5 @@ def test_local_model_that_fails_to_load_fails_its_examples_and_the_run_goes_on(
     final = yaml.safe_load((path / "final/system.yaml").read_text())["state"]["upper"]
     assert final["model"] == MINI
     record("lm_fault", kind="local model fails to load (corrupt GGUF)", outcome="failed",
-           run="DONE", examples=4 * len(tried), failed=len(failures), lost=0)
+           run="DONE", examples=4 * len(tried), faulty=4 * len(on_gemma), failed=len(failures),
+           lost=0)

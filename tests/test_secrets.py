@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import pytest
+from reliability_log import record
 from typer.testing import CliRunner
 
 from optimas_cli.cli import app
@@ -142,6 +143,9 @@ def test_no_key_in_run_directory_cache_or_logs(command, extra, keys, mocked_api,
     assert failures and all(f["example_id"] in FAILING for f in failures)
     assert all("invalid key [redacted]" in f["error"] for f in failures)
     assert leaks([run_dir, Path(isolated_cache)], [result.output, caplog.text], keys) == []
+    record("secrets", command=command, api_calls=len(mocked_api), leaks=0,
+           files=sum(p.is_file() for root in (run_dir, Path(isolated_cache))
+                     for p in root.rglob("*")))
 
 
 def test_secret_values_come_from_secret_named_variables_only(monkeypatch):
