@@ -6,10 +6,14 @@ a torn last line with no newline. A torn line is never a record: `read` skips it
 first `append` of a process cuts it off, so the next record starts on a line of its own
 instead of gluing onto the fragment. Whatever the torn record held is redone by the
 resumed run, as if the kill had come just before it.
+
+Appends hold a shared flock(2) on the file while they write, the repair an exclusive one:
+a tail without its newline that another writer is still writing is never cut off.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -25,10 +29,11 @@ def append(path: Path, line: str) -> None:
     data = (line + "\n").encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # writers together, never during a repair
         while data:  # a regular file takes it all at once unless the process is dying
             data = data[os.write(fd, data):]
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
 
 
 def repair(path: Path) -> int:
@@ -36,6 +41,7 @@ def repair(path: Path) -> int:
     if not path.exists():
         return 0
     with open(path, "rb+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # no append in flight: a tail without "\n" is torn
         size = f.seek(0, os.SEEK_END)
         end = size
         while end > 0:  # find the last newline, reading backwards

@@ -58,20 +58,22 @@ def test_a_damaged_line_in_the_middle_costs_only_itself(tmp_path, caplog):
     assert f"{path}:3: skipped a line that is not JSON" in caplog.text
 
 
-def _writer(path: str, n: int, k: int) -> None:
-    rd = RunDir(Path(path).parent)
-    for i in range(k):
-        rd.append_jsonl(Path(path).name, {"writer": n, "i": i, "pad": "z" * (n * 3000)})
+def _writer(path: str, n: int, k: int, start) -> None:
+    start.wait()
+    for i in range(k):  # a RunDir per record: each first append repairs, racing the others
+        RunDir(Path(path).parent).append_jsonl(Path(path).name,
+                                               {"writer": n, "i": i, "pad": "z" * (n * 60_000)})
 
 
-def test_concurrent_processes_never_interleave_records(tmp_path):
+def test_concurrent_processes_never_interleave_or_cut_records(tmp_path):
     path = tmp_path / "spent.jsonl"
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(str(path), n, 50)) for n in range(1, 5)]
+    start = ctx.Barrier(4)
+    procs = [ctx.Process(target=_writer, args=(str(path), n, 40, start)) for n in range(1, 5)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(120)
     records = jsonl.read(path)
-    assert len(records) == 200 == len(path.read_text().splitlines())
-    assert {(r["writer"], r["i"]) for r in records} == {(n, i) for n in range(1, 5) for i in range(50)}
+    assert len(records) == 160 == len(path.read_text().splitlines())
+    assert {(r["writer"], r["i"]) for r in records} == {(n, i) for n in range(1, 5) for i in range(40)}
