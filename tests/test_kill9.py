@@ -231,7 +231,8 @@ def test_kill9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_p
     if CHAINS * KILLS >= 20:  # the kills are spread: every stage but the short last two hit
         assert all(landed[s] for s in STAGES[:-2]), landed
     record("kill9", trials=len(kills), chains=CHAINS, resumed_identical=identical,
-           landed=[[s, n] for s, n in landed.items()],  # in stage order torn_by_kill=sum(len(k["torn_by_kill"]) for k in kills),
+           landed=[[s, n] for s, n in landed.items()],  # in stage order
+           torn_by_kill=sum(len(k["torn_by_kill"]) for k in kills),
            torn_injected=sum(bool(k["torn_injected"]) for k in kills),
            reference_s=round(seen.get("done", 0), 2), seconds=round(time.monotonic() - t_start, 1),
            lost=0)
