@@ -169,3 +169,23 @@ def test_per_input_choice_resolves_every_per_input_variable(tmp_path):
     step = system.run_step("upper", {"word": "apple"}, lp.current, values=values)
     assert step.error is None and step.outputs["caps"] == "APPLE"
     assert not any(is_per_input(v) for v in step.variables.values())  # both were resolved
+
+
+def test_a_resumed_loop_goes_on_with_the_reward_model_saved_last(tmp_path, monkeypatch):
+    """Even when the last iteration adapted nothing (skipped), and only when one is needed."""
+    loaded, built = [], []
+    monkeypatch.setattr(loop_mod.LocalRewardModel, "load",
+                        staticmethod(lambda d: loaded.append(d) or f"model of {d.name}"))
+    monkeypatch.setattr(loop_mod, "new_reward_model", lambda *a: built.append(a) or "new model")
+    lp = make_loop(tmp_path)
+    state = lp.current
+    for it, lrf_dir in ((1, "lrf/iter_001"), (2, "lrf/iter_002"), (3, None)):
+        lp._append({"iteration": it, "kind": "iteration", "component": "exclaim", "state": state,
+                    **({"adapted": True, "lrf_dir": lrf_dir} if lrf_dir else {"skipped": "x"})})
+    resumed = OptimasLoop(lp.rt, lp.run_dir, lrf="the eager start's model")
+    assert loaded == [] and built == []  # nothing loaded before it is needed
+    assert resumed.lrf == "model of iter_002" and resumed.lrf == "model of iter_002"
+    assert loaded == [lp.run_dir.path / "lrf/iter_002"] and built == []
+    fresh = make_loop(tmp_path / "fresh")
+    assert OptimasLoop(fresh.rt, fresh.run_dir, lrf="eager").lrf == "eager"
+    assert fresh.lrf == "new model" and loaded == [lp.run_dir.path / "lrf/iter_002"]

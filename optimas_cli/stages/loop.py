@@ -161,8 +161,24 @@ class OptimasLoop:
         self.run_dir = run_dir
         self.run_cfg = rt.composed.run
         self.opt = rt.composed.run.optimizer
-        self.lrf = lrf or new_reward_model(rt.system, self.run_cfg.reward, self.run_cfg.seed)
         self.history: list[dict[str, Any]] = run_dir.read_jsonl("history.jsonl")
+        # a resumed run goes on with the model its iterations saved last (see `lrf`)
+        self._lrf = None if any(h.get("lrf_dir") for h in self.history) else lrf
+
+    @property
+    def lrf(self) -> LocalRewardModel:
+        """The local reward model as the run left it: the one the latest iteration that
+        adapted it saved (a resumed run), else the one given (the eager start's), else a new
+        one. Loaded on first use, so a resumed run with nothing left to adapt loads none."""
+        if self._lrf is None:
+            saved = [h["lrf_dir"] for h in self.history if h.get("lrf_dir")]
+            self._lrf = LocalRewardModel.load(self.run_dir.path / saved[-1]) if saved else \
+                new_reward_model(self.rt.system, self.run_cfg.reward, self.run_cfg.seed)
+        return self._lrf
+
+    @lrf.setter
+    def lrf(self, model: LocalRewardModel) -> None:
+        self._lrf = model
 
     # -------------------------------------------------------------- budget
 
@@ -258,8 +274,6 @@ class OptimasLoop:
     def run(self, initial: State) -> State:
         if not self.history:
             self._append(initial_record(self.rt, initial))
-        if self.history[-1].get("lrf_dir"):  # the reward model as the last iteration left it
-            self.lrf = LocalRewardModel.load(self.run_dir.path / self.history[-1]["lrf_dir"])
         for it in range(len(self.history), self.opt.num_iterations + 1):
             if self.left() < self.val_cost + 1:
                 log.info("budget_system_runs=%s: %d runs spent, too few left for iteration %d",
