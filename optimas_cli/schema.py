@@ -145,9 +145,12 @@ class WeightsUpdateConfig(Strict):
 
     # dpo: DPO on pairs of the policy's own samples ranked by the LRF (best vs worst);
     # grpo: TRL's GRPO with the LRF as the reward (on-policy, generates with transformers)
+    # dpo is the default: on the benchmark of BENCHMARKS.md ("LoRA weight updates") it
+    # raised the reward more per CPU-second than grpo, with less memory, and its sampling
+    # runs in llama.cpp (fast) where grpo generates with transformers
     method: Literal["dpo", "grpo"] = "dpo"
-    steps: int = Field(8, ge=1)  # optimizer steps per update
-    lr: float = Field(5e-4, gt=0)
+    steps: int = Field(4, ge=1)  # optimizer steps per update
+    lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(2, ge=1)  # dpo: pairs per step; grpo: prompts per step
     samples: int = Field(4, ge=2)  # completions per prompt (dpo: ranked; grpo: the group)
     temperature: float = Field(1.0, gt=0)  # sampling temperature of those completions
