@@ -1,5 +1,6 @@
 """kill -9 at random points: real `optimas run` processes on tests/linear.yaml (python
-components, no model; `scale` sleeps so every stage lasts long enough to be hit) get SIGKILL
+components, no model; `scale` sleeps so every stage lasts long enough to be hit; the reward
+model on a tiny random BERT, which loads and fits faster than MiniLM) get SIGKILL
 at random times spread over the stages, and are resumed with `optimas run CONFIG resume=DIR`
 until one finishes. Every finished run must equal an uninterrupted reference run: the same
 history, scores, rollouts, reward-model metrics and final/system.yaml (timings and the
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from reliability_log import record
+from test_rewards import make_tiny_backbone
 
 from optimas_cli import jsonl
 
@@ -50,12 +52,12 @@ WORKERS = int(os.environ.get("KILL9_WORKERS", 2))
 SEED = int(os.environ.get("KILL9_SEED", 0))
 
 
-def optimas(*args: str, cache: Path) -> subprocess.Popen:
+def optimas(*args: str, cache: Path, overrides: list[str]) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("optimas")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "optimas_cli.cli"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
                OPTIMAS_CACHE_DIR=str(cache), HF_HUB_OFFLINE="1", LITELLM_LOCAL_MODEL_COST_MAP="True")
-    return subprocess.Popen([*cmd, "run", str(LINEAR), *args, "-q", *OVERRIDES], env=env,
+    return subprocess.Popen([*cmd, "run", str(LINEAR), *args, "-q", *overrides], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
 
@@ -158,7 +160,7 @@ def timeline(run: Path, proc: subprocess.Popen) -> dict[str, float]:
     return seen
 
 
-def chain(n: int, root: Path, durations: dict[str, float]) -> dict:
+def chain(n: int, root: Path, durations: dict[str, float], overrides: list[str]) -> dict:
     """One run killed KILLS times, a stage further each time, then resumed to the end."""
     rng = random.Random(f"{SEED}:{n}")
     run, cache = root / f"chain_{n}", root / "cache"
@@ -171,7 +173,8 @@ def chain(n: int, root: Path, durations: dict[str, float]) -> dict:
         first = not (run / "config.yaml").exists()  # a kill before it: nothing to resume
         started = starts(run) + 1
         torn_before = set(torn_tails(run)) if not first else set()
-        proc = optimas(f"run_dir={run}" if first else f"resume={run}", cache=cache)
+        proc = optimas(f"run_dir={run}" if first else f"resume={run}", cache=cache,
+                       overrides=overrides)
         t0 = time.monotonic()
         # wait for the target stage (or a later one), then a random moment within it
         while STAGES.index(stage_of(run, started)) < target and proc.poll() is None:
@@ -187,7 +190,7 @@ def chain(n: int, root: Path, durations: dict[str, float]) -> dict:
                       "at_s": round(time.monotonic() - t0, 3), "torn_by_kill": natural,
                       "torn_injected": injected})
     proc = optimas(f"resume={run}" if (run / "config.yaml").exists() else f"run_dir={run}",
-                   cache=cache)
+                   cache=cache, overrides=overrides)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()[-3000:]
     return {"chain": n, "run": run, "kills": kills}
@@ -204,7 +207,8 @@ def stage_durations(seen: dict[str, float]) -> dict[str, float]:
 def test_kill9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_path):
     t_start = time.monotonic()
     ref_run = tmp_path / "reference"
-    proc = optimas(f"run_dir={ref_run}", cache=tmp_path / "cache")
+    overrides = [*OVERRIDES, f"reward.backbone={make_tiny_backbone(tmp_path / 'tiny_bert')}"]
+    proc = optimas(f"run_dir={ref_run}", cache=tmp_path / "cache", overrides=overrides)
     seen = timeline(ref_run, proc)
     seen = {s: t for s, t in seen.items() if s in STAGES}
     assert proc.wait() == 0 and (ref_run / "DONE").exists(), proc.stderr.read().decode()[-3000:]
@@ -212,7 +216,7 @@ def test_kill9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_p
     reference = artifacts(ref_run)
     assert not torn_tails(ref_run)
     with ThreadPoolExecutor(WORKERS) as pool:
-        chains = list(pool.map(lambda n: chain(n, tmp_path, durations), range(CHAINS)))
+        chains = list(pool.map(lambda n: chain(n, tmp_path, durations, overrides), range(CHAINS)))
     identical = 0
     for c in chains:
         run = c["run"]
