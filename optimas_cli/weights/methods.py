@@ -34,6 +34,15 @@ def _common_args(cfg: WeightsUpdateConfig, workdir: str, seed: int) -> dict[str,
             "dataloader_num_workers": 0}
 
 
+def _quiet(trainer: Any) -> Any:
+    """The trainer without the callback that prints every step's log to stdout (with
+    disable_tqdm, transformers prints instead of drawing a bar): history keeps the log."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def _log(trainer: Any) -> list[dict[str, float]]:
     return [{k: round(float(row[k]), 6) for k in _LOG_KEYS if k in row}
             for row in trainer.state.log_history if "loss" in row]
@@ -44,8 +53,10 @@ def train_dpo(model: Any, tokenizer: Any, task: TrainTask, cfg: WeightsUpdateCon
     """DPO on `task.pairs`; returns the per-step log and seconds (or why nothing was trained)."""
     if not task.pairs:
         return {"skipped": "no prompt had samples with different local rewards"}
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from trl import DPOConfig, DPOTrainer
+
+    disable_progress_bars()  # TRL's dataset preparation would draw bars on stderr
 
     data = Dataset.from_list([{"prompt": task.prompts[i], "chosen": chosen, "rejected": rejected}
                               for i, chosen, rejected in task.pairs])
@@ -53,7 +64,8 @@ def train_dpo(model: Any, tokenizer: Any, task: TrainTask, cfg: WeightsUpdateCon
                      max_length=cfg.max_prompt_tokens + task.max_new_tokens + 8,
                      **_common_args(cfg, workdir, seed))
     t0 = time.perf_counter()
-    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    trainer = _quiet(DPOTrainer(model=model, args=args, train_dataset=data,
+                                processing_class=tokenizer))
     trainer.train()
     return {"pairs": len(task.pairs), "log": _log(trainer),
             "train_seconds": round(time.perf_counter() - t0, 2)}
@@ -62,8 +74,10 @@ def train_dpo(model: Any, tokenizer: Any, task: TrainTask, cfg: WeightsUpdateCon
 def train_grpo(model: Any, tokenizer: Any, task: TrainTask, cfg: WeightsUpdateConfig,
                workdir: str, seed: int = 0) -> dict[str, Any]:
     """GRPO on `task.prompts` with `task.reward`; returns the per-step log and seconds."""
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from trl import GRPOConfig, GRPOTrainer
+
+    disable_progress_bars()  # TRL's dataset preparation would draw bars on stderr
 
     def lrf(prompts: list, completions: list[str], index: list[int], **_: Any) -> list[float]:
         return task.reward(index, [cut_at_stop(c, task.stop) for c in completions])
@@ -77,8 +91,8 @@ def train_grpo(model: Any, tokenizer: Any, task: TrainTask, cfg: WeightsUpdateCo
                       max_completion_length=task.max_new_tokens, temperature=cfg.temperature,
                       top_k=0, **_common_args(cfg, workdir, seed))
     t0 = time.perf_counter()
-    trainer = GRPOTrainer(model=model, reward_funcs=[lrf], args=args, train_dataset=data,
-                          processing_class=tokenizer)
+    trainer = _quiet(GRPOTrainer(model=model, reward_funcs=[lrf], args=args, train_dataset=data,
+                                 processing_class=tokenizer))
     trainer.train()
     return {"log": _log(trainer), "train_seconds": round(time.perf_counter() - t0, 2)}
 
