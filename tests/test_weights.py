@@ -105,6 +105,8 @@ def test_weights_and_model_variables_are_not_combined():
 
 
 def test_weights_need_a_local_model():
+    problems = check_graph(_system({"w": {"type": "weights"}}, model="openai/gpt-4o-mini"))
+    assert any("needs a local/... model" in msg for _, msg in problems)
     cfg = ComponentConfig(kind="llm", description="d", inputs=["q"], outputs=["a"],
                           params={"model": "openai/gpt-4o-mini"},
                           variables={"w": {"type": "weights"}})

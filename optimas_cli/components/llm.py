@@ -58,6 +58,11 @@ class LLMComponent(BaseComponent):
                                           f"base model) and a model variable cannot be combined"))
         if types.count("weights") > 1:
             problems.append(("variables", f"component '{name}': at most one weights variable"))
+        for vname, var in cfg.variables.items():  # (lm.model, the default, is checked at build)
+            model = var.base_model or cfg.params.get("model")
+            if var.type == "weights" and model and not str(model).startswith(LOCAL_PREFIX):
+                problems.append((f"variables.{vname}", f"component '{name}': weights variable "
+                                 f"'{vname}' needs a local/... model to adapt, got {model!r}"))
         return problems
 
     def weights_model(self) -> str | None:
