@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from optimas_cli import spend
 from optimas_cli.config import Composed, scrub
 from optimas_cli.errors import ConfigError
 from optimas_cli.lm.base import RunStopped
@@ -61,30 +62,12 @@ def open_run_dir(composed: Composed) -> RunDir:
     return RunDir.create(composed)
 
 
-SPENT = "spent.jsonl"  # one line per process that worked on the run directory
-
-
-SPENT_KEYS = ("system_runs", "lm_calls", "lm_requests", "lm_tokens")
-
-
-def spent_before(run_dir: RunDir) -> dict[str, int]:
-    """What earlier processes spent on this run directory (see Runtime.spent)."""
-    rows = run_dir.read_jsonl(SPENT)
-    return {k: sum(r.get(k, 0) for r in rows) for k in SPENT_KEYS}
-
-
-def _record_spent(rt, run_dir: RunDir, command: str) -> None:
-    now = rt.spent()
-    run_dir.append_jsonl(SPENT, {"command": command,
-                                 **{k: now[k] - rt.offset[k] for k in SPENT_KEYS}})
-
-
 def execute(command: str, composed: Composed, *, show_progress: bool = True) -> tuple[Path, dict]:
     """Open the run directory, run the stage, and always say where the run directory is.
 
     A resumed run, or a stage command on an existing run directory, counts on from what
-    earlier processes spent (spent.jsonl, written when a process ends, failed and
-    interrupted ones included; only a SIGKILL-ed process goes unrecorded).
+    earlier processes spent (optimas_cli.spend: a line per process, a SIGKILL-ed one's
+    from its last checkpoint).
     """
     run_dir = open_run_dir(composed)
     summary: dict[str, Any] = {}
@@ -92,12 +75,10 @@ def execute(command: str, composed: Composed, *, show_progress: bool = True) -> 
         with run_dir.guard():
             log.info("optimas %s %s %s", command, composed.path, " ".join(composed.overrides))
             rt = build_runtime(composed)
-            rt.offset = spent_before(run_dir)
+            rt.offset = spend.spent_before(run_dir)
             rt.system.runs = rt.offset["system_runs"]
-            try:
+            with spend.recording(run_dir, command, rt.offset, rt.spent):
                 summary = STAGES[command](rt, run_dir, show_progress)
-            finally:
-                _record_spent(rt, run_dir, command)
     except RunStopped as e:
         console.print(f"[yellow]stopped:[/] {escape(scrub(str(e)))} (artifacts saved; "
                       f"resume={escape(str(run_dir.path))} goes on from them)", soft_wrap=True)

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +47,9 @@ class RunDir:
         self._lock = threading.Lock()
         self._repaired: set[str] = set()  # JSONL files whose torn tail this process cut off
         self.failures = failures.FailureLog(lambda r: self.append_jsonl(failures.FILE, r))
+        # called before every write (optimas_cli.spend checkpoints what this process spent,
+        # so a result on disk is never one whose cost a kill -9 left unrecorded)
+        self.before_write: Callable[[], None] | None = None
 
     @classmethod
     def create(cls, composed: Composed) -> RunDir:
@@ -77,6 +80,8 @@ class RunDir:
     def write_text(self, name: str, text: str) -> Path:
         """Atomic write (temp file + rename), so a kill never leaves half a file. Secret
         values of the environment are scrubbed (config.scrub), here and in every line."""
+        if self.before_write is not None:
+            self.before_write()
         p = self.file(name)
         tmp = p.with_name(p.name + ".tmp")
         tmp.write_text(scrub(text), encoding="utf-8")
@@ -93,6 +98,8 @@ class RunDir:
         """One record, in one write (optimas_cli.jsonl: a kill never leaves half a record
         that the next one would glue onto)."""
         line = scrub(json.dumps(record, ensure_ascii=False, default=str))
+        if self.before_write is not None:
+            self.before_write()
         with self._lock:
             path = self.file(name)
             if name not in self._repaired:

@@ -3,8 +3,9 @@ components, no model; `scale` sleeps so every stage lasts long enough to be hit;
 model on a tiny random BERT, which loads and fits faster than MiniLM) get SIGKILL
 at random times spread over the stages, and are resumed with `optimas run CONFIG resume=DIR`
 until one finishes. Every finished run must equal an uninterrupted reference run: the same
-history, scores, rollouts, reward-model metrics and final/system.yaml (timings and the
-physical spend counters aside: a SIGKILL-ed process's spend is not recorded). After each kill
+history, scores, rollouts, reward-model metrics and final/system.yaml (timings and spend
+counters aside: killed processes spent more in all, and spent.jsonl must count at least
+what the uninterrupted run spent, since every saved result's cost is checkpointed). After each kill
 every JSONL line with its newline must parse; half the kills also get a torn last line
 appended to the file written last (what a kill in the middle of a large write leaves), which
 the resumed run must recover from.
@@ -30,7 +31,8 @@ import pytest
 from reliability_log import record
 from test_rewards import make_tiny_backbone
 
-from optimas_cli import jsonl
+from optimas_cli import jsonl, spend
+from optimas_cli.run_dir import RunDir
 
 HERE = Path(__file__).parent
 LINEAR = HERE / "linear.yaml"
@@ -214,6 +216,7 @@ def test_kill9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_p
     assert proc.wait() == 0 and (ref_run / "DONE").exists(), proc.stderr.read().decode()[-3000:]
     durations = stage_durations(seen)
     reference = artifacts(ref_run)
+    ref_spent = spend.spent_before(RunDir(ref_run))
     assert not torn_tails(ref_run)
     with ThreadPoolExecutor(WORKERS) as pool:
         chains = list(pool.map(lambda n: chain(n, tmp_path, durations, overrides), range(CHAINS)))
@@ -226,6 +229,8 @@ def test_kill9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_p
         for name in reference:
             assert got[name] == reference[name], (name, c["kills"])
         identical += 1
+        total = spend.spent_before(RunDir(run))
+        assert total["system_runs"] >= ref_spent["system_runs"], (total, ref_spent, c["kills"])
     kills = [k for c in chains for k in c["kills"] if k["exit"] == -signal.SIGKILL]
     assert len(kills) >= min(20, CHAINS * KILLS)  # (a run that ended before its kill: none)
     landed = {s: sum(k["stage"] == s for k in kills) for s in STAGES}
