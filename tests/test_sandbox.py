@@ -4,6 +4,8 @@ extraction; the `sandboxed_exec` component kind."""
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -14,6 +16,7 @@ from optimas_cli.components import resolve_kind
 from optimas_cli.graph import Call
 from optimas_cli.sandbox import Job, Limits, Sandbox, SandboxUnavailable, extract_code, parses
 from optimas_cli.sandbox import run as sandbox_run
+from optimas_cli.sandbox.run import bwrap_problem
 from optimas_cli.schema import ComponentConfig
 
 FAST = Limits(cpu_seconds=2, wall_seconds=10, memory_mb=1024, max_processes=32, max_file_mb=4,
@@ -192,3 +195,22 @@ def test_component_config_errors_name_the_key():
 def test_sandbox_python_is_the_one_running_optimas():
     r = Sandbox(FAST).run({}, ["python", "-c", "import sys; print(sys.prefix)"])
     assert r.stdout.strip() == sys.prefix
+
+
+@pytest.mark.skipif(not shutil.which("bwrap") or bwrap_problem(sys.executable, ()) is not None,
+                    reason="bubblewrap cannot start here")
+def test_a_virtualenv_under_tmp_runs_in_bwrap_mode(tmp_path):
+    """The sandbox's own /tmp is a tmpfs: a virtualenv under the host's /tmp (a CI clone
+    there) must stay visible, or every run would fall back to rlimits mode."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    script = (
+        "import sys; sys.path[:0] = " + repr([p for p in sys.path if p]) + "\n"
+        "from optimas_cli.sandbox.run import Sandbox\n"
+        "box = Sandbox(mode='bwrap')\n"
+        "r = box.run({}, ['python', '-c', 'import sys; print(sys.prefix)'])\n"
+        "print(box.resolved, r.status, r.stdout.strip())\n")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True,
+                         text=True, timeout=120)
+    assert str(venv).startswith("/tmp/")
+    assert out.stdout.split() == ["bwrap", "ok", str(venv)], out.stderr[-2000:]

@@ -151,18 +151,19 @@ def bwrap_argv(*, limits: Limits, uid: int | None, file_fds: dict[str, int], env
     a += ["--perms", "0755", "--dir", "/etc"]  # made by bwrap, it would be 0700 to the uid
     for f in _SYSTEM_FILES:
         a += ["--ro-bind-try", f, f]
+    disk = str(limits.disk_mb * _MB)
+    a += ["--proc", "/proc", "--dev", "/dev",
+          "--perms", "1777", "--size", disk, "--tmpfs", "/dev/shm",  # multiprocessing's locks
+          "--perms", "1777", "--size", disk, "--tmpfs", "/tmp",
+          "--perms", "0777", "--size", disk, "--tmpfs", SANDBOX_DIR]
     made: set[str] = set()
+    # after the tmpfs mounts: a virtualenv under /tmp (a CI clone there) stays visible
     for p in ro_paths:  # their parents must be traversable by the dropped uid
         for parent in reversed(Path(p).parents[:-1]):
             if str(parent) not in made and not str(parent).startswith("/usr"):
                 made.add(str(parent))
                 a += ["--perms", "0755", "--dir", str(parent)]
         a += ["--ro-bind", p, p]
-    disk = str(limits.disk_mb * _MB)
-    a += ["--proc", "/proc", "--dev", "/dev",
-          "--perms", "1777", "--size", disk, "--tmpfs", "/dev/shm",  # multiprocessing's locks
-          "--perms", "1777", "--size", disk, "--tmpfs", "/tmp",
-          "--perms", "0777", "--size", disk, "--tmpfs", SANDBOX_DIR]
     for name, fd in file_fds.items():
         for parent in reversed(Path(name).parents[:-1]):
             if str(parent) not in made:
