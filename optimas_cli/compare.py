@@ -21,6 +21,7 @@ each seed thin, the mean over seeds by step bold; one panel per system).
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +32,7 @@ import typer
 import yaml
 from rich.markup import escape
 
+from optimas_cli import versus
 from optimas_cli.history import accepted_val
 from optimas_cli.run_dir import RunDir
 from optimas_cli.stats import paired_diff
@@ -58,6 +60,7 @@ class Run:
     # per test question, in the same order: the final and the initial system
     final_scores: list[float] | None = None
     initial_scores: list[float] | None = None
+    data: str = ""  # the data config: runs are paired question by question only when equal
 
 
 # ------------------------------------------------------------------ reading
@@ -130,6 +133,7 @@ def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
         lm_tokens=last.get("lm_tokens"),
         final_scores=summary["test"]["final"].get("scores"),
         initial_scores=summary["test"].get("initial", {}).get("scores"),
+        data=json.dumps(cfg.get("data"), sort_keys=True),
     )
 
 
@@ -309,7 +313,9 @@ def compare(paths: list[str | Path], out: str | Path | None = None,
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.md").write_text(to_markdown(rows), encoding="utf-8")
+        pairs = versus.to_markdown(versus.versus(group(runs, by)))
+        (out / "compare.md").write_text(to_markdown(rows) + ("\n" + pairs if pairs else ""),
+                                        encoding="utf-8")
         write_csv(rows, out / "compare.csv")
         plot(runs, out / "compare.png", by)
     return rows, skipped

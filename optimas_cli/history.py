@@ -90,3 +90,29 @@ def decide(candidate: dict[str, Any], incumbent_mean: float, incumbent_scores: l
         out["accepted"] = (p["wins"] > p["losses"] and gain > opt.accept_threshold
                            and p["sign_p"] < 1 - opt.accept_confidence)
     return out
+
+
+def contributions(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What each variable contributed: for every accepted step, the variables whose value it
+    changed ("component.variable", joined by "+" when one step changed several) and its paired
+    validation gain over the system before it; gains of the same key add up.
+
+    Steps change the system in turn, so each gain is measured on top of the earlier ones.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    current: State | None = None
+    for record in history:
+        state = record.get("state")
+        if record.get("kind") == "initial":
+            current = state
+            continue
+        if not record.get("accepted") or state is None or current is None:
+            continue
+        changed = [f"{c}.{v}" for c in state for v in state[c]
+                   if current.get(c, {}).get(v) != state[c][v]]
+        if changed:
+            entry = out.setdefault("+".join(changed), {"steps": [], "val_gain": 0.0})
+            entry["steps"].append(record.get("iteration"))
+            entry["val_gain"] += record["val_after"] - record["val_before"]
+        current = state
+    return out

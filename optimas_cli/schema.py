@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from optimas_cli.lm.config import LMConfig
 
@@ -98,7 +98,14 @@ class ComponentConfig(Strict):
     inputs: list[str]
     outputs: list[str] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)  # kind-specific, checked by the kind
-    variables: dict[str, VariableConfig] = Field(default_factory=dict)
+    # a variable set to null is dropped: the component runs on its params (an ablation, e.g.
+    # `system.components.X.variables.adapter=null` keeps X's base weights, never trained)
+    variables: dict[str, VariableConfig | None] = Field(default_factory=dict)
+
+    @field_validator("variables", mode="after")
+    @classmethod
+    def _drop_null(cls, variables: dict[str, VariableConfig | None]) -> dict[str, VariableConfig]:
+        return {k: v for k, v in variables.items() if v is not None}
 
 
 class SystemConfig(Strict):

@@ -109,3 +109,27 @@ def test_compare_command(sweep, tmp_path):
                                                             "compare.png"}
     result = CliRunner().invoke(app, ["compare", str(unfinished)])
     assert result.exit_code == 1 and "no finished runs" in result.output
+
+
+def test_versus_pairs_two_methods_on_the_same_seeds_and_questions(sweep):
+    from optimas_cli import versus
+    from optimas_cli.compare import group, load_run
+
+    runs = [load_run(p) for p in find_runs([sweep])]
+    (row,) = versus.versus(group(runs), reference="search")
+    # `none` ends on the initial system, so search − none is search's own gain over the initial
+    # system on the same (seed, question) pairs
+    expected = _summaries(sweep)["search"]
+    final = [v for x in expected for v in x["summary"]["test"]["final"]["scores"]]
+    initial = [v for x in expected for v in x["summary"]["test"]["initial"]["scores"]]
+    assert row["method"] == "none" and sorted(row["seeds"]) == [0, 1] and row["n"] == 20
+    assert row["mean"] == pytest.approx(statistics.fmean(final) - statistics.fmean(initial))
+    assert row["low"] > 0 and row["wins"] > 0 and row["losses"] == 0
+    assert "| search − none | linear | " in versus.to_markdown([row])
+    # a run on another data split is not paired with the reference's questions
+    for r in runs:
+        if r.method == "none" and r.seed == 1:
+            r.data = r.data + " (other)"
+    (row,) = versus.versus(group(runs), reference="search")
+    assert row["seeds"] == [0] and row["n"] == 10
+    assert versus.versus(group(runs), reference="optimas") == []  # no reference: no rows

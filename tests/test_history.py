@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from optimas_cli.history import accepted_scores, accepted_val, decide
+from optimas_cli.history import accepted_scores, accepted_val, contributions, decide
 from optimas_cli.schema import OptimizerConfig
 
 
@@ -52,3 +52,27 @@ def test_accepted_scores_follow_the_last_accepted_record():
                 "scores_after": [0.0] * 20}]
     assert accepted_scores(history) == SMALL_GAIN and accepted_val(history[-1]) == 0.55
     assert accepted_scores(history[:1]) == INCUMBENT
+
+
+def test_contributions_attribute_each_accepted_gain_to_the_variables_it_changed():
+    start = {"a": {"adapter": None}, "d": {"prompt": {"instruction": "x"}, "model": "small"}}
+    step1 = {"a": {"adapter": "w/a/iter_001"}, "d": start["d"]}
+    step3 = {"a": step1["a"], "d": {"prompt": {"instruction": "y"}, "model": "big"}}
+    history = [
+        {"iteration": 0, "kind": "initial", "val": {"mean": 0.2}, "state": start},
+        {"iteration": 1, "kind": "iteration", "accepted": True, "val_before": 0.2,
+         "val_after": 0.3, "state": step1},
+        {"iteration": 2, "kind": "iteration", "accepted": False, "val_before": 0.3,
+         "val_after": 0.25, "state": step1},  # a revert contributes nothing
+        {"iteration": 3, "kind": "iteration", "accepted": True, "val_before": 0.3,
+         "val_after": 0.45, "state": step3},
+        {"iteration": 4, "kind": "iteration", "accepted": True, "val_before": 0.45,
+         "val_after": 0.45, "state": step3},  # accepted, nothing changed
+        {"iteration": 5, "kind": "iteration", "accepted": True, "val_before": 0.45,
+         "val_after": 0.5, "state": {**step3, "a": {"adapter": "w/a/iter_005"}}},
+    ]
+    got = contributions(history)
+    assert set(got) == {"a.adapter", "d.prompt+d.model"}
+    assert got["a.adapter"]["steps"] == [1, 5]
+    assert got["a.adapter"]["val_gain"] == pytest.approx(0.15)
+    assert got["d.prompt+d.model"] == {"steps": [3], "val_gain": pytest.approx(0.15)}

@@ -23,6 +23,7 @@ class LLMParams(BaseModel):
 
     style: Literal["completion", "chat"] = "completion"
     instruction: str = ""  # used when the component has no prompt variable
+    demos: list[dict[str, Any]] = Field(default_factory=list)  # likewise: fixed demonstrations
     model: str | None = None  # used when it has no model variable; default lm.model
     labels: dict[str, str] = Field(default_factory=dict)  # field -> label shown in the prompt
     max_tokens: int | None = Field(None, gt=0)  # default lm.max_tokens
@@ -155,7 +156,7 @@ class LLMComponent(BaseComponent):
         prompt = dict(self.values_of(values, "prompt"))
         prompt_value = next(iter(prompt.values()), None) or {}
         instruction = prompt_value.get("instruction", self.params.instruction)
-        demos = prompt_value.get("demos", [])
+        demos = prompt_value.get("demos", self.params.demos if not prompt else [])
         return LMRequest(**self.request_settings(values, call),
                          **self.render(inputs, instruction, demos))
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimas_cli.config import to_yaml
 from optimas_cli.graph import State
-from optimas_cli.history import accepted_val
+from optimas_cli.history import accepted_val, contributions
 from optimas_cli.run_dir import RunDir
 from optimas_cli.stages.evaluate import evaluate_state
 from optimas_cli.stats import paired_diff
@@ -76,6 +76,8 @@ def build_summary(rt: Runtime, run_dir: RunDir, tests: dict, history: list[dict]
                                                "accepted", "changed", "skipped", "seconds")}
                        for h in iters],
         "accepted": sum(1 for h in iters if h.get("accepted")),
+        # per changed variable: the validation gain of the accepted steps that changed it
+        "contributions": contributions(history),
         **rt.spent(),  # test evaluations included
         "wall_time_s": wall_time(run_dir),
         "lm": lm_usage.get("total", lm_usage),

@@ -1,0 +1,65 @@
+"""One method against the others on the same test questions (`optimas compare`'s second table).
+
+For each other method of the same system, the runs of the two methods are matched by seed
+(the same seed draws the same data split, so the same test questions in the same order),
+and the per-question final scores are paired over every matched (seed, question):
+reference − other, with a 95% bootstrap interval and wins/losses. A difference is beyond
+the noise of the questions only when its interval excludes 0; with few seeds, the spread
+over seeds (the first table's ± std) is the larger uncertainty and this interval does not
+include it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optimas_cli.stats import paired_diff
+
+REFERENCE = "optimas"
+
+
+def versus(groups: dict[tuple[str, str], list[Any]], reference: str = REFERENCE
+           ) -> list[dict[str, Any]]:
+    """Rows `reference − method` per (system, other method); empty without the reference.
+    `groups`: (method, system) -> runs (optimas_cli.compare.group)."""
+    rows = []
+    for (method, system), rs in groups.items():
+        ref = groups.get((reference, system))
+        if method == reference or not ref:
+            continue
+        by_seed = {r.seed: r for r in rs}
+        a, b, seeds = [], [], []
+        for r in ref:
+            other = by_seed.get(r.seed)
+            if (other is None or r.final_scores is None or other.final_scores is None
+                    or len(r.final_scores) != len(other.final_scores) or r.data != other.data):
+                continue
+            a += r.final_scores
+            b += other.final_scores
+            seeds.append(r.seed)
+        if not seeds:
+            continue
+        d = paired_diff(a, b, confidence=0.95)
+        rows.append({"reference": reference, "method": method, "system": system,
+                     "seeds": seeds, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
+                     "wins": d.wins, "losses": d.losses})
+    rows.sort(key=lambda r: (r["system"], r["method"]))
+    return rows
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    ref = rows[0]["reference"]
+    lines = [f"| {ref} − method | system | seeds paired | questions | difference [95% CI] | "
+             f"{ref} better / worse |", "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {ref} − {r['method']} | {r['system']} | "
+                     f"{', '.join(map(str, r['seeds']))} | {r['n']} | "
+                     f"{r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] | "
+                     f"{r['wins']} / {r['losses']} |")
+    note = (f"\n{ref} against each method on the same test questions: runs matched by seed "
+            "(same data split), final scores paired over every (seed, question), 95% bootstrap "
+            "interval. Beyond the noise of the questions only when the interval excludes 0; "
+            "the spread over seeds is not in this interval.\n")
+    return "\n".join(lines) + "\n" + note
