@@ -367,7 +367,7 @@ def test_real_tiny_run_trains_an_adapter_by_dpo_and_serves_it(tmp_path, isolated
     the decider's prompt search has its scripted test above): one iteration collects, fits the
     LRF, trains the LoRA adapter by DPO, saves it under weights/, validates, and serves it in
     the final test when accepted; `contributions` names what the accepted change added."""
-    from optimas_cli.jobs import execute
+    from test_weights_train import check_weights_iteration
 
     data = short_sessions_csv(tmp_path / "short.csv")
     composed = load(AMAZON, [
@@ -380,16 +380,8 @@ def test_real_tiny_run_trains_an_adapter_by_dpo_and_serves_it(tmp_path, isolated
         "optimizer.update.weights.samples=3", "optimizer.update.weights.kl_samples=1",
         "optimizer.update.weights.threads=2"])
     path, summary = execute("run", composed, show_progress=False)
-    history = [json.loads(x) for x in (path / "history.jsonl").read_text().splitlines()]
-    it = history[1]
-    assert it["component"] == "candidate_profiler" and "skipped" not in it, it.get("skipped")
-    (var,) = it["update"]["variables"]
-    adapter = path / "weights" / "candidate_profiler" / "iter_001"
-    assert var["type"] == "weights" and var["method"] == "dpo" and var["kl"] >= 0
-    assert (adapter / "adapter.gguf").is_file() and var["candidates"][1]["value"] == str(adapter)
-    final = yaml.safe_load((path / "final" / "system.yaml").read_text())["state"]
+    it, _, final = check_weights_iteration(path, "candidate_profiler")
     assert set(final) == {"candidate_profiler"}
-    assert final["candidate_profiler"]["adapter"] == (str(adapter) if it["accepted"] else None)
     expected = {"candidate_profiler.adapter"} if it["accepted"] and it["changed"] else set()
     assert set(summary["contributions"]) == expected
     assert summary["test"]["final"]["n"] == 3

@@ -8,6 +8,7 @@ SmolLM2-135M answers "blue" to about a third of these prompts at temperature 1."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -207,24 +208,30 @@ def blue_metric(example, fields) -> dict:
     return {"score": float("blue" in str(fields.get("color", "")).lower())}
 
 
-def test_loop_trains_serves_and_evaluates_a_weights_variable(tmp_path, isolated_cache):
-    from pathlib import Path
+def check_weights_iteration(path, component: str) -> tuple[dict, Path, dict]:
+    """Iteration 1 of the run at `path` trained `component`'s `adapter` by DPO: its record,
+    the saved adapter (peft + GGUF) and final/system.yaml's state, which holds that adapter
+    if the update was accepted and the starting (null) one if not."""
+    history = [json.loads(x) for x in (path / "history.jsonl").read_text().splitlines()]
+    it = history[1]
+    assert it["component"] == component and "skipped" not in it, it.get("skipped")
+    (var,) = it["update"]["variables"]
+    adapter = path / "weights" / component / "iter_001"
+    assert var["type"] == "weights" and var["method"] == "dpo" and var["kl"] >= 0
+    assert (adapter / "adapter.gguf").is_file() and var["candidates"][1]["value"] == str(adapter)
+    final = yaml.safe_load((path / "final" / "system.yaml").read_text())["state"]
+    # an accepted update leaves its adapter in final/system.yaml, a reverted one the start
+    assert final[component]["adapter"] == (str(adapter) if it["accepted"] else None)
+    return it, adapter, final
 
+
+def test_loop_trains_serves_and_evaluates_a_weights_variable(tmp_path, isolated_cache):
     from optimas_cli.config import load
     from optimas_cli.jobs import execute
 
     config = Path(__file__).with_name("colours.yaml")
     path, _ = execute("run", load(config, [f"run_root={tmp_path}/r"]), show_progress=False)
-    history = [json.loads(x) for x in (path / "history.jsonl").read_text().splitlines()]
-    it = history[1]
-    assert it["component"] == "painter" and "skipped" not in it, it.get("skipped")
-    (var,) = it["update"]["variables"]
-    adapter = path / "weights" / "painter" / "iter_001"
-    assert var["type"] == "weights" and var["method"] == "dpo" and var["kl"] >= 0
-    assert (adapter / "adapter.gguf").is_file() and var["candidates"][1]["value"] == str(adapter)
-    final = yaml.safe_load((path / "final" / "system.yaml").read_text())["state"]
-    # an accepted update leaves its adapter in final/system.yaml, a reverted one the start
-    assert final["painter"]["adapter"] == (str(adapter) if it["accepted"] else None)
+    it, adapter, _ = check_weights_iteration(path, "painter")
     # `optimas evaluate` serves whatever adapter a system.yaml names: the run's own test score
     state = tmp_path / "system.yaml"
     state.write_text(yaml.safe_dump({"state": {"painter": {"adapter": str(adapter)}}}))
