@@ -5,7 +5,8 @@ final stage, `optimas show` and `optimas compare` read them alike:
 
     {"iteration": 0, "kind": "initial", "val": {mean, std, n, failed, scores}, "state",
      "system_runs", "lm_calls", "lm_requests"}
-    {"iteration": i, "kind": "iteration", "component", "val_before", "val_after",
+    {"iteration": i, "kind": "iteration", "component" ("a+b" when one iteration optimized
+     several, each then one of "steps"), "val_before", "val_after",
      "accepted", "changed", "decision" ({rule, paired: {mean, low, high, ...}}),
      "scores_after" (the candidate's val score per example), "state" (the accepted
      state after this step), "system_runs", "lm_calls", "lm_requests", ...}
@@ -90,6 +91,15 @@ def decide(candidate: dict[str, Any], incumbent_mean: float, incumbent_scores: l
         out["accepted"] = (p["wins"] > p["losses"] and gain > opt.accept_threshold
                            and p["sign_p"] < 1 - opt.accept_confidence)
     return out
+
+
+def steps_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The component steps of a history record: an iteration that optimized several
+    components (optimizer.components_per_iteration) lists them in `steps`, one that
+    optimized one is its own step, and the initial record has none."""
+    if record.get("kind") != "iteration":
+        return []
+    return record.get("steps", [record])
 
 
 def contributions(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

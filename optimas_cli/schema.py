@@ -194,6 +194,9 @@ class OptimizerConfig(Strict):
     selection_temperature: float = Field(1.0, gt=0)  # softmax over mean preference gaps
     replay_buffer_size: int = Field(256, ge=0)  # pairs per component kept from earlier iterations
     min_pairs: int = Field(4, ge=1)  # a component is optimized only on a head trained on this many
+    # optimas: components collected, adapted and updated in turn per iteration, then validated
+    # together (one validation for several changes; 1 is the paper's loop)
+    components_per_iteration: int = Field(1, ge=1)
     # Acceptance compares candidate and incumbent on the same validation examples:
     # mean: mean gain > accept_threshold; bootstrap: the paired bootstrap interval's lower
     # end > accept_threshold; sign: a sign test over the examples at accept_confidence.

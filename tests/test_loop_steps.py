@@ -8,11 +8,11 @@ import json
 
 import pytest
 from lmfake import ScriptedLM
-from test_baselines import SMOL, WORDS, component_script
+from test_baselines import GEMMA, SMOL, WORDS, component_script
 
 from optimas_cli.config import load
 from optimas_cli.graph import is_per_input
-from optimas_cli.history import initial_record
+from optimas_cli.history import contributions, initial_record
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import build_runtime
 from optimas_cli.stages import loop as loop_mod
@@ -41,16 +41,20 @@ def make_loop(tmp_path, *overrides, lm=None):
 
 def test_select_takes_uncollected_components_final_first_then_by_gaps(tmp_path):
     lp = make_loop(tmp_path)
-    assert lp.select(1)[0] == "exclaim"
+    assert [n for n, _ in lp.select(1)] == ["exclaim"]
     (lp.run_dir.path / "rollouts/iter_001").mkdir(parents=True)
     (lp.run_dir.path / "rollouts/iter_001/exclaim.jsonl").write_text("")
     first = lp.select(1)
     lp.run_dir.append_jsonl("rollouts/iter_001/exclaim.jsonl", {
         "example_id": "x", "component": "exclaim", "fields": {"caps": "X"}, "candidates": []})
     # a begun iteration (a restart mid-collection) decides as it did: its own rollouts don't count
-    assert lp.select(1) == first and first[1]["reason"] == "not collected yet"
-    name, why = lp.select(2)
+    assert lp.select(1) == first and first[0][1]["reason"] == "not collected yet"
+    [(name, why)] = lp.select(2)
     assert name == "upper" and why["gaps"]["upper"] is None
+    lp.opt.components_per_iteration = 2  # both, final first; the collected one by its gap
+    assert [n for n, _ in lp.select(1)] == ["exclaim", "upper"]
+    assert [(n, w["reason"]) for n, w in lp.select(2)] == [
+        ("upper", "not collected yet"), ("exclaim", "softmax over preference gaps")]
 
 
 def test_collection_cost_bound_and_budget(tmp_path):
@@ -60,7 +64,7 @@ def test_collection_cost_bound_and_budget(tmp_path):
     # upper is first: nothing upstream; current + 2 samples + 1 other model, each completed
     assert collect_cost(lp.rt.system, "upper", lp.opt.collect) == 4
     lp.opt.budget_system_runs = lp.rt.system.runs + len(lp.rt.splits["val"]) + 2 * 4 + 3
-    records, skip = lp.collect(1, "upper")
+    records, skip = lp.collect(1, "upper", lp.current)
     assert len(records) == 2  # what the budget left after one validation allowed
     assert lp.rt.system.runs + len(lp.rt.splits["val"]) <= lp.opt.budget_system_runs
 
@@ -73,9 +77,9 @@ def test_a_redrawn_input_gets_new_samples_and_a_repeated_pair_counts_once(tmp_pa
         return {(r.seed, r.sample_index) for c, r in lm.requests
                 if c == "exclaim" and r.temperature and f"caps: {word}" in r.prompt.lower()}
 
-    first, _ = lp.collect(1, "exclaim")
+    first, _ = lp.collect(1, "exclaim", lp.current)
     before = {r["example_id"]: sample_seeds(r["example_id"]) for r in first}
-    again, _ = lp.collect(2, "exclaim")  # another iteration: other draws, other sample seeds
+    again, _ = lp.collect(2, "exclaim", lp.current)  # another iteration: other draws, other sample seeds
     common = {r["example_id"] for r in first} & {r["example_id"] for r in again}
     assert common, "the tiny train split makes draws overlap"
     for eid in common:  # the same input sampled again with new seeds: new requests, not cache
@@ -105,13 +109,51 @@ class CapsAndBang:
 
 def test_update_step_alone_keeps_the_model_whose_outputs_scored_best(tmp_path):
     lp = make_loop(tmp_path, "optimizer.min_pairs=1")
-    records, _ = lp.collect(1, "exclaim")
+    records, _ = lp.collect(1, "exclaim", lp.current)
     lp.lrf = CapsAndBang()
-    update = lp.update(1, "exclaim", records, "lrf/iter_001")
+    update = lp.update(1, "exclaim", records, "lrf/iter_001", lp.current)
     models = next(v for v in update["variables"] if v["variable"] == "model")
     observed = {c["value"]: c["observed"] for c in models["candidates"]}
     assert observed[SMOL] > observed["local/gemma3-270m"]  # both measured in the rollouts
     assert update["state"]["exclaim"]["model"] == SMOL  # SMOL writes the "!" the metric wants
+
+
+def test_two_components_per_iteration_are_updated_in_turn_then_validated_once(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.components_per_iteration=2", "optimizer.min_pairs=1",
+                   f"system.components.exclaim.variables.model.value={GEMMA}")
+    lp.lrf = CapsAndBang()
+    calls = []
+
+    def adapt(it, name, own_dir=False):  # the reward model stands in; each step has its own dir
+        calls.append(("adapt", name, own_dir))
+        return {"pairs": 1, "heldout": {}}, f"lrf/iter_{it:03d}-{name}"
+
+    def spy(method, label):
+        def wrapped(*args):
+            calls.append((label, args[1] if label == "collect" else None,
+                          args[-1]["exclaim"]["model"]))  # the state it ran on
+            return method(*args)
+        return wrapped
+
+    lp.adapt = adapt
+    lp.collect, lp.validate = spy(lp.collect, "collect"), spy(lp.validate, "validate")
+    record = lp.iteration(1)
+    # exclaim (final, fresh) first: it goes GEMMA -> SMOL; upper is then collected on that
+    # system, and both changes are validated once, together
+    assert calls == [("collect", "exclaim", GEMMA), ("adapt", "exclaim", True),
+                     ("collect", "upper", SMOL), ("adapt", "upper", True),
+                     ("validate", None, SMOL)]
+    assert record["component"] == "exclaim+upper" and record["components"] == ["exclaim", "upper"]
+    assert [s["component"] for s in record["steps"]] == ["exclaim", "upper"]
+    assert record["lrf_dir"] == "lrf/iter_001-upper"  # the run goes on with the last fit
+    assert record["accepted"] and record["val_after"] == 1.0
+    assert record["state"]["exclaim"]["model"] == SMOL and record["state"]["upper"]["model"] == GEMMA
+    assert contributions([lp.history[0], record]) == {
+        "upper.model+exclaim.model": {"steps": [1], "val_gain": pytest.approx(1.0 - lp.history[0]["val"]["mean"])}}
+    tried = loop_mod.prompt_history([record], "upper")  # read from the iteration's steps
+    assert tried and tried == [
+        (c["value"]["instruction"], c["lrf"]) for v in record["steps"][1]["update"]["variables"]
+        if v["type"] == "prompt" for c in v["candidates"]]
 
 
 def test_validate_step_alone_decides_on_the_paired_validation_difference(tmp_path):
@@ -126,11 +168,11 @@ def test_validate_step_alone_decides_on_the_paired_validation_difference(tmp_pat
 @pytest.mark.slow  # trains the MiniLM reward model
 def test_adapt_update_validate_change_the_final_component_for_the_better(tmp_path):
     lp = make_loop(tmp_path, "optimizer.min_pairs=2", "reward.epochs=1", "reward.max_epochs=1")
-    records, skip = lp.collect(1, "exclaim")
+    records, skip = lp.collect(1, "exclaim", lp.current)
     assert skip is None
     result, lrf_dir = lp.adapt(1, "exclaim")
     assert result["pairs"] >= 2 and (lp.run_dir.path / lrf_dir / "metrics.json").exists()
-    update = lp.update(1, "exclaim", records, lrf_dir)
+    update = lp.update(1, "exclaim", records, lrf_dir, lp.current)
     models = next(v for v in update["variables"] if v["variable"] == "model")
     assert all(c["observed"] is not None for c in models["candidates"])  # every model rolled out
     assert update["state"]["exclaim"]["model"] == SMOL  # SMOL writes the "!" the metric wants

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimas_cli.config import to_yaml
 from optimas_cli.graph import State
-from optimas_cli.history import accepted_val, contributions
+from optimas_cli.history import accepted_val, contributions, steps_of
 from optimas_cli.run_dir import RunDir
 from optimas_cli.stages.evaluate import evaluate_state
 from optimas_cli.stats import paired_diff
@@ -70,8 +70,8 @@ def build_summary(rt: Runtime, run_dir: RunDir, tests: dict, history: list[dict]
         "val": {"initial": accepted_val(history[0]) if history else None,
                 "final": accepted_val(history[-1]) if history else None},
         # held-out alignment per component: of its latest fit (iteration 0 if eager)
-        "lrf_heldout": fit0.get("heldout", {}) | {h["component"]: h["lrf"] for h in iters
-                                                  if h.get("lrf") is not None},
+        "lrf_heldout": fit0.get("heldout", {}) | {s["component"]: s["lrf"] for h in iters
+                                                  for s in steps_of(h) if s.get("lrf") is not None},
         "iterations": [{k: h.get(k) for k in ("iteration", "component", "val_before", "val_after",
                                                "accepted", "changed", "skipped", "seconds")}
                        for h in iters],

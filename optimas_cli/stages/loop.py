@@ -4,7 +4,10 @@ Each iteration of `OptimasLoop.run`:
 
 select    pick a component: first each one not yet collected (the final component first,
           whose candidates are scored without running anything downstream), then by a
-          softmax over the mean preference gaps of the components with pairs
+          softmax over the mean preference gaps of the components with pairs;
+          `optimizer.components_per_iteration` > 1 picks that many distinct ones, and
+          collect, adapt and update below run for each in turn, each on the system as
+          the ones before it left it (block coordinate ascent), validated together
 collect   fresh on-policy rollouts of that component (seeded by run seed, iteration and
           input, so a re-drawn input gives new samples); more rounds while its pairs are
           fewer than `optimizer.min_pairs` and the budget allows, else the iteration is
@@ -13,6 +16,7 @@ adapt     its reward head (and, the first time, the shared backbone) on its pair
           plus the replay buffer
 update    its variables against the adapted local reward (stages/update.py)
 validate  the changed system on the validation split, accepted by `history.decide`
+          (once per iteration: several components' changes are kept or reverted together)
 
 Every step's cost in (partial) system runs is bounded before it starts, so
 `optimizer.budget_system_runs` is never exceeded. Each iteration appends one record
@@ -32,7 +36,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from optimas_cli.graph import State
-from optimas_cli.history import accepted_scores, accepted_val, decide, evaluate_val, initial_record
+from optimas_cli.history import (
+    accepted_scores,
+    accepted_val,
+    decide,
+    evaluate_val,
+    initial_record,
+    steps_of,
+)
 from optimas_cli.rewards import LocalRewardModel, PreferencePair
 from optimas_cli.run_dir import RunDir
 from optimas_cli.stages.collect import collect_cost, collect_rollouts, pairs_from_record
@@ -193,18 +204,24 @@ class OptimasLoop:
 
     # -------------------------------------------------------------- steps
 
-    def select(self, it: int) -> tuple[str, dict[str, Any]]:
-        """The component of iteration `it`, and why. Only earlier iterations' rollouts count,
+    def select(self, it: int) -> list[tuple[str, dict[str, Any]]]:
+        """The components of iteration `it` (`components_per_iteration` distinct ones, fewer
+        when the system has fewer), each with why. Only earlier iterations' rollouts count,
         so a run restarted in the middle of collecting decides as it did the first time."""
         gaps = preference_gaps(self.rt, self.run_dir, before=it)
+        want = self.opt.components_per_iteration
         fresh = [n for n in reversed(self.rt.system.optimizable) if gaps[n] is None]
-        if fresh:
-            return fresh[0], {"reason": "not collected yet", "gaps": gaps}
+        picks = [(n, {"reason": "not collected yet", "gaps": gaps}) for n in fresh[:want]]
         rng = random.Random(f"{self.run_cfg.seed}:select:{it}")
-        name, probs = pick_component(gaps, self.opt.selection_temperature, rng)
-        return name, {"reason": "softmax over preference gaps", "gaps": gaps, "selection": probs}
+        pool = {n: g for n, g in gaps.items() if g is not None}
+        while len(picks) < want and pool:
+            name, probs = pick_component(pool, self.opt.selection_temperature, rng)
+            picks.append((name, {"reason": "softmax over preference gaps", "gaps": gaps,
+                                 "selection": probs}))
+            del pool[name]
+        return picks
 
-    def collect(self, it: int, name: str) -> tuple[list[dict], str | None]:
+    def collect(self, it: int, name: str, state: State) -> tuple[list[dict], str | None]:
         """Fresh rollouts of `name` for iteration `it`, in rounds until it has enough pairs.
 
         Returns the records of this iteration and, if the component cannot be optimized
@@ -222,7 +239,7 @@ class OptimasLoop:
             suffix = "" if rnd == 0 else f".round{rnd}"
             records += collect_rollouts(
                 self.rt.system, name, draw_inputs(self.rt, it * 100 + rnd, name, n),
-                self.current, self.rt.metric, cfg, self.run_dir,
+                state, self.rt.metric, cfg, self.run_dir,
                 f"rollouts/{iter_dir(it)}/{name}{suffix}.jsonl",
                 seed=f"{self.run_cfg.seed}:{it}:{rnd}")
             have = len(pairs_of(self.rt, self.run_dir, name, self.opt.replay_buffer_size))
@@ -231,14 +248,18 @@ class OptimasLoop:
         return records, (f"{have} preference pairs after {cfg.max_rounds} collection round(s), "
                          f"fewer than optimizer.min_pairs={self.opt.min_pairs}")
 
-    def adapt(self, it: int, name: str) -> tuple[dict[str, Any], str]:
-        """Train `name`'s head on its pairs (the backbone too the first time it is fitted)."""
+    def adapt(self, it: int, name: str, own_dir: bool = False) -> tuple[dict[str, Any], str]:
+        """Train `name`'s head on its pairs (the backbone too the first time it is fitted).
+
+        Saved to lrf/iter_NNN, or lrf/iter_NNN-<name> (`own_dir`: several per iteration)."""
         pairs = pairs_of(self.rt, self.run_dir, name, self.opt.replay_buffer_size)
-        first = not any(h.get("component") == name and h.get("adapted") for h in self.history)
-        lrf_dir = self.run_dir.path / "lrf" / iter_dir(it)
+        first = not any(s.get("component") == name and s.get("adapted")
+                        for h in self.history for s in steps_of(h))
+        rel = f"lrf/{iter_dir(it)}" + (f"-{name}" if own_dir else "")
+        lrf_dir = self.run_dir.path / rel
         if (lrf_dir / "metrics.json").exists():  # a restart after the fit, before the record
             self.lrf = LocalRewardModel.load(lrf_dir)
-            result = self.run_dir.read_json(f"lrf/{iter_dir(it)}/metrics.json")
+            result = self.run_dir.read_json(f"{rel}/metrics.json")
         else:
             result = fit_local_rewards(self.lrf, pairs, self.run_cfg.reward, components=[name],
                                        head_only=not first, seed=self.run_cfg.seed + it)
@@ -246,9 +267,10 @@ class OptimasLoop:
         result["pairs"] = len(pairs)
         return result, str(lrf_dir.relative_to(self.run_dir.path))
 
-    def update(self, it: int, name: str, records: list[dict], lrf_dir: str) -> dict[str, Any]:
+    def update(self, it: int, name: str, records: list[dict], lrf_dir: str,
+               state: State) -> dict[str, Any]:
         return update_component(self.rt.system, name, [r for r in records if r["candidates"]],
-                                self.lrf, self.current, self.opt, self.rt.lm, self.run_cfg.lm.model,
+                                self.lrf, state, self.opt, self.rt.lm, self.run_cfg.lm.model,
                                 prompt_history(self.history, name), seed=self.run_cfg.seed + it,
                                 reward_dir=self.run_dir.path / lrf_dir,
                                 weights_dir=self.run_dir.path / "weights" / name / iter_dir(it))
@@ -282,35 +304,58 @@ class OptimasLoop:
             self._append(self.iteration(it))
         return self.current
 
-    def iteration(self, it: int) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        name, why = self.select(it)
-        log.info("iteration %d: %s (%s)", it, name, why["reason"])
-        val = accepted_val(self.history[-1])
-        record: dict[str, Any] = {"iteration": it, "kind": "iteration", "component": name, **why,
-                                  "val_before": val, "val_after": val, "changed": False,
-                                  "accepted": False}
-        records, skip = self.collect(it, name)
+    def step(self, it: int, name: str, why: dict[str, Any], state: State,
+             own_dir: bool) -> tuple[dict[str, Any], State]:
+        """Collect, adapt and update one component on `state`; the step's record and the
+        state it leaves (unchanged when skipped)."""
+        step: dict[str, Any] = {"component": name, **why}
+        records, skip = self.collect(it, name, state)
         if skip is None:
-            lrf, lrf_dir = self.adapt(it, name)
-            record.update(adapted=True, lrf=lrf.get("heldout", {}).get(name), pairs=lrf["pairs"],
-                          lrf_dir=lrf_dir)
+            lrf, lrf_dir = self.adapt(it, name, own_dir)
+            step.update(adapted=True, lrf=lrf.get("heldout", {}).get(name), pairs=lrf["pairs"],
+                        lrf_dir=lrf_dir)
             if self.left() < self.val_cost:
                 skip = f"budget: {self.left():.0f} system runs left, validation needs {self.val_cost}"
-        if skip is None:
-            update = self.update(it, name, records, record["lrf_dir"])
-            record["update"] = update | {"state": None}
-            record["changed"] = update["state"] != self.current
-            if record["changed"]:
-                record.update(self.validate(it, update["state"]))
-        else:
-            record["skipped"] = skip
+        if skip is not None:
+            step["skipped"] = skip
             log.info("iteration %d: %s skipped: %s", it, name, skip)
-        record["state"] = update["state"] if record["accepted"] else self.current
+            return step, state
+        update = self.update(it, name, records, step["lrf_dir"], state)
+        step["update"] = update | {"state": None}
+        return step, update["state"]
+
+    def iteration(self, it: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        picks = self.select(it)
+        names = [n for n, _ in picks]
+        log.info("iteration %d: %s (%s)", it, "+".join(names),
+                 "; ".join(why["reason"] for _, why in picks))
+        val = accepted_val(self.history[-1])
+        record: dict[str, Any] = {"iteration": it, "kind": "iteration", "component": "+".join(names),
+                                  "val_before": val, "val_after": val, "changed": False,
+                                  "accepted": False}
+        state, steps = self.current, []
+        for name, why in picks:
+            step, state = self.step(it, name, why, state, own_dir=len(picks) > 1)
+            steps.append(step)
+        if len(steps) == 1:
+            record.update(steps[0])
+        else:  # the steps in order; the reward model the run goes on with is the last one fitted
+            record.update(components=names, steps=steps)
+            fitted = [s["lrf_dir"] for s in steps if s.get("lrf_dir")]
+            if fitted:
+                record["lrf_dir"] = fitted[-1]
+            if all("skipped" in s for s in steps):
+                record["skipped"] = "; ".join(f"{s['component']}: {s['skipped']}" for s in steps)
+        record["changed"] = state != self.current
+        if record["changed"]:
+            record.update(self.validate(it, state))
+        record["state"] = state if record["accepted"] else self.current
         record["seconds"] = time.perf_counter() - t0
         record.update(self.rt.spent())
-        log.info("iteration %d: %s val %.4f -> %.4f, %s", it, name, record["val_before"],
-                 record["val_after"], "accepted" if record["accepted"] else "kept the incumbent")
+        log.info("iteration %d: %s val %.4f -> %.4f, %s", it, record["component"],
+                 record["val_before"], record["val_after"],
+                 "accepted" if record["accepted"] else "kept the incumbent")
         return record
 
 
@@ -318,12 +363,13 @@ def prompt_history(history: list[dict], component: str) -> list[tuple[str, float
     """(instruction, LRF score) of every prompt candidate tried for `component` so far."""
     out = []
     for h in history:
-        if h.get("component") != component:
-            continue
-        for var in h.get("update", {}).get("variables", []):
-            if var["type"] == "prompt":
-                out += [(c["value"]["instruction"], c["lrf"]) for c in var["candidates"]
-                        if c["lrf"] is not None]
+        for step in steps_of(h):
+            if step.get("component") != component:
+                continue
+            for var in step.get("update", {}).get("variables", []):
+                if var["type"] == "prompt":
+                    out += [(c["value"]["instruction"], c["lrf"]) for c in var["candidates"]
+                            if c["lrf"] is not None]
     return out
 
 
