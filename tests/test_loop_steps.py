@@ -16,8 +16,9 @@ from optimas_cli.history import contributions, initial_record
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import build_runtime
 from optimas_cli.stages import loop as loop_mod
-from optimas_cli.stages.collect import collect_cost
-from optimas_cli.stages.loop import OptimasLoop, pairs_of
+from optimas_cli.stages.collect import collect_cost, pairs_from_record
+from optimas_cli.stages.loop import OptimasLoop
+from optimas_cli.stages.pairs import pairs_of
 
 
 def script(request):
@@ -87,7 +88,7 @@ def test_a_redrawn_input_gets_new_samples_and_a_repeated_pair_counts_once(tmp_pa
     pairs = pairs_of(lp.rt, lp.run_dir, "exclaim")
     keys = [json.dumps([p.inputs, p.chosen, p.rejected], sort_keys=True) for p in pairs]
     assert len(keys) == len(set(keys))
-    raw = [p for r in first + again for p in loop_mod.pairs_from_record(r, lp.rt.system)]
+    raw = [p for r in first + again for p in pairs_from_record(r, lp.rt.system)]
     assert len(raw) > len(pairs)  # the repeated input's repeated pairs were counted once
 
 

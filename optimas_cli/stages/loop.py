@@ -44,10 +44,11 @@ from optimas_cli.history import (
     initial_record,
     steps_of,
 )
-from optimas_cli.rewards import LocalRewardModel, PreferencePair
+from optimas_cli.rewards import LocalRewardModel
 from optimas_cli.run_dir import RunDir
-from optimas_cli.stages.collect import collect_cost, collect_rollouts, pairs_from_record
+from optimas_cli.stages.collect import collect_cost, collect_rollouts
 from optimas_cli.stages.fit import fit_local_rewards, new_reward_model, save_reward_model
+from optimas_cli.stages.pairs import pairs_of, pick_component, preference_gaps
 from optimas_cli.stages.update import update_component
 
 if TYPE_CHECKING:
@@ -65,71 +66,6 @@ def draw_inputs(rt: Runtime, iteration: int, component: str = "", n: int | None 
     train = rt.splits["train"]
     n = min(n or rt.composed.run.optimizer.collect.num_inputs, len(train))
     return random.Random(f"{rt.composed.run.seed}:{iteration}:{component}").sample(train, n)
-
-
-def load_records(run_dir: RunDir, component: str,
-                 before: int | None = None) -> list[tuple[int, dict]]:
-    """Every rollout record of `component` on disk, with its iteration, oldest first
-    (`before`: of the iterations before that one only).
-
-    Within an iteration, records are ordered by example id, not by the order the
-    collection's workers happened to finish them in: the reward model trained on them,
-    and every choice made with it, must not depend on thread timing.
-    """
-    out = []
-    for d in sorted((run_dir.path / "rollouts").glob("iter_*")):
-        if before is not None and int(d.name[5:]) >= before:
-            continue
-        for f in sorted(d.glob(f"{component}*.jsonl")):
-            if f.stem != component and not f.stem.startswith(f"{component}.round"):
-                continue
-            records = run_dir.read_jsonl(f"rollouts/{d.name}/{f.name}")
-            for r in sorted(records, key=lambda r: str(r.get("example_id"))):
-                out.append((int(d.name[5:]), r))
-    return out
-
-
-def pairs_of(rt: Runtime, run_dir: RunDir, component: str,
-             limit: int | None = None, before: int | None = None) -> list[PreferencePair]:
-    """Distinct preference pairs of `component`, newest kept when `limit` bounds them.
-
-    The same (inputs, chosen, rejected) collected twice counts once: a repeated draw
-    must not double a pair's weight.
-    """
-    unique: dict[str, PreferencePair] = {}
-    for _, r in load_records(run_dir, component, before):
-        for p in pairs_from_record(r, rt.system):
-            key = repr((sorted(p.inputs.items()), sorted(p.chosen.items()),
-                        sorted(p.rejected.items())))
-            unique.pop(key, None)
-            unique[key] = p  # newest last
-    pairs = list(unique.values())
-    return pairs[-limit:] if limit is not None and limit > 0 else pairs
-
-
-def preference_gaps(rt: Runtime, run_dir: RunDir,
-                    before: int | None = None) -> dict[str, float | None]:
-    """Mean score gap of each component's pairs (None: never collected), from the
-    rollouts of the iterations before `before` (all of them if None)."""
-    limit = rt.composed.run.optimizer.replay_buffer_size
-    gaps: dict[str, float | None] = {}
-    for name in rt.system.optimizable:
-        if not load_records(run_dir, name, before):
-            gaps[name] = None
-            continue
-        pairs = pairs_of(rt, run_dir, name, limit, before)
-        gaps[name] = sum(p.score_chosen - p.score_rejected for p in pairs) / len(pairs) if pairs else 0.0
-    return gaps
-
-
-def pick_component(gaps: dict[str, float], temperature: float, rng: random.Random) -> tuple[str, dict]:
-    """Softmax sampling over mean preference gaps; returns the name and the probabilities."""
-    names = list(gaps)
-    top = max(gaps.values())
-    weights = [math.exp((gaps[n] - top) / temperature) for n in names]
-    total = sum(weights)
-    probs = {n: w / total for n, w in zip(names, weights, strict=True)}
-    return rng.choices(names, weights=weights, k=1)[0], probs
 
 
 # ------------------------------------------------------------------ eager start
