@@ -85,6 +85,12 @@ def _check_yaml(path: Path) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    defaults = data.get("defaults")
+    if isinstance(defaults, list) and f"/{path.stem}" in defaults:
+        # the file's own directory is searched first, so Hydra would recurse without end
+        raise ConfigError(f"{path}: defaults entry '/{path.stem}' names this file itself (its "
+                          "own directory is searched first); rename the file, e.g. "
+                          f"{path.stem}_bench.yaml")
     return data
 
 

@@ -104,6 +104,14 @@ def test_config_from_any_directory_finds_project_groups(tmp_path, write_yaml):
     assert c.run.lm.model == "local/gemma3-270m"
 
 
+def test_a_config_that_names_itself_among_its_defaults_is_refused(write_yaml):
+    # bench/hotpotqa.yaml extending /hotpotqa would load itself (its directory comes first)
+    cfg = write_yaml("bench/hotpotqa.yaml", "defaults:\n  - /hotpotqa\n  - _self_\nname: x\n")
+    with pytest.raises(ConfigError, match=r"defaults entry '/hotpotqa' names this file itself") as e:
+        load(cfg)
+    assert str(cfg) in str(e.value)
+
+
 def test_redact_hides_secrets_only():
     data = {"lm": {"api_key": "sk-123", "model": "openai/x"}, "token": "", "list": [{"secret": "s"}]}
     out = redact(data)
