@@ -172,8 +172,9 @@ def main() -> int:
         shutil.copy(out / name, results_dir / name)
     table = (out / "compare.md").read_text()
     rel = os.path.relpath(results_dir, ROOT)
-    cmd = f"python bench/run.py --config {a.config} --methods {a.methods} --seeds {a.seeds} " \
-          f"--root {a.root}" + (" " + " ".join(a.overrides) if a.overrides else "")
+    cmd = (f"python bench/run.py --config {a.config} --table-only" if a.table_only else
+           f"python bench/run.py --config {a.config} --methods {a.methods} --seeds {a.seeds} "
+           f"--root {a.root}" + (" " + " ".join(a.overrides) if a.overrides else ""))
     archived = sorted(str(p.parent.relative_to(results_dir / "runs"))
                       for p in (results_dir / "runs").glob("*/seed_*/DONE"))
     made = (f"{ran} run(s) made in {wall / 60:.0f} min, {kept} kept from an earlier invocation"
