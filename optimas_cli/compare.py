@@ -35,7 +35,7 @@ from rich.markup import escape
 from optimas_cli import versus
 from optimas_cli.history import accepted_val
 from optimas_cli.run_dir import RunDir
-from optimas_cli.stats import paired_diff
+from optimas_cli.stats import pooled_paired_diff
 
 COLUMNS = ("method", "system", "seeds", "test_mean", "test_std", "initial_mean", "initial_std",
            "diff_mean", "diff_low", "diff_high", "diff_n", "system_runs", "lm_calls",
@@ -162,13 +162,13 @@ def group(runs: list[Run], by: tuple[str, ...] = ()) -> dict[tuple[str, str], li
 
 
 def paired_to_initial(rs: list[Run]) -> dict[str, Any]:
-    """Final minus initial test score, paired by (seed, question), with a 95% bootstrap interval
-    over those pairs; empty when a run lacks per-question scores."""
+    """Final minus initial test score, paired by question, with a 95% bootstrap interval over
+    the questions (seeds on one split averaged per question, `stats.pooled_paired_diff`);
+    empty when a run lacks per-question scores."""
     if not rs or any(r.final_scores is None or r.initial_scores is None for r in rs):
         return {}
-    final = [x for r in rs for x in r.final_scores]
-    initial = [x for r in rs for x in r.initial_scores]
-    d = paired_diff(final, initial, confidence=0.95)
+    d = pooled_paired_diff([(r.final_scores, r.initial_scores, r.data) for r in rs],
+                           confidence=0.95)
     return {"diff_mean": d.mean, "diff_low": d.low, "diff_high": d.high, "diff_n": d.n}
 
 
@@ -228,8 +228,9 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
              "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|"]
     lines += ["| " + " | ".join(_display(r)) + " |" for r in rows]
     note = ("\nTest score: mean ± std (sample, n-1) over seeds of summary.json test.final.mean. "
-            "final − initial: the paired difference to the unoptimized system over every "
-            "(seed, test question), with its 95% bootstrap interval; a gain is beyond noise "
+            "final − initial: the paired difference to the unoptimized system per test "
+            "question (seeds that share a split averaged per question, seeds on other splits "
+            "pooled), with its 95% bootstrap interval over questions; a gain is beyond noise "
             "only when the interval is above 0. LM tokens: prompt + completion tokens of real "
             "calls. "
             "System runs, LM calls (real model calls) and LM requests (calls + cache hits): "

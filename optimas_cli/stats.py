@@ -2,8 +2,11 @@
 
 Optimization results are noisy, so every comparison of two systems here is paired:
 both are scored on the same examples, and the interval is over those examples
-(resampled with replacement). With several seeds, the examples of every seed are
-pooled as pairs (seed, example), so the interval covers both sources of spread.
+(resampled with replacement). With several seeds (`pooled_paired_diff`), seeds that drew
+different examples pool their pairs (seed, example); seeds that share a split score the
+same examples, so their differences are first averaged per example: the examples are
+the independent units, and resampling (seed, example) pairs would count one example once
+per seed and make the interval too narrow.
 """
 
 from __future__ import annotations
@@ -59,3 +62,26 @@ def paired_diff(candidate: Sequence[float], baseline: Sequence[float], *,
     low = means[max(0, math.floor(alpha * resamples))]
     high = means[min(resamples - 1, math.ceil((1 - alpha) * resamples) - 1)]
     return PairedDiff(n, mean, low, high, confidence, wins, losses, sign_test(wins, losses))
+
+
+def pooled_paired_diff(runs: Sequence[tuple[Sequence[float], Sequence[float], str]], *,
+                       confidence: float = 0.95, resamples: int = 2000,
+                       seed: int = 0) -> PairedDiff:
+    """candidate − baseline over several runs, each (candidate scores, baseline scores, split),
+    where `split` names the examples scored (runs on one split score the same examples in
+    the same order). Per split, the runs' differences are averaged per example; the
+    per-example means of every split are then pooled and bootstrapped. `n` counts examples,
+    wins and losses count examples whose mean difference is above or below 0."""
+    by_split: dict[str, list[list[float]]] = {}
+    for candidate, baseline, split in runs:
+        if len(candidate) != len(baseline):
+            raise ValueError(f"paired scores differ in length: {len(candidate)} vs {len(baseline)}")
+        by_split.setdefault(split, []).append(
+            [float(a) - float(b) for a, b in zip(candidate, baseline, strict=True)])
+    units: list[float] = []
+    for split, diffs in by_split.items():
+        if len({len(d) for d in diffs}) != 1:
+            raise ValueError(f"runs on split {split!r} scored different numbers of examples")
+        units += [sum(d[i] for d in diffs) / len(diffs) for i in range(len(diffs[0]))]
+    return paired_diff(units, [0.0] * len(units), confidence=confidence, resamples=resamples,
+                       seed=seed)

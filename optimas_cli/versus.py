@@ -2,8 +2,9 @@
 
 For each other method of the same system, the runs of the two methods are matched by seed
 (the same seed draws the same data split, so the same test questions in the same order),
-and the per-question final scores are paired over every matched (seed, question):
-reference − other, with a 95% bootstrap interval and wins/losses. A difference is beyond
+and the per-question final scores are paired: reference − other, with a 95% bootstrap
+interval over the questions and wins/losses (seeds that share a split are averaged per
+question first, `stats.pooled_paired_diff`). A difference is beyond
 the noise of the questions only when its interval excludes 0; with few seeds, the spread
 over seeds (the first table's ± std) is the larger uncertainty and this interval does not
 include it.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optimas_cli.stats import paired_diff
+from optimas_cli.stats import pooled_paired_diff
 
 REFERENCE = "optimas"
 
@@ -28,18 +29,17 @@ def versus(groups: dict[tuple[str, str], list[Any]], reference: str = REFERENCE
         if method == reference or not ref:
             continue
         by_seed = {r.seed: r for r in rs}
-        a, b, seeds = [], [], []
+        pairs, seeds = [], []
         for r in ref:
             other = by_seed.get(r.seed)
             if (other is None or r.final_scores is None or other.final_scores is None
                     or len(r.final_scores) != len(other.final_scores) or r.data != other.data):
                 continue
-            a += r.final_scores
-            b += other.final_scores
+            pairs.append((r.final_scores, other.final_scores, r.data))
             seeds.append(r.seed)
         if not seeds:
             continue
-        d = paired_diff(a, b, confidence=0.95)
+        d = pooled_paired_diff(pairs, confidence=0.95)
         rows.append({"reference": reference, "method": method, "system": system,
                      "seeds": seeds, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
                      "wins": d.wins, "losses": d.losses})
@@ -59,7 +59,8 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
                      f"{r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] | "
                      f"{r['wins']} / {r['losses']} |")
     note = (f"\n{ref} against each method on the same test questions: runs matched by seed "
-            "(same data split), final scores paired over every (seed, question), 95% bootstrap "
-            "interval. Beyond the noise of the questions only when the interval excludes 0; "
+            "(same data split), final scores paired per question (seeds on one split averaged "
+            "per question; questions: the independent questions), 95% bootstrap interval over "
+            "questions. Beyond the noise of the questions only when the interval excludes 0; "
             "the spread over seeds is not in this interval.\n")
     return "\n".join(lines) + "\n" + note

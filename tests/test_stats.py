@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from optimas_cli.stats import paired_diff, sign_test
+from optimas_cli.stats import paired_diff, pooled_paired_diff, sign_test
 
 
 def test_sign_test_matches_the_binomial_tail():
@@ -41,3 +41,22 @@ def test_pairing_matters_and_lengths_must_match():
     assert math.isclose(d.low, 0.1) and math.isclose(d.high, 0.1)
     with pytest.raises(ValueError, match="differ in length"):
         paired_diff([1.0], [1.0, 0.0])
+
+
+def test_seeds_on_one_split_are_averaged_per_question_and_other_splits_pooled():
+    gain = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0]  # candidate - baseline per question
+    zero = [0.0] * 10
+    one = pooled_paired_diff([(gain, zero, "split 0")])
+    # the same questions scored by three seeds alike: still 10 questions, the same interval;
+    # pooling 30 (seed, question) pairs would have made it narrower
+    three = pooled_paired_diff([(gain, zero, "split 0")] * 3)
+    assert (three.n, three.mean, three.low, three.high) == (one.n, one.mean, one.low, one.high)
+    assert paired_diff(gain * 3, zero * 3).high - paired_diff(gain * 3, zero * 3).low < one.high - one.low
+    # two seeds on one split that disagree on a question: its mean difference counts once
+    other = [0.0] + gain[1:]
+    d = pooled_paired_diff([(gain, zero, "s"), (other, zero, "s")])
+    assert d.n == 10 and d.mean == pytest.approx((sum(gain) - 0.5) / 10) and d.wins == 4
+    # another split brings its own questions
+    assert pooled_paired_diff([(gain, zero, "a"), (gain, zero, "b")]).n == 20
+    with pytest.raises(ValueError, match="different numbers of examples"):
+        pooled_paired_diff([(gain, zero, "s"), (gain[:5], zero[:5], "s")])
