@@ -468,6 +468,15 @@ def test_baseline_finds_the_better_prompt_within_budget(shout_rt, optimizer, opt
     n = len(lm.requests)
     module = importlib.import_module(f"optimas_cli.baselines.{optimizer}")
     assert module.optimize(rt, RunDir(path), rt.state) == final and len(lm.requests) == n
+    # killed after DSPy's compile, before its programs' first record: the resume evaluates the
+    # programs the compile found (kept in <optimizer>_found.json) and does not compile again,
+    # which could not resume and would count its runs twice
+    (path / "history.jsonl").write_text(json.dumps(history[0]) + "\n")
+    rt.system.runs = its[0]["system_runs"] - len(rt.splits["val"])  # spent when it was killed
+    assert module.optimize(rt, RunDir(path), rt.state) == final
+    assert not [t for t, _ in lm.requests[n:] if t.startswith("dspy/")]  # no DSPy call
+    again = history_of(path)
+    assert [h["val_after"] for h in again[1:]] == [h["val_after"] for h in its]
 
 
 def test_mipro_baseline_refuses_a_budget_too_small_before_any_work(shout_rt):

@@ -123,6 +123,24 @@ def distinct_states(programs: list[tuple[float | None, Any]], exclude: list[Stat
     return out
 
 
+def save_found(run_dir: RunDir, origin: str, found: list[tuple[float | None, State]],
+               extra: dict[str, Any]) -> None:
+    """DSPy's programs, kept before they are evaluated: a process killed during their
+    evaluation resumes from them instead of compiling again (a compile cannot resume, and
+    its runs are already spent)."""
+    run_dir.write_json(f"{origin}_found.json", {"found": [[v, s] for v, s in found],
+                                                "extra": extra})
+
+
+def load_found(run_dir: RunDir, origin: str
+               ) -> tuple[list[tuple[float | None, State]], dict[str, Any]] | None:
+    """What `save_found` kept, if DSPy's compile finished in an earlier process."""
+    if not (run_dir.path / f"{origin}_found.json").exists():
+        return None
+    saved = run_dir.read_json(f"{origin}_found.json")
+    return [(v, s) for v, s in saved["found"]], saved["extra"]
+
+
 def try_programs(trial: Trial, found: list[tuple[float | None, State]], origin: str,
                  extra: dict[str, Any]) -> None:
     """Evaluate DSPy's programs in order while the budget lasts; a no-op record if none is new.

@@ -41,7 +41,9 @@ from optimas_cli.baselines.dspy_common import (
     distinct_states,
     dspy_finished,
     end_to_end_metric,
+    load_found,
     prepare_program,
+    save_found,
     system_examples,
     try_programs,
 )
@@ -157,6 +159,12 @@ def optimize(rt, run_dir, initial: State) -> State:
     if dspy_finished(trial):
         log.info("gepa: history.jsonl is complete; returning its best state")
         return trial.start(initial, replay=False)[0]
+    if (saved := load_found(run_dir, "gepa")) is not None:
+        log.info("gepa: DSPy's compile finished in an earlier process; evaluating its %d "
+                 "programs", len(saved[0]))
+        trial.start(initial, replay=False)
+        try_programs(trial, saved[0], "gepa", saved[1])
+        return trial.state
     budget = run.optimizer.budget_system_runs
     budget_kwargs, allowance = plan_budget(options, budget, spent, len(val))
     trial.start(initial, replay=False)
@@ -200,5 +208,7 @@ def optimize(rt, run_dir, initial: State) -> State:
         (None, best)]
     extra = {"dspy_runs": counter.used, "dspy_refused": counter.refused,
              "proposals": proposer.calls, "proposal_failures": proposer.failures}
-    try_programs(trial, distinct_states(found, [initial], options.max_candidates), "gepa", extra)
+    found = distinct_states(found, [initial], options.max_candidates)
+    save_found(run_dir, "gepa", found, extra)
+    try_programs(trial, found, "gepa", extra)
     return trial.state

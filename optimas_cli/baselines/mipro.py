@@ -35,7 +35,9 @@ from optimas_cli.baselines.dspy_common import (
     distinct_states,
     dspy_finished,
     end_to_end_metric,
+    load_found,
     prepare_program,
+    save_found,
     system_examples,
     try_programs,
 )
@@ -125,6 +127,12 @@ def optimize(rt, run_dir, initial: State) -> State:
     if dspy_finished(trial):
         log.info("mipro: history.jsonl is complete; returning its best state")
         return trial.start(initial, replay=False)[0]
+    if (saved := load_found(run_dir, "mipro")) is not None:
+        log.info("mipro: DSPy's compile finished in an earlier process; evaluating its %d "
+                 "programs", len(saved[0]))
+        trial.start(initial, replay=False)
+        try_programs(trial, saved[0], "mipro", saved[1])
+        return trial.state
     budget = run.optimizer.budget_system_runs
     trials, allowance = plan_budget(options, budget, spent, len(train), len(val),
                                     len(program.prompt_components))
@@ -164,5 +172,7 @@ def optimize(rt, run_dir, initial: State) -> State:
     found = [(c["score"] / 100.0, c["program"]) for c in getattr(best, "candidate_programs", [])]
     found = found or [(getattr(best, "score", 0.0) / 100.0, best)]
     extra = {"dspy_runs": counter.used, "dspy_refused": counter.refused}
-    try_programs(trial, distinct_states(found, [initial], options.max_candidates), "mipro", extra)
+    found = distinct_states(found, [initial], options.max_candidates)
+    save_found(run_dir, "mipro", found, extra)
+    try_programs(trial, found, "mipro", extra)
     return trial.state
