@@ -90,11 +90,6 @@ def prepare_program(rt, run_dir: RunDir, initial: State, name: str, adapter: str
     return program, train, val, trial, spent
 
 
-def dspy_finished(trial: Trial) -> bool:
-    """DSPy already ran to the end in an earlier process (resume: nothing to redo)."""
-    return any(r.get("kind") == "iteration" for r in trial.disk)
-
-
 def compile_dspy(what: str, model: str, model_option: str, meta: dspy.Adapter | None,
                  lms: list[OptimasLM], compile_fn: Callable[[], Any]) -> Any:
     """`compile_within_budget` with the baselines' remedy for a failure of DSPy's.
@@ -132,13 +127,23 @@ def save_found(run_dir: RunDir, origin: str, found: list[tuple[float | None, Sta
                                                 "extra": extra})
 
 
-def load_found(run_dir: RunDir, origin: str
-               ) -> tuple[list[tuple[float | None, State]], dict[str, Any]] | None:
-    """What `save_found` kept, if DSPy's compile finished in an earlier process."""
+def resume(trial: Trial, run_dir: RunDir, initial: State, origin: str) -> State | None:
+    """A resumed run's state when DSPy's compile finished in an earlier process, else None.
+
+    History with an iteration: DSPy ran to the end, its best state comes back. Programs
+    kept by `save_found` but no iteration yet (killed while they were evaluated): they are
+    evaluated now, without compiling again. Otherwise DSPy must compile (None)."""
+    if any(r.get("kind") == "iteration" for r in trial.disk):
+        log.info("%s: history.jsonl is complete; returning its best state", origin)
+        return trial.start(initial, replay=False)[0]
     if not (run_dir.path / f"{origin}_found.json").exists():
         return None
     saved = run_dir.read_json(f"{origin}_found.json")
-    return [(v, s) for v, s in saved["found"]], saved["extra"]
+    log.info("%s: DSPy's compile finished in an earlier process; evaluating its %d programs",
+             origin, len(saved["found"]))
+    trial.start(initial, replay=False)
+    try_programs(trial, [(v, st) for v, st in saved["found"]], origin, saved["extra"])
+    return trial.state
 
 
 def try_programs(trial: Trial, found: list[tuple[float | None, State]], origin: str,

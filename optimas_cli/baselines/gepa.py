@@ -39,10 +39,9 @@ from optimas_cli.baselines.dspy_common import (
     compile_dspy,
     default_threads,
     distinct_states,
-    dspy_finished,
     end_to_end_metric,
-    load_found,
     prepare_program,
+    resume,
     save_found,
     system_examples,
     try_programs,
@@ -156,15 +155,8 @@ def optimize(rt, run_dir, initial: State) -> State:
     system = rt.system
     program, train, val, trial, spent = prepare_program(rt, run_dir, initial, "gepa",
                                                         options.adapter)
-    if dspy_finished(trial):
-        log.info("gepa: history.jsonl is complete; returning its best state")
-        return trial.start(initial, replay=False)[0]
-    if (saved := load_found(run_dir, "gepa")) is not None:
-        log.info("gepa: DSPy's compile finished in an earlier process; evaluating its %d "
-                 "programs", len(saved[0]))
-        trial.start(initial, replay=False)
-        try_programs(trial, saved[0], "gepa", saved[1])
-        return trial.state
+    if (resumed := resume(trial, run_dir, initial, "gepa")) is not None:
+        return resumed
     budget = run.optimizer.budget_system_runs
     budget_kwargs, allowance = plan_budget(options, budget, spent, len(val))
     trial.start(initial, replay=False)

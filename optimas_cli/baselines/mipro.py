@@ -33,10 +33,9 @@ from optimas_cli.baselines.dspy_common import (
     compile_dspy,
     default_threads,
     distinct_states,
-    dspy_finished,
     end_to_end_metric,
-    load_found,
     prepare_program,
+    resume,
     save_found,
     system_examples,
     try_programs,
@@ -124,15 +123,8 @@ def optimize(rt, run_dir, initial: State) -> State:
     system = rt.system
     program, train, val, trial, spent = prepare_program(rt, run_dir, initial, "mipro",
                                                         options.adapter)
-    if dspy_finished(trial):
-        log.info("mipro: history.jsonl is complete; returning its best state")
-        return trial.start(initial, replay=False)[0]
-    if (saved := load_found(run_dir, "mipro")) is not None:
-        log.info("mipro: DSPy's compile finished in an earlier process; evaluating its %d "
-                 "programs", len(saved[0]))
-        trial.start(initial, replay=False)
-        try_programs(trial, saved[0], "mipro", saved[1])
-        return trial.state
+    if (resumed := resume(trial, run_dir, initial, "mipro")) is not None:
+        return resumed
     budget = run.optimizer.budget_system_runs
     trials, allowance = plan_budget(options, budget, spent, len(train), len(val),
                                     len(program.prompt_components))
