@@ -143,7 +143,14 @@ class CollectConfig(Strict):
     # lazy: collect for a component when it is first selected (budget goes where it is used);
     # all: the paper's eager start, every component at iteration 0
     initial: Literal["lazy", "all"] = "lazy"
-    max_rounds: int = Field(2, ge=1)  # collection rounds per iteration while pairs < min_pairs
+    # Collection rounds per iteration (fresh inputs each) while the component has fewer than
+    # `min_pairs` pairs, or (adaptive_rounds) while the best values of one of its model or
+    # hyperparameter variables tie on measured returns (the choice would fall to the LRF)
+    max_rounds: int = Field(2, ge=1)
+    # adaptive_rounds: rounds also go on while such a tie lasts, and stop after a round that
+    # found no new pair (more of the same inputs' evidence would not help); false: rounds
+    # only while pairs < min_pairs, every round up to max_rounds (the recorded reproduction)
+    adaptive_rounds: bool = True
 
 
 class WeightsUpdateConfig(Strict):

@@ -479,6 +479,21 @@ def test_baseline_finds_the_better_prompt_within_budget(shout_rt, optimizer, opt
     assert [h["val_after"] for h in again[1:]] == [h["val_after"] for h in its]
 
 
+@pytest.mark.parametrize("optimizer,options", [
+    ("mipro", ["optimizer.options.num_candidates=3", "optimizer.options.max_candidates=2"]),
+    ("gepa", ["optimizer.options.max_candidates=2"]),
+])
+def test_baseline_proposes_with_the_configs_proposer_model(shout_rt, optimizer, options):
+    """Without a model of its own, the DSPy proposer (MIPRO) or reflection LM (GEPA) is
+    optimizer.update.proposer_model, the one Optimas's OPRO proposes with: equal footing."""
+    gemma = "local/gemma3-270m"
+    _, lm, _, _ = run_baseline(shout_rt, optimizer, "optimizer.budget_system_runs=40",
+                               f"optimizer.update.proposer_model={gemma}", *options)
+    proposer = {r.model for tag, r in lm.requests if tag.startswith("dspy/") and tag != "dspy/shout"}
+    task = {r.model for tag, r in lm.requests if tag == "dspy/shout"}
+    assert proposer == {gemma} and gemma not in task
+
+
 def test_mipro_baseline_refuses_a_budget_too_small_before_any_work(shout_rt):
     rt, lm = shout_rt("mipro", "optimizer.budget_system_runs=10")
     from optimas_cli.baselines.mipro import optimize

@@ -16,7 +16,7 @@ from optimas_cli.history import contributions, initial_record
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import build_runtime
 from optimas_cli.stages import loop as loop_mod
-from optimas_cli.stages.collect import collect_cost, pairs_from_record
+from optimas_cli.stages.collect import collect_cost, pairs_from_record, tied_choices, value_returns
 from optimas_cli.stages.loop import OptimasLoop
 from optimas_cli.stages.pairs import pairs_of
 
@@ -92,13 +92,50 @@ def test_a_redrawn_input_gets_new_samples_and_a_repeated_pair_counts_once(tmp_pa
     assert len(raw) > len(pairs)  # the repeated input's repeated pairs were counted once
 
 
-def test_component_without_enough_pairs_is_skipped_with_the_reason(tmp_path):
+@pytest.mark.parametrize("adaptive, rounds", [(True, 1), (False, 2)])
+def test_component_without_enough_pairs_is_skipped_with_the_reason(tmp_path, adaptive, rounds):
     lm = ScriptedLM(lambda r: "same")  # every candidate scores the same: no pair at all
-    lp = make_loop(tmp_path, "optimizer.num_iterations=1", "optimizer.collect.add_gold=false", lm=lm)
+    lp = make_loop(tmp_path, "optimizer.num_iterations=1", "optimizer.collect.add_gold=false",
+                   f"optimizer.collect.adaptive_rounds={str(adaptive).lower()}", lm=lm)
     record = lp.iteration(1)
-    assert record["skipped"].startswith("0 preference pairs after 2 collection round(s)")
+    # adaptive: a round that found no new pair ends the collection; else every round runs
+    assert record["skipped"].startswith(f"0 preference pairs after {rounds} collection round(s)")
     assert not record["changed"] and not record.get("adapted")
-    assert len(list((lp.run_dir.path / "rollouts/iter_001").glob("*.jsonl"))) == 2  # two rounds
+    assert len(list((lp.run_dir.path / "rollouts/iter_001").glob("*.jsonl"))) == rounds
+
+
+def same_model_script(request):
+    """As `script`, but exclaim adds the "!" whatever its model: its model choice is a tie."""
+    if not request.is_chat and request.prompt.endswith("Out:"):
+        out = request.prompt.rsplit("Caps: ", 1)[1].split("\n")[0] + "!"
+        return out + ("?" if request.temperature and (request.seed + request.sample_index) % 3 else "")
+    return script(request)
+
+
+def test_tied_model_values_get_another_collection_round(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.min_pairs=1", "optimizer.collect.num_inputs=2",
+                   "optimizer.collect.max_rounds=3", lm=ScriptedLM(same_model_script))
+    records, skip = lp.collect(1, "exclaim", lp.current)
+    assert skip is None
+    # both models wrote the same output: one candidate that names both sources
+    assert all(any(f"model={GEMMA}" in c.get("also", []) for c in r["candidates"]) for r in records)
+    assert tied_choices(lp.rt.system, "exclaim", records) == {"model": sorted([SMOL, GEMMA])}
+    returns = value_returns(records, "model")
+    assert returns[SMOL] == returns[GEMMA] and len(returns[SMOL]) == len(records)
+    files = sorted(p.name for p in (lp.run_dir.path / "rollouts/iter_001").glob("*.jsonl"))
+    assert len(files) > 1 and len(records) > 2  # more rounds, each of fresh inputs
+    step, _ = lp.step(2, "exclaim", {"reason": "test"}, lp.current, own_dir=False)
+    assert step["tied"] == {"model": sorted([SMOL, GEMMA])}  # history says the LRF decided
+
+
+def test_a_choice_the_rollouts_decide_takes_one_round(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.min_pairs=1", "optimizer.collect.num_inputs=2",
+                   "optimizer.collect.max_rounds=3")
+    records, skip = lp.collect(1, "exclaim", lp.current)  # SMOL adds the "!", GEMMA does not
+    assert skip is None and tied_choices(lp.rt.system, "exclaim", records) == {}
+    returns = value_returns(records, "model")
+    assert min(returns[SMOL]) > max(returns[GEMMA])
+    assert [p.name for p in (lp.run_dir.path / "rollouts/iter_001").glob("*.jsonl")] == ["exclaim.jsonl"]
 
 
 class CapsAndBang:

@@ -150,7 +150,7 @@ def plan_budget(options: GepaOptions, budget: int | None, spent: int, n_val: int
 def optimize(rt, run_dir, initial: State) -> State:
     run = rt.composed.run
     options = parse_options("gepa", run.optimizer.options, GepaOptions)
-    reflection_model = options.reflection_model or run.lm.model
+    reflection_model = options.reflection_model or run.optimizer.update.proposer_model or run.lm.model
     check_models(rt, reflection_model)
     system = rt.system
     program, train, val, trial, spent = prepare_program(rt, run_dir, initial, "gepa",

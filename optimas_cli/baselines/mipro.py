@@ -118,7 +118,7 @@ def plan_budget(options: MiproOptions, budget: int | None, spent: int, n_train: 
 def optimize(rt, run_dir, initial: State) -> State:
     run = rt.composed.run
     options = parse_options("mipro", run.optimizer.options, MiproOptions)
-    prompt_model = options.prompt_model or run.lm.model
+    prompt_model = options.prompt_model or run.optimizer.update.proposer_model or run.lm.model
     check_models(rt, prompt_model)
     system = rt.system
     program, train, val, trial, spent = prepare_program(rt, run_dir, initial, "mipro",

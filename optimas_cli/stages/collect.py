@@ -75,17 +75,19 @@ def propose_candidates(system: System, name: str, fields: dict[str, Any], state:
             continue
         for value in alternative_values(var, current.get(vname), rng):
             tries.append((f"{vname}={value}", {**current, vname: value}, None, 0))
-    seen, out = set(), []
+    seen: dict[str, dict[str, Any]] = {}
     for source, values, temperature, index in tries:
         step = system.run_step(name, fields, state, temperature=temperature, sample_index=index,
                                values=values, seed=seed if temperature is not None else 0)
         if step.error and errors is not None:
             errors.append({"component": name, "error": f"{name}: {step.error}", "candidate": source})
-        if step.error or _key(step.outputs) in seen:
+        if step.error:
             continue
-        seen.add(_key(step.outputs))
-        out.append({"source": source, "outputs": step.outputs, "values": values})
-    return out
+        if _key(step.outputs) in seen:  # the same output: one candidate, every source named
+            seen[_key(step.outputs)].setdefault("also", []).append(source)
+            continue
+        seen[_key(step.outputs)] = {"source": source, "outputs": step.outputs, "values": values}
+    return list(seen.values())
 
 
 def score_candidate(system: System, name: str, fields: dict[str, Any], outputs: dict[str, Any],
@@ -160,6 +162,43 @@ def pairs_from_record(record: dict[str, Any], system: System) -> list[Preference
                                     rejected=lose["outputs"], score_chosen=win["score"],
                                     score_rejected=lose["score"], example_id=record["example_id"]))
     return pairs
+
+
+def value_returns(records: list[dict[str, Any]], vname: str) -> dict[str, list[float]]:
+    """The measured global return of each value of variable `vname`, one score per input: the
+    score of the candidate that value produced (also when its output equalled another's).
+    Values are keyed by their text, as in the candidates' sources ("k=5")."""
+    prefix = f"{vname}="
+    returns: dict[str, list[float]] = {}
+    for record in records:
+        for cand in record["candidates"]:
+            for source in [cand["source"], *cand.get("also", [])]:
+                if source == "current":
+                    value = str(cand["values"].get(vname))
+                elif source.startswith(prefix):
+                    value = source[len(prefix):]
+                else:
+                    continue
+                returns.setdefault(value, []).append(float(cand["score"]))
+    return returns
+
+
+def tied_choices(system: System, name: str, records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The model and hyperparameter variables of `name` whose best mean measured return is
+    shared by two or more values (every value scoring 0 included), with those values: the
+    rollouts so far cannot tell the choice, so it would fall to the local reward alone."""
+    ties = {}
+    for vname, var in system.cfg.components[name].variables.items():
+        if var.type not in ("hyperparameter", "model"):
+            continue
+        means = {v: statistics.fmean(s) for v, s in value_returns(records, vname).items()}
+        if len(means) < 2:
+            continue
+        top = max(means.values())
+        best = sorted(v for v, m in means.items() if m >= top - 1e-9)
+        if len(best) > 1:
+            ties[vname] = best
+    return ties
 
 
 def collect_rollouts(system: System, name: str, examples: list[Example], state: State, metric,

@@ -46,7 +46,7 @@ from optimas_cli.history import (
 )
 from optimas_cli.rewards import LocalRewardModel
 from optimas_cli.run_dir import RunDir
-from optimas_cli.stages.collect import collect_cost, collect_rollouts
+from optimas_cli.stages.collect import collect_cost, collect_rollouts, tied_choices
 from optimas_cli.stages.fit import fit_local_rewards, new_reward_model, save_reward_model
 from optimas_cli.stages.pairs import pairs_of, pick_component, preference_gaps
 from optimas_cli.stages.update import update_component
@@ -158,18 +158,25 @@ class OptimasLoop:
         return picks
 
     def collect(self, it: int, name: str, state: State) -> tuple[list[dict], str | None]:
-        """Fresh rollouts of `name` for iteration `it`, in rounds until it has enough pairs.
+        """Fresh rollouts of `name` for iteration `it`, in rounds of new inputs while it has
+        fewer than `min_pairs` pairs or (`adaptive_rounds`) while its best model or
+        hyperparameter values tie on measured returns, up to `max_rounds`; an adaptive
+        collection stops after a round that found no new pair.
 
         Returns the records of this iteration and, if the component cannot be optimized
         now, why. Each round is bounded by the budget left after one validation.
         """
         cfg = self.opt.collect
         records: list[dict] = []
+        have = len(pairs_of(self.rt, self.run_dir, name, self.opt.replay_buffer_size))
+        rounds = 0
         for rnd in range(cfg.max_rounds):
             per_input = collect_cost(self.rt.system, name, cfg)
             left = self.left() - self.val_cost
             n = cfg.num_inputs if left == math.inf else min(cfg.num_inputs, int(left // per_input))
             if n < 1:
+                if records and have >= self.opt.min_pairs:
+                    break  # enough pairs; a tie left is broken by the local reward
                 return records, (f"budget: {self.left():.0f} system runs left, one input costs "
                                  f"up to {per_input} and validation {self.val_cost}")
             suffix = "" if rnd == 0 else f".round{rnd}"
@@ -178,10 +185,18 @@ class OptimasLoop:
                 state, self.rt.metric, cfg, self.run_dir,
                 f"rollouts/{iter_dir(it)}/{name}{suffix}.jsonl",
                 seed=f"{self.run_cfg.seed}:{it}:{rnd}")
+            rounds, before = rnd + 1, have
             have = len(pairs_of(self.rt, self.run_dir, name, self.opt.replay_buffer_size))
-            if have >= self.opt.min_pairs:
+            ties = tied_choices(self.rt.system, name, records) if cfg.adaptive_rounds else {}
+            if have >= self.opt.min_pairs and not ties:
                 return records, None
-        return records, (f"{have} preference pairs after {cfg.max_rounds} collection round(s), "
+            if cfg.adaptive_rounds and have == before:
+                break  # this round found no new pair: another would most likely not either
+            if ties and rnd + 1 < cfg.max_rounds:
+                log.info("%s: best values tie on measured returns (%s): another round", name, ties)
+        if have >= self.opt.min_pairs:
+            return records, None
+        return records, (f"{have} preference pairs after {rounds} collection round(s), "
                          f"fewer than optimizer.min_pairs={self.opt.min_pairs}")
 
     def adapt(self, it: int, name: str, own_dir: bool = False) -> tuple[dict[str, Any], str]:
@@ -246,6 +261,10 @@ class OptimasLoop:
         state it leaves (unchanged when skipped)."""
         step: dict[str, Any] = {"component": name, **why}
         records, skip = self.collect(it, name, state)
+        step["inputs"] = len(records)
+        ties = tied_choices(self.rt.system, name, records)
+        if ties:  # what the rollouts could not tell apart: the local reward decides
+            step["tied"] = ties
         if skip is None:
             lrf, lrf_dir = self.adapt(it, name, own_dir)
             step.update(adapted=True, lrf=lrf.get("heldout", {}).get(name), pairs=lrf["pairs"],
