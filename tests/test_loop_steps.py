@@ -58,6 +58,19 @@ def test_select_takes_uncollected_components_final_first_then_by_gaps(tmp_path):
         ("upper", "not collected yet"), ("exclaim", "softmax over preference gaps")]
 
 
+def test_select_passes_over_components_the_budget_cannot_collect(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.collect.num_samples=2", "optimizer.components_per_iteration=2")
+    spent_val = lp.history[-1]["system_runs"] + len(lp.rt.splits["val"])
+    lp.opt.budget_system_runs = spent_val + 2  # exclaim's input costs 1, upper's 4
+    assert [n for n, _ in lp.select(1)] == ["exclaim"]  # upper is fresh, but unaffordable
+    lp.opt.budget_system_runs = spent_val + 4
+    assert [n for n, _ in lp.select(1)] == ["exclaim", "upper"]
+    lp.opt.budget_system_runs = spent_val  # nothing affordable: the loop ends, no empty record
+    assert lp.select(1) == []
+    lp.run(lp.current)
+    assert len(lp.history) == 1
+
+
 def test_collection_cost_bound_and_budget(tmp_path):
     lp = make_loop(tmp_path, "optimizer.collect.num_samples=2")
     # exclaim is last: candidates are scored by the metric alone, one upstream run per input

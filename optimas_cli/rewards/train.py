@@ -58,6 +58,17 @@ def gap_weights(gaps: torch.Tensor | Sequence[float], floor: float = 0.1) -> tor
     return floor + (1.0 - floor) * g / max_gap
 
 
+def _checkpointing(backbone: Any, on: bool) -> None:
+    """transformers' activation checkpointing on or off (`gradient_checkpointing_*` before v5)."""
+    if on:
+        enable = getattr(backbone, "activation_checkpointing_enable", None) \
+            or backbone.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
+    else:
+        (getattr(backbone, "activation_checkpointing_disable", None)
+         or backbone.gradient_checkpointing_disable)()
+
+
 def fit_reward_model(
     model: LocalRewardModel,
     pairs: Sequence[PreferencePair],
@@ -73,6 +84,7 @@ def fit_reward_model(
     train_backbone: bool = True,
     seed: int = 0,
     holdout: float = 0.2,
+    gradient_checkpointing: bool = False,
 ) -> dict[str, Any]:
     """Train ``model``'s heads (and its backbone or LoRA adapters) on ``pairs``.
 
@@ -90,6 +102,9 @@ def fit_reward_model(
     needed) do not hold training up. ``heldout_looks`` counts the checks (each is a look
     at the held-out pairs, so a p-value after several looks is optimistic). Seeded: ``seed``
     drives the new inputs' split, batch order and dropout; the global RNG is untouched.
+    ``gradient_checkpointing``: a backbone fit recomputes each layer's activations in the
+    backward pass instead of keeping them (transformers' gradient checkpointing; the
+    dropout masks are replayed, so the result is the same): less peak memory, more time.
 
     Returns ``{"heldout": {component: evaluate metrics}, "split": {component: pair and
     input counts}, "heldout_inputs": [held-out input keys among pairs], "loss_history":
@@ -134,6 +149,9 @@ def fit_reward_model(
     keep = {id(p) for p in bb_params}
     for p, _ in saved_flags:
         p.requires_grad_(id(p) in keep)
+    checkpointing = gradient_checkpointing and bool(bb_params)
+    if checkpointing:
+        _checkpointing(model.backbone, True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
@@ -165,6 +183,8 @@ def fit_reward_model(
             model.eval()
             for p, flag in saved_flags:
                 p.requires_grad_(flag)
+            if checkpointing:
+                _checkpointing(model.backbone, False)
     if held_pairs and not heldout:
         heldout = _evaluate(model, held_pairs, bool(bb_params))
     return {

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from optimas_cli import heap
 from optimas_cli.graph import System
 from optimas_cli.rewards import LocalRewardModel, PreferencePair, fit_reward_model
 from optimas_cli.schema import RewardConfig
@@ -35,7 +36,9 @@ def fit_local_rewards(lrf: LocalRewardModel, pairs: list[PreferencePair], cfg: R
         max_epochs=None if head_only else cfg.max_epochs,
         lr=cfg.lr, head_lr=cfg.adapt_head_lr if head_only else cfg.head_lr,
         batch_size=cfg.batch_size, weight_by_gap=cfg.weight_by_gap, gap_floor=cfg.gap_floor,
-        train_backbone=not head_only, seed=seed, holdout=cfg.holdout)
+        train_backbone=not head_only, seed=seed, holdout=cfg.holdout,
+        gradient_checkpointing=cfg.gradient_checkpointing)
+    heap.release()  # the fit's activations: freed, but kept by malloc until given back
     for comp, m in result["heldout"].items():
         log.info("LRF %s: held-out pairwise accuracy %s (p=%s vs chance), Spearman %s "
                  "(%s pairs, ties %s) after %d epochs", comp, _fmt(m["pairwise_accuracy"]),

@@ -142,14 +142,22 @@ class OptimasLoop:
 
     def select(self, it: int) -> list[tuple[str, dict[str, Any]]]:
         """The components of iteration `it` (`components_per_iteration` distinct ones, fewer
-        when the system has fewer), each with why. Only earlier iterations' rollouts count,
+        when the system has fewer or the budget affords fewer), each with why. Only earlier iterations' rollouts count,
         so a run restarted in the middle of collecting decides as it did the first time."""
         gaps = preference_gaps(self.rt, self.run_dir, before=it)
         want = self.opt.components_per_iteration
-        fresh = [n for n in reversed(self.rt.system.optimizable) if gaps[n] is None]
+        # a component whose one input of collection the budget cannot pay next to a validation
+        # is not picked: the cheaper ones (the final one costs one upstream run) still can be.
+        # The budget as the last iteration left it, so a restart mid-collection decides alike.
+        budget = self.opt.budget_system_runs
+        left = math.inf if budget is None else \
+            budget - self.history[-1].get("system_runs", self.rt.system.runs) - self.val_cost
+        affordable = [n for n in self.rt.system.optimizable
+                      if collect_cost(self.rt.system, n, self.opt.collect) <= left]
+        fresh = [n for n in reversed(affordable) if gaps[n] is None]
         picks = [(n, {"reason": "not collected yet", "gaps": gaps}) for n in fresh[:want]]
         rng = random.Random(f"{self.run_cfg.seed}:select:{it}")
-        pool = {n: g for n, g in gaps.items() if g is not None}
+        pool = {n: gaps[n] for n in affordable if gaps[n] is not None}
         while len(picks) < want and pool:
             name, probs = pick_component(pool, self.opt.selection_temperature, rng)
             picks.append((name, {"reason": "softmax over preference gaps", "gaps": gaps,
@@ -248,8 +256,9 @@ class OptimasLoop:
         if not self.history:
             self._append(initial_record(self.rt, initial))
         for it in range(len(self.history), self.opt.num_iterations + 1):
-            if self.left() < self.val_cost + 1:
-                log.info("budget_system_runs=%s: %d runs spent, too few left for iteration %d",
+            if self.left() < self.val_cost + 1 or not self.select(it):
+                log.info("budget_system_runs=%s: %d runs spent, too few left for iteration %d "
+                         "(a validation and one input of any component's collection)",
                          self.opt.budget_system_runs, self.rt.system.runs, it)
                 break
             self._append(self.iteration(it))
