@@ -232,9 +232,9 @@ class RewardConfig(Strict):
     weight_by_gap: bool = True
     gap_floor: float = Field(0.1, gt=0, le=1)  # > 0: no pair is weighted 0
     holdout: float = Field(0.2, ge=0, lt=1)
-    # A backbone fit recomputes activations in its backward pass instead of keeping them:
-    # measured on 54 HotpotQA pairs (BENCHMARKS.md, "Memory"), peak RSS 2.8 -> 1.7 GiB for
-    # 15 -> 21 s; the trained model is the same
+    # A backbone fit recomputes activations in its backward pass instead of keeping them,
+    # the same model (BENCHMARKS.md, "Memory of a reward-model fit": peak 4.2 -> 2.0 GiB on
+    # 120 HotpotQA pairs, 1.4-2.4x the fit time)
     gradient_checkpointing: bool = True
     # Head-only adaptation in each iteration: backbone features are cached, so epochs are
     # cheap, and MiniLM features differ little between candidates, so the head needs a
