@@ -142,8 +142,9 @@ class OptimasLoop:
 
     def select(self, it: int) -> list[tuple[str, dict[str, Any]]]:
         """The components of iteration `it` (`components_per_iteration` distinct ones, fewer
-        when the system has fewer or the budget affords fewer), each with why. Only earlier iterations' rollouts count,
-        so a run restarted in the middle of collecting decides as it did the first time."""
+        when the system has fewer or the budget affords fewer), each with why. Only earlier
+        iterations' rollouts count, so a run restarted in the middle of collecting decides
+        as it did the first time."""
         gaps = preference_gaps(self.rt, self.run_dir, before=it)
         want = self.opt.components_per_iteration
         # a component whose one input of collection the budget cannot pay next to a validation
@@ -256,12 +257,13 @@ class OptimasLoop:
         if not self.history:
             self._append(initial_record(self.rt, initial))
         for it in range(len(self.history), self.opt.num_iterations + 1):
-            if self.left() < self.val_cost + 1 or not self.select(it):
+            picks = self.select(it) if self.left() >= self.val_cost + 1 else []
+            if not picks:
                 log.info("budget_system_runs=%s: %d runs spent, too few left for iteration %d "
                          "(a validation and one input of any component's collection)",
                          self.opt.budget_system_runs, self.rt.system.runs, it)
                 break
-            self._append(self.iteration(it))
+            self._append(self.iteration(it, picks))
         return self.current
 
     def step(self, it: int, name: str, why: dict[str, Any], state: State,
@@ -288,9 +290,11 @@ class OptimasLoop:
         step["update"] = update | {"state": None}
         return step, update["state"]
 
-    def iteration(self, it: int) -> dict[str, Any]:
+    def iteration(self, it: int,
+                  picks: list[tuple[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
+        """Iteration `it` on `picks` (what `select` chose; chosen here when not given)."""
         t0 = time.perf_counter()
-        picks = self.select(it)
+        picks = self.select(it) if picks is None else picks
         names = [n for n, _ in picks]
         log.info("iteration %d: %s (%s)", it, "+".join(names),
                  "; ".join(why["reason"] for _, why in picks))
