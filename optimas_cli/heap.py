@@ -1,4 +1,4 @@
-"""Giving a process's freed memory back to the operating system.
+"""A process's memory: its peak, and giving freed memory back to the operating system.
 
 glibc's malloc keeps freed heap memory for reuse, so after a peak (a reward-model fit:
 its backward pass holds ~2 GB of activations) the process's RSS stays at the peak for the
@@ -12,6 +12,8 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import resource
+import sys
 
 log = logging.getLogger("optimas.heap")
 
@@ -25,3 +27,9 @@ def release() -> bool:
         return False
     trim = getattr(libc, "malloc_trim", None)  # glibc only (not musl, not macOS)
     return bool(trim(0)) if trim is not None else False
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MiB (the LLMs' mapped weights included)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)

@@ -14,6 +14,7 @@ from lmfake import ScriptedLM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HOTPOT = ROOT.parent / "shared" / "data" / "hotpotqa" / "hotpot_distractor_sample.jsonl"
+HOTPOT_1K = HOTPOT.with_name("hotpot_dev_distractor_1k.jsonl")  # configs/hotpotqa.yaml reads it
 
 
 @pytest.fixture
@@ -31,8 +32,9 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def hotpot_path():
-    if not HOTPOT.exists():
-        pytest.skip(f"HotpotQA sample not found at {HOTPOT}")
+    for path in (HOTPOT, HOTPOT_1K):
+        if not path.exists():
+            pytest.skip(f"HotpotQA data not found at {path}")
     return HOTPOT
 
 

@@ -78,6 +78,7 @@ def test_run_optimas_loop_small_budget(tmp_path, isolated_cache, hotpot_path):
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["test"]) == {"initial", "final"}
     assert summary["system_runs"] > 0 and summary["lm_calls"] > 0
+    assert summary["peak_rss_mb"] > 100  # measured: a process with torch and an LLM loaded
     assert len(summary["iterations"]) == 1
     history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     it = history[1]

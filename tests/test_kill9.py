@@ -47,7 +47,7 @@ OVERRIDES = [
 STAGES = ["startup", "initial validation", "collect", "fit", "update+validate", "test",
           "summary", "done"]
 VOLATILE = {"seconds", "wall_time_s", "latency_s", "system_runs", "lm_calls", "lm_tokens",
-            "lm_requests", "lm", "usage"}
+            "lm_requests", "lm", "usage", "peak_rss_mb"}
 CHAINS = int(os.environ.get("KILL9_CHAINS", 4))
 KILLS = int(os.environ.get("KILL9_KILLS", 5))
 WORKERS = int(os.environ.get("KILL9_WORKERS", 2))

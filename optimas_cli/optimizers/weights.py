@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import resource
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimas_cli.graph import Call, State, System
+from optimas_cli.heap import peak_rss_mb
 from optimas_cli.lm.base import LM
 from optimas_cli.optimizers.common import beats_incumbent, lrf_score_values
 from optimas_cli.schema import UpdateConfig, WeightsUpdateConfig
@@ -38,12 +38,6 @@ if TYPE_CHECKING:
     from optimas_cli.rewards import LocalRewardModel
 
 log = logging.getLogger("optimas.weights")
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
 
 
 def cpu_seconds() -> float:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimas_cli.config import to_yaml
 from optimas_cli.graph import State
+from optimas_cli.heap import peak_rss_mb
 from optimas_cli.history import accepted_val, contributions, steps_of
 from optimas_cli.run_dir import RunDir
 from optimas_cli.stages.evaluate import evaluate_state
@@ -80,6 +81,8 @@ def build_summary(rt: Runtime, run_dir: RunDir, tests: dict, history: list[dict]
         "contributions": contributions(history),
         **rt.spent(),  # test evaluations included
         "wall_time_s": wall_time(run_dir),
+        # this process's peak (a resumed run: since the resume), the mapped GGUF weights included
+        "peak_rss_mb": peak_rss_mb(),
         "lm": lm_usage.get("total", lm_usage),
     }
     a, b = tests["final"].get("scores"), tests["initial"].get("scores")
