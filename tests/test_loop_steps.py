@@ -71,6 +71,27 @@ def test_select_passes_over_components_the_budget_cannot_collect(tmp_path):
     assert len(lp.history) == 1
 
 
+def test_select_leaves_out_a_component_without_pairs_until_a_change_is_accepted(tmp_path, monkeypatch):
+    lp = make_loop(tmp_path, "optimizer.components_per_iteration=2")
+    gaps = {"upper": 0.0, "exclaim": 0.5}  # upper's collections gave no pair (a gap is > 0)
+    monkeypatch.setattr(loop_mod, "preference_gaps", lambda *a, **k: dict(gaps))
+
+    def picked(it):
+        return sorted(n for n, _ in lp.select(it))
+
+    assert picked(1) == ["exclaim", "upper"]  # no iteration has collected upper yet
+    lp._append({"kind": "iteration", "iteration": 1, "accepted": False,
+                "steps": [{"component": "exclaim"}, {"component": "upper", "skipped": "0 pairs"}]})
+    assert picked(2) == ["exclaim"]  # the system upper gave no pair on: only exclaim
+    lp._append({"kind": "iteration", "iteration": 2, "accepted": True,
+                "steps": [{"component": "exclaim"}]})
+    assert picked(3) == ["exclaim", "upper"]  # a change was accepted since: upper again
+    gaps["exclaim"] = 0.0  # neither has pairs, nothing accepted since: the loop ends
+    lp._append({"kind": "iteration", "iteration": 3, "accepted": False,
+                "steps": [{"component": "exclaim"}, {"component": "upper"}]})
+    assert lp.select(4) == []
+
+
 def test_collection_cost_bound_and_budget(tmp_path):
     lp = make_loop(tmp_path, "optimizer.collect.num_samples=2")
     # exclaim is last: candidates are scored by the metric alone, one upstream run per input

@@ -158,13 +158,33 @@ class OptimasLoop:
         fresh = [n for n in reversed(affordable) if gaps[n] is None]
         picks = [(n, {"reason": "not collected yet", "gaps": gaps}) for n in fresh[:want]]
         rng = random.Random(f"{self.run_cfg.seed}:select:{it}")
-        pool = {n: gaps[n] for n in affordable if gaps[n] is not None}
+        barren = self.barren(gaps, it)
+        pool = {n: gaps[n] for n in affordable if gaps[n] is not None and n not in barren}
         while len(picks) < want and pool:
             name, probs = pick_component(pool, self.opt.selection_temperature, rng)
             picks.append((name, {"reason": "softmax over preference gaps", "gaps": gaps,
                                  "selection": probs}))
             del pool[name]
         return picks
+
+    def barren(self, gaps: dict[str, float | None], it: int) -> set[str]:
+        """Components whose collections gave no pair at all (gap 0.0: a pair's gap is > 0),
+        with no change accepted since the last of them: on the same system fresh inputs
+        would most likely give none again. On PubMedQA the SmolLM2 solver gave the same
+        answer whatever context_analyst's summary said, and the two-component loop collected
+        that summary again in four iterations running, 0 pairs each time, a third of the
+        budget. Such a component is collected again once an accepted change follows."""
+        before = [h for h in self.history if h.get("kind") == "iteration" and h["iteration"] < it]
+        out = set()
+        for name, gap in gaps.items():
+            if gap != 0.0:
+                continue
+            last = max((h["iteration"] for h in before
+                        if any(s.get("component") == name for s in steps_of(h))), default=None)
+            if last is not None and not any(h.get("accepted") for h in before
+                                             if h["iteration"] > last):
+                out.add(name)
+        return out
 
     def collect(self, it: int, name: str, state: State) -> tuple[list[dict], str | None]:
         """Fresh rollouts of `name` for iteration `it`, in rounds of new inputs while it has
@@ -259,9 +279,10 @@ class OptimasLoop:
         for it in range(len(self.history), self.opt.num_iterations + 1):
             picks = self.select(it) if self.left() >= self.val_cost + 1 else []
             if not picks:
-                log.info("budget_system_runs=%s: %d runs spent, too few left for iteration %d "
-                         "(a validation and one input of any component's collection)",
-                         self.opt.budget_system_runs, self.rt.system.runs, it)
+                log.info("no component for iteration %d: budget_system_runs=%s with %d runs "
+                         "spent leaves too few for a validation and one input of collection, "
+                         "or the components left gave no pairs on the current system",
+                         it, self.opt.budget_system_runs, self.rt.system.runs)
                 break
             self._append(self.iteration(it, picks))
         return self.current
