@@ -26,14 +26,6 @@ LADDER = ["local/smollm2-135m-instruct", "local/gemma3-270m",
           "local/qwen2.5-coder-0.5b-instruct", "local/qwen2.5-coder-1.5b-instruct"]
 
 
-def smaps_gib() -> dict[str, float]:
-    out = {}
-    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
-        key, value = line.split(":", 1)
-        out[key] = int(value.split()[0]) / 1024 / 1024
-    return out
-
-
 def measure(instances: int) -> dict[str, float]:
     """In this process: load the ladder with `instances` per model, return its memory."""
     from optimas_cli.lm.base import LMRequest
@@ -49,7 +41,9 @@ def measure(instances: int) -> dict[str, float]:
             t.start()
         for t in calls:
             t.join()
-    m = smaps_gib()
+    from optimas_cli.heap import smaps_rollup
+
+    m = {k: v / 1024 / 1024 for k, v in smaps_rollup().items()}
     return {"instances": instances, "rss_gib": m["Rss"], "pss_gib": m["Pss"],
             "anon_gib": m["Pss_Anon"]}
 

@@ -21,19 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def smaps_rollup(pid: int) -> dict[str, int]:
-    """Rss, Pss and Pss_Anon of a process in KiB (empty once it has exited)."""
-    out = {}
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("Rss", "Pss", "Pss_Anon"):
-                out[key] = int(rest.split()[0])
-    except (OSError, ValueError):
-        pass
-    return out
+from optimas_cli.heap import smaps_rollup  # noqa: E402
 
 
 def main() -> int:
@@ -54,8 +44,9 @@ def main() -> int:
     with open(args.out / "stderr.txt", "w") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
         while proc.poll() is None:
-            for k, v in smaps_rollup(proc.pid).items():
-                peak[k] = max(peak[k], v)
+            now = smaps_rollup(proc.pid)
+            for k in peak:
+                peak[k] = max(peak[k], now.get(k, 0))
             time.sleep(args.every)
     wall = time.monotonic() - t0
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)

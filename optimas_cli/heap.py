@@ -14,6 +14,7 @@ import gc
 import logging
 import resource
 import sys
+from pathlib import Path
 
 log = logging.getLogger("optimas.heap")
 
@@ -33,3 +34,16 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory so far, MiB (the LLMs' mapped weights included)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def smaps_rollup(pid: int | str = "self") -> dict[str, int]:
+    """A process's /proc/PID/smaps_rollup in KiB (Rss, Pss, Pss_Anon, ...): RSS counts a file
+    mapped twice twice, PSS once. Empty once the process has exited, or off Linux."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            key, _, rest = line.partition(":")
+            out[key] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out

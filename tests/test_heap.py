@@ -38,3 +38,14 @@ def test_release_gives_freed_heap_back():
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["held"] > r["allocated"] - 50  # freeing alone kept the memory (glibc)
     assert r["released"] and r["after"] < r["held"] - 150  # release gave it back
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc")
+def test_smaps_rollup_reads_this_process_and_nothing_for_a_gone_one():
+    from optimas_cli import heap
+
+    m = heap.smaps_rollup()
+    assert m["Rss"] > 0 and 0 < m["Pss"] <= m["Rss"] and m["Pss_Anon"] <= m["Pss"]
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    assert heap.smaps_rollup(int(proc.stdout)) == {}  # exited: no record, no error
