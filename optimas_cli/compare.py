@@ -39,7 +39,7 @@ from optimas_cli.stats import pooled_paired_diff
 
 COLUMNS = ("method", "system", "seeds", "test_mean", "test_std", "initial_mean", "initial_std",
            "diff_mean", "diff_low", "diff_high", "diff_n", "system_runs", "lm_calls",
-           "lm_requests", "lm_tokens", "wall_time_s", "runs")
+           "lm_requests", "lm_tokens", "wall_time_s", "test_metrics", "runs")
 
 
 @dataclass
@@ -61,6 +61,8 @@ class Run:
     final_scores: list[float] | None = None
     initial_scores: list[float] | None = None
     data: str = ""  # the data config: runs are paired question by question only when equal
+    # the system's other test metrics of the final system (PubMedQA: said_yes, parsed), means
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ reading
@@ -134,6 +136,9 @@ def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
         final_scores=summary["test"]["final"].get("scores"),
         initial_scores=summary["test"].get("initial", {}).get("scores"),
         data=json.dumps(cfg.get("data"), sort_keys=True),
+        metrics={k: float(v["mean"]) for k, v in
+                 summary["test"]["final"].get("metrics", {}).items()
+                 if k != "score" and isinstance(v, dict) and "mean" in v},
     )
 
 
@@ -172,6 +177,15 @@ def paired_to_initial(rs: list[Run]) -> dict[str, Any]:
     return {"diff_mean": d.mean, "diff_low": d.low, "diff_high": d.high, "diff_n": d.n}
 
 
+def other_metrics(rs: list[Run]) -> dict[str, float]:
+    """Mean over seeds of each test metric every run reports, leaving out those equal to the
+    score in every run (the score's own metric): what the score hides, e.g. a PubMedQA system
+    that says "yes" to everything (said_yes 1.0)."""
+    names = set.intersection(*(set(r.metrics) for r in rs)) if rs else set()
+    return {n: statistics.fmean(r.metrics[n] for r in rs) for n in sorted(names)
+            if any(abs(r.metrics[n] - r.test) > 1e-12 for r in rs)}
+
+
 def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One row per (method, system): test mean/std over seeds, the paired difference to the
     initial system, and mean spend."""
@@ -191,6 +205,7 @@ def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
             "lm_requests": _mean([r.lm_requests for r in rs]),
             "lm_tokens": _mean([r.lm_tokens for r in rs if r.lm_tokens is not None]),
             "wall_time_s": _mean(walls),
+            "test_metrics": other_metrics(rs),
             "runs": " ".join(str(r.path) for r in rs),
         })
     rows.sort(key=lambda r: (r["system"], r["method"]))
@@ -223,10 +238,17 @@ HEADERS = ("method", "system", "seeds", "test (mean ± std)", "initial test",
            "wall time s")
 
 
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "-"
+
+
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |",
-             "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|"]
-    lines += ["| " + " | ".join(_display(r)) + " |" for r in rows]
+    extra = any(r["test_metrics"] for r in rows)  # a column only when a system reports any
+    headers = HEADERS + (("final test metrics",) if extra else ())
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2) + ["---"] * extra) + "|"]
+    lines += ["| " + " | ".join(_display(r) + ([_metrics_text(r["test_metrics"])] if extra
+                                               else [])) + " |" for r in rows]
     note = ("\nTest score: mean ± std (sample, n-1) over seeds of summary.json test.final.mean. "
             "final − initial: the paired difference to the unoptimized system per test "
             "question (seeds that share a split averaged per question, seeds on other splits "
@@ -235,7 +257,10 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
             "calls. "
             "System runs, LM calls (real model calls) and LM requests (calls + cache hits): "
             "spent by the optimization (test evaluation excluded), mean over seeds. "
-            "Wall time: per run, mean over seeds.\n")
+            "Wall time: per run, mean over seeds."
+            + (" Final test metrics: the system's other metrics of the optimized system on "
+               "test, mean over seeds (those equal to the score left out)." if extra else "")
+            + "\n")
     return "\n".join(lines) + "\n" + note
 
 
@@ -244,7 +269,8 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if r[k] is None else r[k]) for k in COLUMNS})
+            w.writerow({k: ("" if r[k] is None else json.dumps(r[k]) if isinstance(r[k], dict)
+                            else r[k]) for k in COLUMNS})
 
 
 RICH_HEADERS = ("method", "system", "seeds", "test", "± std", "initial", "runs", "LM calls",

@@ -133,3 +133,32 @@ def test_versus_pairs_two_methods_on_the_same_seeds_and_questions(sweep):
     (row,) = versus.versus(group(runs), reference="search")
     assert row["seeds"] == [0] and row["n"] == 10
     assert versus.versus(group(runs), reference="optimas") == []  # no reference: no rows
+
+
+def test_compare_shows_the_metrics_the_score_hides(sweep, tmp_path):
+    """A system's other test metrics (PubMedQA's said_yes) get a column, mean over seeds; the
+    score's own metric (equal to it in every run) is left out, and without any no column."""
+    import shutil
+
+    md_plain = compare([sweep], tmp_path / "plain")[0]
+    assert all(r["test_metrics"] == {} for r in md_plain)
+    assert "final test metrics" not in (tmp_path / "plain" / "compare.md").read_text()
+    copies = []
+    for i, run in enumerate(find_runs([sweep])):
+        dst = tmp_path / "runs" / f"r{i}"
+        shutil.copytree(run, dst)
+        s = json.loads((dst / "summary.json").read_text())
+        final = s["test"]["final"]
+        final["metrics"] = {"score": {"mean": final["mean"]}, "accuracy": {"mean": final["mean"]},
+                            "said_yes": {"mean": 0.25 * (i + 1)}}
+        (dst / "summary.json").write_text(json.dumps(s))
+        copies.append((dst, 0.25 * (i + 1)))
+    rows, _ = compare([tmp_path / "runs"], tmp_path / "out")
+    for row in rows:
+        mine = [v for d, v in copies if str(d.resolve()) in row["runs"].split()]
+        assert len(mine) == 2
+        assert row["test_metrics"] == {"said_yes": pytest.approx(statistics.fmean(mine))}
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "final test metrics" in md and "said_yes" in md and "accuracy" not in md
+    with (tmp_path / "out" / "compare.csv").open() as f:
+        assert all("said_yes" in json.loads(r["test_metrics"]) for r in csv.DictReader(f))
