@@ -7,6 +7,7 @@ Layout (every artifact is named after its stage):
   predictions.jsonl  evaluate: one line per example (trace + score)
   metrics.json       evaluate: mean, std, n, failures, LM usage, wall time
   failures.jsonl     every failed example of every stage, with its component and error
+  attempts.jsonl     each process's start and end here (optimas_cli.attempts: wall time)
   DONE | FAILED | STOPPED   how it ended (FAILED holds the traceback, STOPPED why the
                             run could not go on: a spent budget, a rejected API key;
                             `resume=` continues it)
@@ -24,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from optimas_cli import failures, jsonl
+from optimas_cli import attempts, failures, jsonl
 from optimas_cli.config import Composed, redact, scrub, to_yaml
 from optimas_cli.lm.base import RunStopped
 
@@ -129,19 +130,25 @@ class RunDir:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         token = failures.activate(self.failures)  # evaluations record their failures here
+        self.append_jsonl(attempts.FILE, {"start": datetime.now().isoformat()})
+        outcome = "DONE"
         try:
             yield self
         except RunStopped as e:
+            outcome = "STOPPED"
             self.write_text("STOPPED", f"{e}\n")
             log.warning("stopped: %s", e)
             raise
         except BaseException:
+            outcome = "FAILED"
             self.write_text("FAILED", traceback.format_exc())
             log.error("failed:\n%s", traceback.format_exc())
             raise
         else:
             self.write_text("DONE", datetime.now().isoformat() + "\n")
         finally:
+            self.append_jsonl(attempts.FILE, {"end": datetime.now().isoformat(),
+                                              "outcome": outcome})
             failures.deactivate(token)
             log.removeHandler(handler)
             handler.close()

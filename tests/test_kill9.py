@@ -146,7 +146,7 @@ def artifacts(run: Path) -> dict:
         out[name] = stable(json.loads((run / name).read_text()))
     for f in jsonl_files(run):  # rollouts and predictions: records by id, any order
         name = str(f.relative_to(run))
-        if name not in ("history.jsonl", "spent.jsonl"):
+        if name not in ("history.jsonl", "spent.jsonl", "attempts.jsonl"):
             records = stable(jsonl.read(f))
             out[name] = sorted(records, key=lambda r: json.dumps(r, sort_keys=True))
     return out
@@ -229,6 +229,10 @@ def test_kill9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_p
         for name in reference:
             assert got[name] == reference[name], (name, c["kills"])
         identical += 1
+        # every process that got to its run directory started an attempt; only the last ended
+        tries = jsonl.read(run / "attempts.jsonl")
+        assert [r.get("outcome") for r in tries if "end" in r] == ["DONE"], tries
+        assert 1 <= sum("start" in r for r in tries) <= len(c["kills"]) + 1
         total = spend.spent_before(RunDir(run))
         assert total["system_runs"] >= ref_spent["system_runs"], (total, ref_spent, c["kills"])
     kills = [k for c in chains for k in c["kills"] if k["exit"] == -signal.SIGKILL]

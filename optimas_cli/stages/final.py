@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optimas_cli import attempts
 from optimas_cli.config import to_yaml
 from optimas_cli.graph import State
 from optimas_cli.heap import peak_rss_mb
@@ -49,7 +50,11 @@ def stage_final(rt: Runtime, run_dir: RunDir, initial: State, final: State) -> d
 
 
 def wall_time(run_dir: RunDir) -> float | None:
-    """Seconds since the run's first log line (a resumed run counts from its first start)."""
+    """Seconds the run's processes ran, summed over its attempts (optimas_cli.attempts); for
+    a directory from before attempts.jsonl, seconds since its first log line."""
+    active = attempts.run_seconds(run_dir.path)
+    if active is not None:
+        return active
     try:
         first = (run_dir.path / "run.log").read_text().split(" INFO", 1)[0]
         return round((datetime.now() - datetime.strptime(first[:19], "%Y-%m-%d %H:%M:%S"))
