@@ -130,11 +130,16 @@ def validate(config: str = CONFIG, overrides: list[str] = OVERRIDES):
 
 
 @app.command()
-def show(run_dir: str = typer.Argument(..., help="A run directory")):
-    """Print a run's status, config summary and metrics."""
-    from optimas_cli.reports import print_summary
+def show(run_dir: str = typer.Argument(..., help="A run directory"),
+         markdown: bool = typer.Option(False, "--markdown",
+                                       help="Only the iterations table, as markdown")):
+    """Print a run's status, config summary, metrics and what each iteration did."""
+    from optimas_cli.reports import iterations_markdown, print_summary
 
     try:
+        if markdown:
+            typer.echo(iterations_markdown(run_dir), nl=False)
+            return
         print_summary(run_dir, console)
     except FileNotFoundError as e:
         _fail(e)

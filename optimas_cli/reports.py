@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from optimas_cli import failures
+from optimas_cli import failures, iterations
 from optimas_cli.run_dir import RunDir
 
 SHOW_FAILURES = 3  # failures quoted in full; the rest are counted per stage
@@ -41,8 +41,11 @@ def print_summary(path: str | Path, console: Console) -> None:
         console.print(f"[yellow]stopped:[/] {(rd.path / 'STOPPED').read_text().strip()}")
     if (rd.path / "summary.json").exists():
         s = rd.read_json("summary.json")
-        console.print_json(json.dumps({k: v for k, v in s.items() if k != "per_component"},
-                                      default=str))
+        console.print_json(json.dumps(_without_scores({k: v for k, v in s.items()
+                                                       if k != "per_component"}), default=str))
+    history = rd.read_jsonl("history.jsonl") if (rd.path / "history.jsonl").exists() else []
+    if any(h.get("kind") == "iteration" for h in history):
+        console.print(iterations.rich_table(history))
     if (rd.path / "metrics.json").exists():
         m = rd.read_json("metrics.json")
         if "mean" in m:
@@ -58,6 +61,24 @@ def print_summary(path: str | Path, console: Console) -> None:
             console.print("LM total: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else
                                                     f"{k}={v}" for k, v in total.items()))
     print_failures(rd, console)
+
+
+def iterations_markdown(path: str | Path) -> str:
+    """The iterations table of a run directory as markdown (`optimas show --markdown`)."""
+    history = Path(path) / "history.jsonl"
+    if not history.exists():
+        raise FileNotFoundError(f"{history} does not exist: not a run with a history")
+    return iterations.to_markdown(RunDir(Path(path)).read_jsonl("history.jsonl"))
+
+
+def _without_scores(data):
+    """`data` without its per-example score lists (summary.json holds one per test question;
+    `optimas compare` and test/*.json have them)."""
+    if isinstance(data, dict):
+        return {k: _without_scores(v) for k, v in data.items() if k != "scores"}
+    if isinstance(data, list):
+        return [_without_scores(v) for v in data]
+    return data
 
 
 def print_failures(rd: RunDir, console: Console) -> None:

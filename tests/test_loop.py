@@ -44,6 +44,15 @@ def test_loop_finds_the_better_value_and_writes_every_artifact(tmp_path):
     assert summary["test"]["final"]["mean"] == 1.0 and summary["test_improvement"] > 0
     lrf = summary["lrf_heldout"]["scale"]  # alignment of its fit, on pairs never trained on
     assert lrf["n_pairs"] >= 2 and 0 <= lrf["pairwise_accuracy"] <= 1 and "beats_chance" in lrf
+    # `optimas show` tells what the iteration did: the change, its LRF and the decision
+    table = CliRunner().invoke(app, ["show", "--markdown", str(path)])
+    assert table.exit_code == 0, table.output
+    row = next(line for line in table.output.splitlines() if line.startswith("| 1 | scale |"))
+    assert "factor: 1 → 2" in row and "| accepted |" in row
+    assert f"{lrf['pairwise_accuracy']:.2f} on {lrf['n_pairs']}" in row
+    shown = CliRunner().invoke(app, ["show", str(path)])
+    assert shown.exit_code == 0 and "iterations" in shown.output
+    assert '"scores"' not in shown.output  # per-question lists stay in the files
     # the optimized state loads back into evaluate
     result = execute("evaluate", load(LINEAR, [f"run_root={tmp_path}",
                                                f"system_state={path}/final/system.yaml"]),

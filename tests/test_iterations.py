@@ -1,0 +1,58 @@
+"""The iterations table (`optimas show`): what each step changed, and how it was decided."""
+
+from __future__ import annotations
+
+from optimas_cli import iterations
+
+PROMPT = {"instruction": "Answer yes, no or maybe.", "demos": [{"q": 1}, {"q": 2}, {"q": 3}]}
+
+
+def _var(name, current, best):
+    return {"variable": name, "best": best, "candidates": [{"value": current}, {"value": best}]}
+
+
+HISTORY = [
+    {"iteration": 0, "kind": "initial", "val": {"mean": 0.5}},
+    {"iteration": 1, "kind": "iteration", "component": "solver+analyst", "val_before": 0.5,
+     "val_after": 0.275, "changed": True, "accepted": False, "system_runs": 136,
+     "decision": {"rule": "bootstrap", "paired": {"mean": -0.225, "low": -0.375, "high": -0.075}},
+     "steps": [
+         {"component": "solver", "reason": "not collected yet", "pairs": 9,
+          "lrf": {"pairwise_accuracy": 0.0, "n_pairs": 2, "beats_chance": False},
+          "update": {"variables": [
+              _var("model", "local/smollm2-135m-instruct", "local/gemma3-270m"),
+              _var("prompt", PROMPT, {**PROMPT, "demos": []}),
+              _var("temperature", 0.0, 0.0)]}},
+         {"component": "analyst", "reason": "not collected yet",
+          "skipped": "0 preference pairs after 1 collection round(s)"}]},
+    {"iteration": 2, "kind": "iteration", "component": "solver", "val_before": 0.5,
+     "val_after": 0.6, "changed": True, "accepted": True, "system_runs": 190,
+     "reason": "softmax over preference gaps", "pairs": 30,
+     "lrf": {"pairwise_accuracy": 0.9, "n_pairs": 10, "beats_chance": True},
+     "update": {"variables": [_var("model", "local/gemma3-270m", {
+         "mode": "per_input", "choices": ["local/gemma3-270m", "local/qwen2.5-coder-1.5b"]})]}},
+]
+
+
+def test_rows_say_what_changed_why_and_what_validation_decided():
+    rows = iterations.rows(HISTORY)
+    assert len(rows) == 3  # the initial record has no step; one row per component step
+    solver, analyst, second = rows
+    assert solver[:5] == ["1", "solver", "not collected yet", "9", "0.00 on 2 (not above chance)"]
+    # only the variables whose value changed, prompts by instruction and demo count
+    assert solver[5] == ('model: smollm2-135m-instruct → gemma3-270m; prompt: '
+                         '"Answer yes, no or maybe." + 3 demos → "Answer yes, no or maybe." '
+                         '+ 0 demos')
+    assert solver[6:] == ["", "", "", ""]  # the iteration's decision is on its last step
+    assert analyst[0] == "" and analyst[5].startswith("skipped: 0 preference pairs")
+    assert analyst[6:] == ["0.500 → 0.275", "-0.225 [-0.375, -0.075]", "kept the incumbent", "136"]
+    assert second[4] == "0.90 on 10 (beats chance)"
+    assert second[5] == "model: gemma3-270m → per input: gemma3-270m/qwen2.5-coder-1.5b"
+    assert second[8] == "accepted"
+
+
+def test_markdown_has_one_line_per_step_and_escapes_pipes():
+    history = [dict(HISTORY[2], update={"variables": [_var("sep", "a|b", "c")]})]
+    md = iterations.to_markdown(history).splitlines()
+    assert len(md) == 3 and md[0].startswith("| iter | component |")
+    assert "sep: a\\|b → c" in md[2]
