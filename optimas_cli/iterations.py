@@ -30,9 +30,16 @@ def _short(value: Any, width: int = 48) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def changes(step: dict[str, Any]) -> list[str]:
+def changes(step: dict[str, Any], before: dict[str, Any] | None = None) -> list[str]:
     """"variable: old → new" for each variable whose update chose another value than the
-    current one (the first candidate of every variable's search)."""
+    current one (the first candidate of every variable's search). A baseline's step names
+    the values it tried in "candidate" ({component: {variable: value}}); their old values
+    are those of `before`, the state the step started from."""
+    if "candidate" in step:
+        return [f"{comp}.{var}: {_short((before or {}).get(comp, {}).get(var, '?'))} → "
+                f"{_short(value)}"
+                for comp, values in (step["candidate"] or {}).items()
+                for var, value in values.items()]
     out = []
     for var in (step.get("update") or {}).get("variables", []):
         cands = var.get("candidates") or []
@@ -68,10 +75,11 @@ def _decision(record: dict[str, Any]) -> tuple[str, str, str]:
 def rows(history: list[dict[str, Any]]) -> list[list[str]]:
     """One row per step; the iteration's validation columns on its last step's row."""
     out = []
+    before: dict[str, Any] | None = None  # the state each record started from
     for record in history:
         steps = steps_of(record)
         for i, step in enumerate(steps):
-            done = [] if step.get("skipped") else changes(step)
+            done = [] if step.get("skipped") else changes(step, before)
             what = "; ".join(done) if done else (f"skipped: {step['skipped']}"
                                                  if step.get("skipped") else "nothing")
             last = i == len(steps) - 1
@@ -80,6 +88,7 @@ def rows(history: list[dict[str, Any]]) -> list[list[str]]:
                         step.get("component", "?"), str(step.get("reason", "-")),
                         str(step.get("pairs", "-")), _lrf(step), what, val, diff, verdict,
                         str(record.get("system_runs", "")) if last else ""])
+        before = record.get("state", before)
     return out
 
 

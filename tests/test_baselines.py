@@ -147,6 +147,22 @@ def test_search_stops_before_the_budget_would_be_exceeded(tmp_path):
     assert hist[1]["candidate"] == {"scale": {"factor": 2}}  # grid order: 1 (initial), 2, 3
 
 
+def test_search_accepts_by_the_configured_rule_like_the_loop(tmp_path):
+    # the grid's factor 2 gains on every val example; a threshold between the paired
+    # interval's lower end and the mean gain passes the mean rule but not the bootstrap rule
+    grid = ["optimizer=search", "optimizer.budget_system_runs=20", "optimizer.options.method=grid"]
+    path, _ = run_linear(tmp_path / "probe", *grid)
+    paired = history(path)[1]["decision"]["paired"]
+    assert paired["wins"] == 10 and paired["low"] < paired["mean"]
+    threshold = f"optimizer.accept_threshold={(paired['low'] + paired['mean']) / 2}"
+    path, _ = run_linear(tmp_path / "mean", *grid, threshold)
+    assert history(path)[1]["accepted"] and final_state(path) == {"scale": {"factor": 2}}
+    path, _ = run_linear(tmp_path / "boot", *grid, threshold, "optimizer.accept_rule=bootstrap")
+    step = history(path)[1]
+    assert not step["accepted"] and step["decision"]["rule"] == "bootstrap"
+    assert final_state(path) == {"scale": {"factor": 1}}
+
+
 def test_search_budget_below_one_validation_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"optimizer.budget_system_runs=5 does not cover"):
         run_linear(tmp_path, "optimizer=search", "optimizer.budget_system_runs=5")

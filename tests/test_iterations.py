@@ -56,3 +56,21 @@ def test_markdown_has_one_line_per_step_and_escapes_pipes():
     md = iterations.to_markdown(history).splitlines()
     assert len(md) == 3 and md[0].startswith("| iter | component |")
     assert "sep: a\\|b → c" in md[2]
+
+
+def test_a_baseline_step_shows_the_values_it_tried_against_the_state_it_started_from():
+    smol, qwen = "local/smollm2-135m-instruct", "local/qwen2.5-coder-1.5b-instruct"
+    start = {"solver": {"model": smol}, "analyst": {"model": smol}}
+    tried = {"solver": {"model": qwen}}
+    history = [
+        {"iteration": 0, "kind": "initial", "val": {"mean": 0.5}, "state": start},
+        {"iteration": 1, "kind": "iteration", "component": "all", "val_before": 0.5,
+         "val_after": 0.65, "changed": True, "accepted": True, "candidate": tried,
+         "state": {**start, **tried}},
+        {"iteration": 2, "kind": "iteration", "component": "all", "val_before": 0.65,
+         "val_after": 0.6, "changed": True, "accepted": False,
+         "candidate": {"solver": {"model": smol}}, "state": {**start, **tried}},
+    ]
+    first, second = iterations.rows(history)
+    assert first[5] == "solver.model: smollm2-135m-instruct → qwen2.5-coder-1.5b-instruct"
+    assert second[5] == "solver.model: qwen2.5-coder-1.5b-instruct → smollm2-135m-instruct"

@@ -11,8 +11,9 @@ alike:
      "lm_calls", "candidate" (what the tried state changes), "val", "seconds", ...}
 
 Every candidate is scored end to end on the val split (one system run per example).
-`try_state` accepts it only if it beats the accepted state by more than
-`optimizer.accept_threshold`. A resumed run replays the records already on disk
+`try_state` accepts it by the same rule as the Optimas loop (`optimizer.accept_rule`:
+mean gain, paired bootstrap or sign test against the accepted state on the same
+examples, `history.decide`), and records the paired difference as "decision". A resumed run replays the records already on disk
 instead of evaluating again, as long as the baseline proposes the same candidates
 in the same order (deterministic baselines do).
 """
@@ -30,7 +31,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
-from optimas_cli.history import accepted_val, evaluate_val, initial_record
+from optimas_cli.history import (
+    accepted_scores,
+    accepted_val,
+    decide,
+    evaluate_val,
+    initial_record,
+)
 from optimas_cli.history import short as _short
 from optimas_cli.run_dir import RunDir
 
@@ -114,7 +121,7 @@ class Trial:
         self.name = name
         opt = rt.composed.run.optimizer
         self.budget: int | None = opt.budget_system_runs
-        self.threshold: float = opt.accept_threshold
+        self.opt = opt
         self.val_cost = len(rt.splits["val"])
         self.disk = run_dir.read_jsonl("history.jsonl")  # what an earlier process wrote
         self.records: list[dict[str, Any]] = []
@@ -209,10 +216,13 @@ class Trial:
         t0 = time.perf_counter()
         val = evaluate_val(self.rt, candidate, f"val {self.name} {self.iteration}")
         self.scores[key] = val["mean"]
-        accepted = val["mean"] - self.val > self.threshold
+        decision = decide(val, self.val, accepted_scores(self.records), self.opt,
+                          seed=self.rt.composed.run.seed + self.iteration)
+        accepted = decision.pop("accepted")
         record = {"iteration": self.iteration, "kind": "iteration", "component": component,
                   "val_before": self.val, "val_after": val["mean"], "accepted": accepted,
-                  "changed": True, "candidate": diff, "val": _short(val), **extra,
+                  "changed": True, "candidate": diff, "val": _short(val),
+                  "scores_after": val.get("scores"), "decision": decision, **extra,
                   "state": candidate if accepted else self.state,
                   "seconds": time.perf_counter() - t0,
                   **self.rt.spent()}

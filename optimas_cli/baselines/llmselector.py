@@ -4,7 +4,7 @@ The setting: pick one model per component. This is the greedy coordinate ascent
 of that paper, scored by the end-to-end metric on the val split: in each round,
 for each component with a `model` variable (run order), try every other model
 choice with all other components fixed, and keep a choice whenever it beats the
-accepted system by more than `optimizer.accept_threshold`. Rounds repeat until one
+accepted system by `optimizer.accept_rule` (history.decide). Rounds repeat until one
 changes nothing, `max_rounds` is reached, or the next evaluation would exceed
 `optimizer.budget_system_runs`. A state already evaluated is not evaluated again.
 (The paper's LLM diagnoser, which estimates per-module scores to save calls, is not

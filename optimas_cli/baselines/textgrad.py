@@ -16,7 +16,7 @@ One step (iteration):
      system inputs, the gold answer and the metric's score; `tg.sum` of them;
   4. `backward()` then `tg.TGD.step()` per instruction;
   5. the new instructions are scored end to end on val and accepted only if val
-     improves by more than `optimizer.accept_threshold` (else reverted).
+     passes `optimizer.accept_rule` against the accepted state (else reverted).
 
 TGD needs its optimizer model to answer inside <IMPROVED_VARIABLE>...</IMPROVED_VARIABLE>.
 A reply without the tags, with an opening tag but no closing one, whose parsed value
