@@ -7,13 +7,14 @@ final stage, `optimas show` and `optimas compare` read them alike:
      "system_runs", "lm_calls", "lm_requests"}
     {"iteration": i, "kind": "iteration", "component" ("a+b" when one iteration optimized
      several, each then one of "steps"), "val_before", "val_after",
-     "accepted", "changed", "decision" ({rule, paired: {mean, low, high, ...}}),
+     "accepted", "changed", "decision" ({rule, gain, paired: {mean, low, high, ...}, bound,
+     sign_p_greater}),
      "scores_after" (the candidate's val score per example), "state" (the accepted
      state after this step), "system_runs", "lm_calls", "lm_requests", ...}
 
 A candidate is accepted by comparing it with the incumbent on the same validation
-examples (`decide`): by the mean gain, or by a paired bootstrap interval or sign test
-at a set confidence (optimizer.accept_rule).
+examples (`decide`): by the mean gain, or by a one-sided paired bootstrap bound or sign
+test at a set confidence (optimizer.accept_rule).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from optimas_cli.graph import State
 from optimas_cli.schema import OptimizerConfig
 from optimas_cli.stages.evaluate import evaluate_state
-from optimas_cli.stats import paired_diff
+from optimas_cli.stats import lower_bound, paired_diff, sign_test_greater
 
 if TYPE_CHECKING:
     from optimas_cli.runtime import Runtime
@@ -71,8 +72,14 @@ def decide(candidate: dict[str, Any], incumbent_mean: float, incumbent_scores: l
     """Accept `candidate` (a val summary) over the incumbent? With the paired difference.
 
     mean:      mean gain > accept_threshold (the means are over the same examples);
-    bootstrap: the lower end of the paired bootstrap interval > accept_threshold;
-    sign:      more wins than losses and the sign test's p < 1 - accept_confidence.
+    bootstrap: the paired difference exceeds accept_threshold with confidence
+               accept_confidence: the one-sided bootstrap lower bound ("bound") > threshold;
+    sign:      more wins than losses, gain > accept_threshold, and the one-sided exact sign
+               test (McNemar's on a 0/1 metric) gives p < 1 - accept_confidence.
+
+    Both paired rules are one-sided, as acceptance is: a candidate is taken when it is
+    better with the stated confidence. "paired" is the two-sided interval at
+    accept_confidence, for the record.
     """
     gain = candidate["mean"] - incumbent_mean
     out: dict[str, Any] = {"rule": opt.accept_rule, "gain": gain}
@@ -80,16 +87,19 @@ def decide(candidate: dict[str, Any], incumbent_mean: float, incumbent_scores: l
     if scores is not None and incumbent_scores is not None and len(scores) == len(incumbent_scores):
         d = paired_diff(scores, incumbent_scores, confidence=opt.accept_confidence, seed=seed)
         out["paired"] = d.to_dict()
+        out["bound"] = round(lower_bound(scores, incumbent_scores,
+                                         confidence=opt.accept_confidence, seed=seed), 6)
+        out["sign_p_greater"] = round(sign_test_greater(d.wins, d.losses), 6)
     elif opt.accept_rule != "mean":
         raise ValueError("a paired accept rule needs per-example validation scores of both systems")
     if opt.accept_rule == "mean":
         out["accepted"] = gain > opt.accept_threshold
     elif opt.accept_rule == "bootstrap":
-        out["accepted"] = out["paired"]["low"] > opt.accept_threshold
+        out["accepted"] = out["bound"] > opt.accept_threshold
     else:
         p = out["paired"]
         out["accepted"] = (p["wins"] > p["losses"] and gain > opt.accept_threshold
-                           and p["sign_p"] < 1 - opt.accept_confidence)
+                           and out["sign_p_greater"] < 1 - opt.accept_confidence)
     return out
 
 

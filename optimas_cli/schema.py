@@ -205,8 +205,9 @@ class OptimizerConfig(Strict):
     # together (one validation for several changes; 1 is the paper's loop)
     components_per_iteration: int = Field(1, ge=1)
     # Acceptance compares candidate and incumbent on the same validation examples:
-    # mean: mean gain > accept_threshold; bootstrap: the paired bootstrap interval's lower
-    # end > accept_threshold; sign: a sign test over the examples at accept_confidence.
+    # mean: mean gain > accept_threshold; bootstrap: the gain exceeds accept_threshold with
+    # confidence accept_confidence (one-sided paired bootstrap bound); sign: more wins than
+    # losses by a one-sided exact sign test at accept_confidence (McNemar's on a 0/1 metric).
     accept_rule: Literal["mean", "bootstrap", "sign"] = "mean"
     accept_threshold: float = 0.0
     accept_confidence: float = Field(0.9, gt=0, lt=1)

@@ -64,6 +64,24 @@ def paired_diff(candidate: Sequence[float], baseline: Sequence[float], *,
     return PairedDiff(n, mean, low, high, confidence, wins, losses, sign_test(wins, losses))
 
 
+def sign_test_greater(wins: int, losses: int) -> float:
+    """One-sided exact binomial p-value that `wins` beat `losses` (ties dropped): the
+    probability of at least `wins` wins out of wins + losses under p = 1/2. On a 0/1 metric
+    this is the exact McNemar test of "the candidate is right more often"."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(wins, n + 1)) / 2**n
+
+
+def lower_bound(candidate: Sequence[float], baseline: Sequence[float], *, confidence: float,
+                resamples: int = 2000, seed: int = 0) -> float:
+    """One-sided paired bootstrap lower bound: the mean difference is above it with
+    `confidence` (the lower end of the two-sided interval at 2 * confidence - 1)."""
+    return paired_diff(candidate, baseline, confidence=2 * confidence - 1,
+                       resamples=resamples, seed=seed).low
+
+
 def pooled_paired_diff(runs: Sequence[tuple[Sequence[float], Sequence[float], str]], *,
                        confidence: float = 0.95, resamples: int = 2000,
                        seed: int = 0) -> PairedDiff:

@@ -32,6 +32,22 @@ def test_a_clear_gain_passes_every_rule(rule):
     assert d["accepted"] and d["paired"]["low"] > 0
 
 
+def test_paired_rules_are_one_sided_at_the_stated_confidence():
+    # 7 questions gained, 2 lost, 31 unchanged out of 40 (a PubMedQA candidate): better with
+    # 90% confidence (one-sided bound > 0, one-sided sign p = 0.09), though the two-sided 90%
+    # interval reaches 0
+    incumbent = [0.0] * 7 + [1.0] * 2 + [1.0] * 15 + [0.0] * 16
+    candidate = [1.0] * 7 + [0.0] * 2 + [1.0] * 15 + [0.0] * 16
+    for rule in ("bootstrap", "sign"):
+        d = decide(summary(candidate), 0.425, incumbent,
+                   OptimizerConfig(accept_rule=rule, accept_confidence=0.9))
+        assert d["accepted"], rule
+        assert d["paired"]["low"] <= 0 < d["bound"] < d["paired"]["mean"]
+        assert d["sign_p_greater"] == pytest.approx(46 / 512, abs=1e-6)  # rounded in history
+    strict = OptimizerConfig(accept_rule="sign", accept_confidence=0.95)
+    assert not decide(summary(candidate), 0.425, incumbent, strict)["accepted"]
+
+
 def test_threshold_and_no_change():
     opt = OptimizerConfig(accept_threshold=0.1)
     assert not decide(summary(SMALL_GAIN), 0.5, INCUMBENT, opt)["accepted"]

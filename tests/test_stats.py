@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from optimas_cli.stats import paired_diff, pooled_paired_diff, sign_test
+from optimas_cli.stats import (
+    lower_bound,
+    paired_diff,
+    pooled_paired_diff,
+    sign_test,
+    sign_test_greater,
+)
 
 
 def test_sign_test_matches_the_binomial_tail():
@@ -60,3 +66,18 @@ def test_seeds_on_one_split_are_averaged_per_question_and_other_splits_pooled():
     assert pooled_paired_diff([(gain, zero, "a"), (gain, zero, "b")]).n == 20
     with pytest.raises(ValueError, match="different numbers of examples"):
         pooled_paired_diff([(gain, zero, "s"), (gain[:5], zero[:5], "s")])
+
+
+def test_one_sided_sign_test_is_the_upper_binomial_tail():
+    assert sign_test_greater(0, 0) == 1.0
+    assert sign_test_greater(8, 2) == pytest.approx(56 / 1024)  # P(X >= 8), X ~ Bin(10, 1/2)
+    assert sign_test_greater(8, 2) == pytest.approx(sign_test(8, 2) / 2)
+    assert sign_test_greater(2, 8) == pytest.approx(1 - 11 / 1024)  # P(X >= 2)
+
+
+def test_one_sided_bound_lies_between_the_two_sided_lower_end_and_the_mean():
+    base = [0.0] * 30
+    better = [1.0] * 6 + [-1.0] * 2 + [0.0] * 22
+    two_sided = paired_diff(better, base, confidence=0.9)
+    bound = lower_bound(better, base, confidence=0.9)
+    assert two_sided.low < bound < two_sided.mean
