@@ -10,7 +10,8 @@ any `--by` keys; the runs of a group are its seeds. Per group:
   system runs  spent by the optimization (the last history.jsonl record; test
                evaluation excluded), mean over seeds
   LM calls     the same, for real model calls (cache hits are free)
-  LM requests  the same, for model calls + cache hits (equal in a replayed run)
+  LM requests  the same, for model calls + cache hits (a run with requests and no calls
+               was replayed from the cache: its costs are marked "replay")
   wall time    per run, from the first run.log line to DONE, mean over seeds
 
 Written with --out DIR: compare.md, compare.csv (one row per group) and compare.png
@@ -39,7 +40,7 @@ from optimas_cli.stats import pooled_paired_diff
 
 COLUMNS = ("method", "system", "seeds", "test_mean", "test_std", "initial_mean", "initial_std",
            "diff_mean", "diff_low", "diff_high", "diff_n", "system_runs", "lm_calls",
-           "lm_requests", "lm_tokens", "wall_time_s", "test_metrics", "runs")
+           "lm_requests", "lm_tokens", "wall_time_s", "replayed", "test_metrics", "runs")
 
 
 @dataclass
@@ -205,6 +206,9 @@ def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
             "lm_requests": _mean([r.lm_requests for r in rs]),
             "lm_tokens": _mean([r.lm_tokens for r in rs if r.lm_tokens is not None]),
             "wall_time_s": _mean(walls),
+            # seeds whose every LM request was a cache hit: their calls, tokens and wall
+            # time are those of a replay, not what the method costs
+            "replayed": sum(1 for r in rs if r.lm_calls == 0 and r.lm_requests > 0),
             "test_metrics": other_metrics(rs),
             "runs": " ".join(str(r.path) for r in rs),
         })
@@ -229,8 +233,13 @@ def _display(row: dict[str, Any]) -> list[str]:
             f"{_fmt(row['initial_mean'])} ± {_fmt(row['initial_std'])}",
             (f"{row['diff_mean']:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
              if row["diff_mean"] is not None else "-"),
-            _fmt(row["system_runs"], 1), _fmt(row["lm_calls"], 1), _fmt(row["lm_requests"], 1),
-            _fmt(row["lm_tokens"], 0), _fmt(row["wall_time_s"], 1)]
+            _fmt(row["system_runs"], 1), _fmt(row["lm_calls"], 1) + _replayed(row),
+            _fmt(row["lm_requests"], 1), _fmt(row["lm_tokens"], 0) + _replayed(row),
+            _fmt(row["wall_time_s"], 1) + _replayed(row)]
+
+
+def _replayed(row: dict[str, Any]) -> str:
+    return f" (replay: {row['replayed']} of {row['seeds']})" if row.get("replayed") else ""
 
 
 HEADERS = ("method", "system", "seeds", "test (mean ± std)", "initial test",
@@ -258,6 +267,10 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
             "System runs, LM calls (real model calls) and LM requests (calls + cache hits): "
             "spent by the optimization (test evaluation excluded), mean over seeds. "
             "Wall time: per run, mean over seeds."
+            + (" (replay: k of n): k seeds made no model call, every LM request a cache hit "
+               "of an earlier run of the same config, so their LM calls, tokens and wall time "
+               "are a replay's, not the method's cost." if any(r.get("replayed") for r in rows)
+               else "")
             + (" Final test metrics: the system's other metrics of the optimized system on "
                "test, mean over seeds (those equal to the score left out)." if extra else "")
             + "\n")

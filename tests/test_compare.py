@@ -162,3 +162,26 @@ def test_compare_shows_the_metrics_the_score_hides(sweep, tmp_path):
     assert "final test metrics" in md and "said_yes" in md and "accuracy" not in md
     with (tmp_path / "out" / "compare.csv").open() as f:
         assert all("said_yes" in json.loads(r["test_metrics"]) for r in csv.DictReader(f))
+
+
+def test_a_run_replayed_from_the_cache_has_its_costs_marked(sweep, tmp_path):
+    """A seed that made no model call while its requests were all cache hits did not pay
+    what the method costs: the table says so next to its LM calls, tokens and wall time."""
+    import shutil
+
+    for i, run in enumerate(find_runs([sweep])):
+        dst = tmp_path / "runs" / f"r{i}"
+        shutil.copytree(run, dst)
+        cfg = yaml.safe_load((dst / "config.yaml").read_text())
+        lines = (dst / "history.jsonl").read_text().splitlines()
+        last = json.loads(lines[-1])
+        replay = cfg["optimizer"]["name"] == "search" and cfg["seed"] == 0
+        last.update(lm_calls=0 if replay else 7, lm_requests=12)
+        (dst / "history.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(last)]) + "\n")
+    rows, _ = compare([tmp_path / "runs"], tmp_path / "out")
+    assert {r["method"]: r["replayed"] for r in rows} == {"none": 0, "search": 1}
+    md = (tmp_path / "out" / "compare.md").read_text().splitlines()
+    search = next(x for x in md if x.startswith("| search"))
+    none = next(x for x in md if x.startswith("| none"))
+    assert search.count("(replay: 1 of 2)") == 3 and "replay" not in none
+    assert any("cache hit" in x for x in md)
