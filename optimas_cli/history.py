@@ -9,8 +9,9 @@ final stage, `optimas show` and `optimas compare` read them alike:
      several, each then one of "steps"), "val_before", "val_after",
      "accepted", "changed", "decision" ({rule, gain, paired: {mean, low, high, ...}, bound,
      sign_p_greater}),
-     "scores_after" (the candidate's val score per example), "state" (the accepted
-     state after this step), "system_runs", "lm_calls", "lm_requests", ...}
+     "scores_after" (the candidate's val score per example), "tried" (the candidate
+     state validated; "validation_of": k when iteration k had validated it already),
+     "state" (the accepted state after this step), "system_runs", "lm_calls", "lm_requests", ...}
 
 A candidate is accepted by comparing it with the incumbent on the same validation
 examples (`decide`): by the mean gain, or by a one-sided paired bootstrap bound or sign
@@ -101,6 +102,20 @@ def decide(candidate: dict[str, Any], incumbent_mean: float, incumbent_scores: l
         out["accepted"] = (p["wins"] > p["losses"] and gain > opt.accept_threshold
                            and out["sign_p_greater"] < 1 - opt.accept_confidence)
     return out
+
+
+def validated_before(history: list[dict[str, Any]], state: State) -> dict[str, Any] | None:
+    """The val summary ({mean, scores, iteration}) of `state` if an earlier step validated
+    it (its "tried" state, or the initial state), else None: the same system on the same
+    validation examples need not be paid for twice."""
+    for record in history:
+        tried = record["state"] if record.get("kind") == "initial" else record.get("tried")
+        if tried == state:
+            val = record.get("val", {}) if record.get("kind") == "initial" else {
+                "mean": record["val_after"], "scores": record.get("scores_after")}
+            return {"mean": val["mean"], "scores": val.get("scores"),
+                    "iteration": record["iteration"]}
+    return None
 
 
 def steps_of(record: dict[str, Any]) -> list[dict[str, Any]]:

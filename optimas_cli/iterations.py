@@ -69,6 +69,8 @@ def _decision(record: dict[str, Any]) -> tuple[str, str, str]:
         verdict = "no change"
     else:
         verdict = "accepted" if record.get("accepted") else "kept the incumbent"
+        if "validation_of" in record:
+            verdict += f" (validated at iteration {record['validation_of']}, not run again)"
     return val, diff, verdict
 
 

@@ -74,6 +74,29 @@ def test_change_is_accepted_only_if_validation_improves(tmp_path, monkeypatch, p
     assert final == (proposed if accepted else 1)  # factor 3 is no better than 1: reverted
 
 
+@pytest.mark.slow
+def test_a_rejected_proposal_made_again_is_not_validated_again(tmp_path, monkeypatch):
+    """Iteration 2 proposes the state iteration 1 validated and rejected: it is decided on
+    the scores already measured, and no validation run is paid twice."""
+    def fake_update(system, name, records, lrf, state, *a, **k):
+        return {"state": {"scale": {"factor": 3}}, "variables": []}
+
+    evaluations = []
+    real = loop.evaluate_val
+    monkeypatch.setattr(loop, "update_component", fake_update)
+    monkeypatch.setattr(loop, "evaluate_val",
+                        lambda rt, state, label: evaluations.append(label) or real(rt, state, label))
+    path, _ = run(tmp_path, "optimizer.num_iterations=2")
+    history = [json.loads(line) for line in (path / "history.jsonl").read_text().splitlines()]
+    first, second = history[1], history[2]
+    assert evaluations == ["val iter 1"]  # the initial validation is the history's own
+    assert first["tried"] == second["tried"] == {"scale": {"factor": 3}}
+    assert "validation_of" not in first and second["validation_of"] == 1
+    assert second["scores_after"] == first["scores_after"] and not second["accepted"]
+    table = CliRunner().invoke(app, ["show", "--markdown", str(path)])
+    assert "validated at iteration 1, not run again" in table.output
+
+
 def test_selection_prefers_components_with_larger_preference_gaps():
     import random
 

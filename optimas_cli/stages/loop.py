@@ -43,6 +43,7 @@ from optimas_cli.history import (
     evaluate_val,
     initial_record,
     steps_of,
+    validated_before,
 )
 from optimas_cli.rewards import LocalRewardModel
 from optimas_cli.run_dir import RunDir
@@ -256,12 +257,16 @@ class OptimasLoop:
                                 weights_dir=self.run_dir.path / "weights" / name / iter_dir(it))
 
     def validate(self, it: int, candidate: State) -> dict[str, Any]:
-        """The candidate on validation, and the accept decision against the incumbent."""
-        after = evaluate_val(self.rt, candidate, f"val iter {it}")
+        """The candidate on validation, and the accept decision against the incumbent. A
+        candidate validated before (a rejected proposal made again) is decided on its
+        earlier scores, at no cost."""
+        before = validated_before(self.history, candidate)
+        after = before or evaluate_val(self.rt, candidate, f"val iter {it}")
         decision = decide(after, accepted_val(self.history[-1]), accepted_scores(self.history),
                           self.opt, seed=self.run_cfg.seed + it)
-        return {"val_after": after["mean"], "scores_after": after.get("scores"),
-                "accepted": decision.pop("accepted"), "decision": decision}
+        return {"val_after": after["mean"], "scores_after": after.get("scores"), "tried": candidate,
+                "accepted": decision.pop("accepted"), "decision": decision,
+                **({"validation_of": before["iteration"]} if before else {})}
 
     # -------------------------------------------------------------- driver
 
