@@ -97,6 +97,20 @@ def test_a_rejected_proposal_made_again_is_not_validated_again(tmp_path, monkeyp
     assert "validated at iteration 1, not run again" in table.output
 
 
+@pytest.mark.slow
+def test_a_choice_does_not_lead_back_to_a_state_validation_rejected(tmp_path):
+    """No change can pass accept_threshold=10: iteration 1 proposes factor 2 and is rejected;
+    iteration 2 scores factor 2 again but, marked as rejected before, does not propose it."""
+    path, _ = run(tmp_path, "optimizer.num_iterations=2", "optimizer.accept_threshold=10")
+    history = [json.loads(line) for line in (path / "history.jsonl").read_text().splitlines()]
+    first, second = history[1], history[2]
+    assert first["tried"] == {"scale": {"factor": 2}} and not first["accepted"]
+    choice = second["update"]["variables"][0]
+    marked = [c["value"] for c in choice["candidates"] if c.get("rejected_before")]
+    assert marked == [2] and choice["best"] != 2
+    assert second.get("tried") != first["tried"]
+
+
 def test_selection_prefers_components_with_larger_preference_gaps():
     import random
 

@@ -18,8 +18,13 @@ if TYPE_CHECKING:
 def optimize_choice(system: System, name: str, vname: str, records: list[dict],
                     lrf: LocalRewardModel, state: State,
                     cfg: UpdateConfig, rng: random.Random, workers: int = 4,
-                    reward_dir: Path | None = None) -> dict[str, Any]:
+                    reward_dir: Path | None = None,
+                    rejected: list[State] = ()) -> dict[str, Any]:
     """Best value of variable `vname` of component `name`; the current value is a candidate.
+
+    A value that would make the system a state validation already rejected (`rejected`) is
+    scored and listed ("rejected_before") but not chosen: validation measured it on more
+    examples than the rollouts did.
 
     With `choice_mode: per_input` the result is a policy that picks per input at inference,
     with probability proportional to exp(LRF / choice_temperature), using the reward model
@@ -34,8 +39,9 @@ def optimize_choice(system: System, name: str, vname: str, records: list[dict],
     for value in values:
         scored = lrf_score_values(system, name, {**state[name], vname: value}, records, lrf, state,
                                   workers)
-        candidates.append({"value": value, **scored})
-    best = best_of(candidates)
+        again = value != current and {**state, name: {**state[name], vname: value}} in rejected
+        candidates.append({"value": value, **scored, **({"rejected_before": True} if again else {})})
+    best = best_of([c for c in candidates if not c.get("rejected_before")])
     result = {"variable": vname, "type": var.type, "best": best["value"], "candidates": candidates}
     if cfg.choice_mode == "per_input" and reward_dir is not None:
         # choose at inference, per input, among the values the local reward can tell apart

@@ -254,7 +254,9 @@ class OptimasLoop:
                                 self.lrf, state, self.opt, self.rt.lm, self.run_cfg.lm.model,
                                 prompt_history(self.history, name), seed=self.run_cfg.seed + it,
                                 reward_dir=self.run_dir.path / lrf_dir,
-                                weights_dir=self.run_dir.path / "weights" / name / iter_dir(it))
+                                weights_dir=self.run_dir.path / "weights" / name / iter_dir(it),
+                                rejected=[h["tried"] for h in self.history
+                                          if h.get("tried") and not h.get("accepted")])
 
     def validate(self, it: int, candidate: State) -> dict[str, Any]:
         """The candidate on validation, and the accept decision against the incumbent. A

@@ -24,11 +24,14 @@ def update_component(system: System, name: str, records: list[dict],
                      cfg: OptimizerConfig, lm: LM, default_model: str,
                      prompt_history: list[tuple[str, float]], seed: int,
                      reward_dir: Path | None = None,
-                     weights_dir: Path | None = None) -> dict[str, Any]:
+                     weights_dir: Path | None = None,
+                     rejected: list[State] = ()) -> dict[str, Any]:
     """A new state for `name` (others untouched) and, per variable, the candidates tried.
 
     `weights_dir`: where a `weights` variable's new adapter is saved (the run's
     weights/<component>/iter_NNN/); without it weights variables are left as they are.
+    `rejected`: the states validation rejected so far; a model or hyperparameter choice does
+    not lead back to one of them.
     """
     rng = random.Random(f"{seed}:update:{name}")
     new_state = {c: dict(v) for c, v in state.items()}
@@ -47,7 +50,8 @@ def update_component(system: System, name: str, records: list[dict],
                                       rng, workers=cfg.collect.workers)
         elif var.type in ("hyperparameter", "model"):
             res = optimize_choice(system, name, vname, records, lrf, new_state, cfg.update, rng,
-                                  workers=cfg.collect.workers, reward_dir=reward_dir)
+                                  workers=cfg.collect.workers, reward_dir=reward_dir,
+                                  rejected=rejected)
         else:  # weights: torch, peft and TRL are imported only when one is optimized
             from optimas_cli.optimizers.weights import optimize_weights
 
