@@ -143,6 +143,32 @@ def test_llama_cpp_applies_the_adapter_peft_computes(tmp_path, lm, targets):
         assert error < 0.6, (x, error, shift_hf, shift_cpp)
 
 
+def test_an_adapted_pool_serves_two_instances_and_exits_cleanly(tmp_path):
+    """Instances of an adapted model each load their own model (llama.cpp frees an adapter
+    with its model and llama-cpp-python frees it again: two instances sharing one model
+    crashed the interpreter at exit)."""
+    import subprocess
+    import sys
+
+    adapter = random_adapter(tmp_path / "a", ["v_proj"]) / "adapter.gguf"
+    script = f"""
+from optimas_cli.lm.local import LlamaPool, gguf_path
+pool = LlamaPool(gguf_path({SMOL.split('/')[1]!r}), 256, 1, 2, lora_path={str(adapter)!r})
+with pool.instance() as a, pool.instance() as b:
+    texts = []
+    for llm in (a, b):
+        llm.reset()
+        texts.append(llm.create_completion(prompt="Name a colour:", max_tokens=4,
+                                           temperature=0)["choices"][0]["text"])
+    assert texts[0] == texts[1], texts
+    assert a._model.model != b._model.model
+print("served")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "served", (out.returncode, out.stderr)
+
+
 def adapter_tensors(directory):
     from safetensors.torch import load_file
 

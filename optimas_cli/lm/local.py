@@ -2,13 +2,12 @@
 
 Models ship inside PyPI packages (no hub download; model_files.py finds or
 assembles each file). Each model is loaded once per process into a pool of
-`instances` llama.cpp contexts; a llama-cpp `Llama` is not thread-safe, so each
-caller borrows one instance from a queue.
+`instances` llama.cpp contexts, which run on one copy of its weights (llama_load.py);
+a llama-cpp `Llama` is not thread-safe, so each caller borrows one instance from a queue.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import queue
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 
 from .base import LOCAL_PREFIX, LMError, LMRequest, LMResponse
 from .config import LocalEngineConfig
+from .llama_load import load_llama
 from .model_files import (
     QWEN25_CODER_05B,
     QWEN25_CODER_15B,
@@ -105,78 +105,6 @@ def sampling_seed(request: LMRequest) -> int:
     return (request.seed * 1000003 + request.sample_index) % 0xFFFFFFFF
 
 
-_QUIET_LOG: Any = None
-# llama-cpp-python's Llama() with verbose=False silences loading by dup2-ing
-# /dev/null over fds 1 and 2 and restoring the saved fds afterwards. Two loads
-# in parallel interleave that save/restore and can leave the process's stderr
-# on /dev/null for good (seen in CI: a run printed nothing after its first
-# load). Loads therefore take turns; generation still runs in parallel.
-_LOAD_LOCK = threading.Lock()
-
-
-def _silence_llama_cpp() -> None:
-    """Route llama.cpp's C-side log to nothing but errors.
-
-    verbose=False alone still lets warnings through (llama-cpp-python's level
-    table predates ggml's renumbering), e.g. Gemma's SWA-cache notice on load.
-    """
-    global _QUIET_LOG
-    if _QUIET_LOG is not None:
-        return
-    import sys
-
-    import llama_cpp
-
-    last = [0]
-
-    @llama_cpp.llama_log_callback
-    def quiet(level: int, text: bytes, user_data: Any) -> None:
-        # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continues the previous line
-        if level == 4 or (level == 5 and last[0] == 4):
-            print(text.decode("utf-8", "replace"), end="", file=sys.stderr)
-        if level != 5:
-            last[0] = level
-
-    _QUIET_LOG = quiet  # keep a reference: C holds only a raw pointer to it
-    llama_cpp.llama_log_set(quiet, None)
-
-
-@functools.cache
-def _cpu_has_amx() -> bool:
-    import llama_cpp
-
-    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode()
-
-
-def load_llama(path: Path, **kwargs: Any) -> Any:
-    """llama_cpp.Llama(model_path=path, **kwargs), loads taking turns (see _LOAD_LOCK).
-
-    On CPUs with AMX, llama.cpp repacks weights into its AMX buffer type, and then
-    every prompt of more than one token segfaults in llama_decode (llama-cpp-python
-    0.3.36, Xeon with AMX_INT8; SmolLM2 Q4_1 and Qwen2.5 Q4_K_M alike; one token at a
-    time works). Llama() has no argument for llama.cpp's `use_extra_bufts` (the
-    CLI's --no-repack), so on those CPUs the default model parameters it starts from
-    are swapped for ones with it off, for the duration of the load.
-    """
-    import llama_cpp
-    import llama_cpp.llama as llama_module
-
-    _silence_llama_cpp()
-    with _LOAD_LOCK:
-        default_params = llama_module.llama_cpp.llama_model_default_params
-        if _cpu_has_amx():
-            def no_extra_buffers() -> Any:
-                params = default_params()
-                params.use_extra_bufts = False
-                return params
-
-            llama_module.llama_cpp.llama_model_default_params = no_extra_buffers
-        try:
-            return llama_cpp.Llama(model_path=str(path), **kwargs)
-        finally:
-            llama_module.llama_cpp.llama_model_default_params = default_params
-
-
 class LlamaPool:
     """Up to `instances` Llama objects of one GGUF (with a LoRA adapter GGUF applied, if
     `lora_path`), lent to one caller at a time."""
@@ -191,6 +119,12 @@ class LlamaPool:
         self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._created = 0
         self._lock = threading.Lock()
+        # The first instance loaded; the later ones run on its model (llama_load.py). Not
+        # for adapted models: llama.cpp ties a LoRA adapter to its model and frees it with
+        # the model, and llama-cpp-python's Llama frees it again (a crash at exit when two
+        # instances share the model). Adapters serve SmolLM2, whose weights are 0.1 GB.
+        self._lender: Any = None
+        self._load_lock = threading.Lock()
 
     def _load(self) -> Any:
         """A new instance; LMError naming the file if llama.cpp cannot load it (a corrupt or
@@ -199,14 +133,18 @@ class LlamaPool:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         try:
-            llm = load_llama(
-                self.path,
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                verbose=False,  # llama.cpp would log every load/call to stderr
-                **({"lora_path": self.lora_path} if self.lora_path else {}),
-            )
+            with self._load_lock:
+                llm = load_llama(
+                    self.path,
+                    lender=self._lender,
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    verbose=False,  # llama.cpp would log every load/call to stderr
+                    **({"lora_path": self.lora_path} if self.lora_path else {}),
+                )
+                if not self.lora_path:
+                    self._lender = self._lender or llm
         except Exception as exc:  # llama-cpp-python raises ValueError for any failed load
             raise LMError(f"local model file {self.path} failed to load: "
                           f"{type(exc).__name__}: {exc}") from exc

@@ -157,6 +157,48 @@ def test_concurrent_callers_share_one_pool(make_cfg):
 
 
 @pytest.mark.slow
+def test_a_pools_instances_share_one_model():
+    """Two instances of a model run their contexts on one llama.cpp model (one mapping
+    of the GGUF, one copy of repacked weights): same greedy output, and the second keeps
+    working after the first (the lender) is gone."""
+    import gc
+
+    from optimas_cli.lm.local import LlamaPool
+
+    pool = LlamaPool(gguf_path(SMOL), n_ctx=256, n_threads=1, instances=2)
+    texts = []
+    with pool.instance() as first, pool.instance() as second:
+        assert first is not second and pool._created == 2
+        assert first._model.model == second._model.model  # the same llama_model pointer
+        assert first._ctx.ctx != second._ctx.ctx
+        for llm in (first, second):
+            llm.reset()
+            out = llm.create_completion(prompt="The capital of France is", max_tokens=6,
+                                        temperature=0)
+            texts.append(out["choices"][0]["text"])
+    assert texts[0] and texts[0] == texts[1]
+    lender = pool._lender
+    borrower = second if first is lender else first
+    del first, second, lender
+    pool._lender = None
+    pool._free = None  # the pool's references to both instances gone
+    gc.collect()
+    borrower.reset()
+    again = borrower.create_completion(prompt="The capital of France is", max_tokens=6,
+                                       temperature=0)
+    assert again["choices"][0]["text"] == texts[0]
+
+
+def test_a_lender_serves_only_its_own_file(tmp_path):
+    from types import SimpleNamespace
+
+    from optimas_cli.lm.local import load_llama
+
+    with pytest.raises(ValueError, match="lender serves"):
+        load_llama(tmp_path / "other.gguf", lender=SimpleNamespace(model_path=str(gguf_path(SMOL))))
+
+
+@pytest.mark.slow
 def test_long_prompt_is_lm_error(make_cfg):
     lm = LMClient(make_cfg("off", local={"n_ctx": 64}))
     with pytest.raises(LMError):
