@@ -25,6 +25,12 @@ class LocalEngineConfig(_Strict):
     # measured best under concurrent callers, and 1-thread contexts keep their speed
     # when the CPU is oversubscribed, where 2-thread ones collapse (bench/lm_throughput.py).
     instances: int = Field(2, ge=1)
+    # Prompt tokens per llama.cpp batch, also the unit of prefix reuse. 64 evaluated prompts
+    # as fast as 512 on 2 cores (BENCHMARKS.md, "Prefix reuse").
+    n_batch: int = Field(64, ge=8)
+    # Keep the part of an instance's previous prompt that the next one shares, in whole
+    # batches: fewer tokens evaluated, the same logits bit for bit (lm/prefix.py).
+    prefix_reuse: bool = True
 
 
 class LMConfig(_Strict):

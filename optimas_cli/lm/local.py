@@ -28,6 +28,7 @@ from .model_files import (
     models_dir,
     smollm2_gguf,
 )
+from .prefix import reuse_aligned_prefix, supports_prefix_reuse
 
 # Gemma 3's chat template (text only). The base-model GGUF carries none, and
 # llama-cpp's built-in "gemma" format silently drops system messages; Gemma
@@ -112,8 +113,10 @@ class LlamaPool:
     def __init__(
         self, path: Path, n_ctx: int, n_threads: int, instances: int,
         chat_template: str | None = None, lora_path: str | None = None,
+        n_batch: int = 64, prefix_reuse: bool = True,
     ) -> None:
         self.path, self.n_ctx, self.n_threads, self.instances = path, n_ctx, n_threads, instances
+        self.n_batch, self.prefix_reuse = n_batch, prefix_reuse
         self.chat_template = chat_template
         self.lora_path = lora_path
         self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -138,6 +141,8 @@ class LlamaPool:
                     self.path,
                     lender=self._lender,
                     n_ctx=self.n_ctx,
+                    n_batch=self.n_batch,
+                    n_ubatch=self.n_batch,
                     n_threads=self.n_threads,
                     n_threads_batch=self.n_threads,
                     verbose=False,  # llama.cpp would log every load/call to stderr
@@ -148,6 +153,8 @@ class LlamaPool:
         except Exception as exc:  # llama-cpp-python raises ValueError for any failed load
             raise LMError(f"local model file {self.path} failed to load: "
                           f"{type(exc).__name__}: {exc}") from exc
+        if self.prefix_reuse and supports_prefix_reuse(llm):
+            reuse_aligned_prefix(llm)
         if self.chat_template:
             tok_text = llm._model.token_get_text
             stop_ids = [llm.token_eos()]
@@ -202,11 +209,10 @@ class LlamaPool:
             "seed": sampling_seed(request),
         }
         with self.instance() as llm:
-            # Re-evaluate the prompt from scratch. Reusing the KV prefix of whatever
-            # this instance ran last saves prompt time, but then the logits depend on
-            # call history: measured on gemma3-270m, 1 of 10 prompts got log-probs
-            # off by up to 0.25 (smollm2: bitwise equal). Reproducibility wins.
-            llm.reset()
+            # Without aligned reuse (prefix.py), evaluate the prompt from scratch: llama-cpp's
+            # own prefix reuse makes the logits depend on call history.
+            if not getattr(llm, "reuses_aligned_prefix", False):
+                llm.reset()
             t0 = time.perf_counter()
             try:
                 if request.is_chat:
@@ -228,7 +234,7 @@ class LlamaPool:
         )
 
 
-_POOLS: dict[tuple[str, int, int, int, str | None], LlamaPool] = {}
+_POOLS: dict[tuple, LlamaPool] = {}
 _POOLS_LOCK = threading.Lock()
 # Pools of adapted models kept loaded (each adapter is its own llama.cpp model load, ~1 s
 # and ~0.2 GB for SmolLM2); the least recently used beyond this are dropped, and a
@@ -240,7 +246,8 @@ def get_pool(model: str, cfg: LocalEngineConfig, adapter: str | None = None) -> 
     """The process-wide pool for (model, settings, adapter), built on first use."""
     n_threads = cfg.n_threads or max(1, available_cores() // cfg.instances)
     adapter = os.path.abspath(adapter) if adapter else None
-    key = (model.removeprefix(LOCAL_PREFIX), cfg.n_ctx, n_threads, cfg.instances, adapter)
+    key = (model.removeprefix(LOCAL_PREFIX), cfg.n_ctx, n_threads, cfg.instances, adapter,
+           cfg.n_batch, cfg.prefix_reuse)
     with _POOLS_LOCK:
         pool = _POOLS.pop(key, None)
         if pool is None:
@@ -249,6 +256,7 @@ def get_pool(model: str, cfg: LocalEngineConfig, adapter: str | None = None) -> 
             pool = LlamaPool(
                 gguf_path(model), cfg.n_ctx, n_threads, cfg.instances,
                 local_model(model).chat_template, lora_path=adapter,
+                n_batch=cfg.n_batch, prefix_reuse=cfg.prefix_reuse,
             )
         _POOLS[key] = pool  # most recently used last
         adapted = [k for k in _POOLS if k[4] is not None]
