@@ -37,7 +37,7 @@ def load_requests(cache: Path, model: str, n: int) -> list:
         if r.get("messages"):
             r["messages"] = tuple(tuple(m) for m in r["messages"])
         r["stop"] = tuple(r.get("stop") or ())
-        out.append(LMRequest(**{k: v for k, v in r.items() if v is not None or k == "adapter"}))
+        out.append(LMRequest(**r))
     return out
 
 
