@@ -9,6 +9,12 @@ prompts, in the order the run sent them) through fresh engine pools as a run wou
 `lm.local.prefix_reuse` off and once on, alternating for `--rounds` rounds. Reports the
 prompt tokens the engine evaluated, the wall time, and whether every reply is the same
 with reuse on and off (it must be: optimas_cli/lm/prefix.py).
+
+    python bench/prefix_reuse.py --cache CACHE --share-only
+
+runs no model: for every model in the cache, the share of prompt text (characters) that a
+call shares with the longer common prefix of the last two prompts of its model, in the
+order the run sent them (two instances; an upper bound on what reuse can keep).
 """
 
 from __future__ import annotations
@@ -39,6 +45,26 @@ def load_requests(cache: Path, model: str, n: int) -> list:
         r["stop"] = tuple(r.get("stop") or ())
         out.append(LMRequest(**r))
     return out
+
+
+def shareable(cache: Path) -> dict[str, float]:
+    """Per model: the share of prompt characters a call shares with one of the two previous
+    prompts of its model (see the module doc)."""
+    import os
+
+    db = sqlite3.connect(f"file:{cache}?mode=ro", uri=True)
+    recent: dict[str, list[str]] = {}
+    totals: dict[str, list[int]] = {}
+    for model, text in db.execute("SELECT model, request FROM responses ORDER BY created"):
+        r = json.loads(text)
+        prompt = "\n".join(m[1] for m in r["messages"]) if r.get("messages") else r["prompt"]
+        last = recent.setdefault(model, [])
+        kept = max((len(os.path.commonprefix([prompt, p])) for p in last), default=0)
+        total = totals.setdefault(model, [0, 0])
+        total[0] += len(prompt)
+        total[1] += kept
+        last[:] = (last + [prompt])[-2:]
+    return {m: kept / chars for m, (chars, kept) in totals.items() if chars}
 
 
 def replay(requests: list, reuse: bool, workers: int) -> dict:
@@ -80,11 +106,18 @@ def replay(requests: list, reuse: bool, workers: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", default=None, help="required unless --share-only")
+    ap.add_argument("--share-only", action="store_true")
     ap.add_argument("--requests", type=int, default=120)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
+    if args.share_only:
+        for model, share in shareable(args.cache).items():
+            print(f"{model}: {share:.1%} of prompt text shared with a recent prompt")
+        return 0
+    if not args.model:
+        ap.error("--model is required unless --share-only")
     requests = load_requests(args.cache, args.model, args.requests)
     if not requests:
         sys.exit(f"no requests of {args.model} in {args.cache}")
