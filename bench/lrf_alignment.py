@@ -14,7 +14,12 @@ estimate with a one-sided binomial p-value against chance (a tie counts as wrong
 Settings (the reward config of the first run directory, configs/reward/minilm.yaml):
   backbone  the loop's first fit: backbone and heads, `epochs` epochs at `lr`/`head_lr`
   heads     heads only on frozen MiniLM features: `adapt_epochs` at `adapt_head_lr`
-Beside them, a rule that needs no training: "the shorter output wins".
+Beside them, two rules that never look at the input, scored the same way (a tie is wrong):
+  output_prior  an output (its text, case and spacing ignored) scores its wins minus losses
+                on the training folds' pairs, whatever the input; the higher one wins. On a
+                yes/no answer this is the label prior: an LRF no better than it has learned
+                which answer is usually right, not which is right for this question.
+  shorter_wins  the shorter output wins (no training).
 
 --synthetic N builds N HotpotQA questions' answer_generator pairs (the gold answer chosen
 over two other questions' answers; bench/lrf_memory.py's pairs): a task the LRF can learn,
@@ -86,6 +91,30 @@ def shorter_wins(pair) -> bool:
     return a < b
 
 
+def output_text(outputs: dict) -> str:
+    return " ".join(json.dumps(outputs, sort_keys=True).lower().split())
+
+
+def output_prior(pairs: list, k: int) -> dict[str, dict]:
+    """The input-blind rule `output_prior`, cross-validated over the same folds as the fits."""
+    from optimas_cli.rewards import input_key
+
+    right: dict[str, int] = defaultdict(int)
+    total: dict[str, int] = defaultdict(int)
+    for fold in folds_of(pairs, k):
+        wins: dict[tuple[str, str], int] = defaultdict(int)
+        for p in pairs:
+            if input_key(p) not in fold:
+                wins[p.component, output_text(p.chosen)] += 1
+                wins[p.component, output_text(p.rejected)] -= 1
+        for p in pairs:
+            if input_key(p) in fold:
+                total[p.component] += 1
+                right[p.component] += (wins[p.component, output_text(p.chosen)]
+                                       > wins[p.component, output_text(p.rejected)])
+    return {c: {"right": right[c], "n": total[c], "seconds": 0.0} for c in sorted(total)}
+
+
 def cross_validate(pairs: list, comps: dict[str, str], reward: RewardConfig, setting: str, k: int,
                    seed: int) -> dict[str, dict]:
     """Pooled held-out accuracy per component over k folds of one setting."""
@@ -126,7 +155,8 @@ def main() -> int:
     ap.add_argument("runs", nargs="*", type=Path, help="run directories holding rollouts/")
     ap.add_argument("--synthetic", type=int, default=0, help="HotpotQA questions of the control")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--settings", default="backbone,heads")
+    ap.add_argument("--settings", default="backbone,heads,output_prior,shorter_wins",
+                    help="reward-model fits (backbone, heads) and input-blind rules to score")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = ap.parse_args()
@@ -140,20 +170,26 @@ def main() -> int:
         sys.exit("no preference pairs under the given run directories")
     rows = []
     for setting in args.settings.split(","):
-        for comp, r in cross_validate(pairs, comps, reward, setting, args.folds, args.seed).items():
-            mine = [p for p in pairs if p.component == comp]
+        if setting in ("backbone", "heads"):
+            got = cross_validate(pairs, comps, reward, setting, args.folds, args.seed)
+        elif setting == "output_prior":
+            got = output_prior(pairs, args.folds)
+        elif setting == "shorter_wins":
+            got = {c: {"right": sum(shorter_wins(p) for p in pairs if p.component == c),
+                       "n": sum(p.component == c for p in pairs), "seconds": 0.0} for c in comps}
+        else:
+            ap.error(f"--settings: unknown {setting!r} (backbone, heads, output_prior, shorter_wins)")
+        for comp, r in got.items():
             rows.append({
                 "component": comp, "setting": setting, "pairs": r["n"],
-                "inputs": len({p.example_id for p in mine}),
+                "inputs": len({p.example_id for p in pairs if p.component == comp}),
                 "accuracy": r["right"] / r["n"] if r["n"] else None,
-                "p_value": binom_p(r["right"], r["n"]),
-                "shorter_wins": sum(map(shorter_wins, mine)) / len(mine),
-                "fit_seconds": round(r["seconds"], 1)})
-    print("| component | setting | pairs | inputs | CV accuracy | p vs chance | shorter wins | fit s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
+                "p_value": binom_p(r["right"], r["n"]), "fit_seconds": round(r["seconds"], 1)})
+    print("| component | setting | pairs | inputs | CV accuracy | p vs chance | fit s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in sorted(rows, key=lambda r: r["component"]):
         print(f"| {r['component']} | {r['setting']} | {r['pairs']} | {r['inputs']} | "
-              f"{r['accuracy']:.3f} | {r['p_value']:.3g} | {r['shorter_wins']:.3f} | {r['fit_seconds']} |")
+              f"{r['accuracy']:.3f} | {r['p_value']:.3g} | {r['fit_seconds']} |")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

@@ -67,3 +67,21 @@ def test_cross_validation_scores_every_pair_once_and_learns_a_learnable_preferen
     got = lrf_alignment.cross_validate(pairs, comps, reward, "heads", k=3, seed=0)
     assert got["solver"]["n"] == 12  # each pair held out exactly once
     assert got["solver"]["right"] >= 11
+
+
+def test_output_prior_learns_which_answer_usually_wins_without_looking_at_the_input(tmp_path):
+    # "yes" beats "no" on 9 of 12 inputs: the input-blind rule, cross-validated, predicts "yes"
+    # for every held-out pair, so it is right exactly on the 9 and wrong on the 3
+    records = [{"example_id": str(n), "component": "solver", "fields": {"question": f"Q{n}?"},
+                "candidates": [{"outputs": {"answer": "Yes"}, "score": float(n >= 3)},
+                               {"outputs": {"answer": " no"}, "score": float(n < 3)}]}
+               for n in range(12)]
+    pairs, _, _ = lrf_alignment.real_pairs([_run_dir(tmp_path / "a", records)])
+    got = lrf_alignment.output_prior(pairs, k=4)
+    assert got["solver"]["n"] == 12 and got["solver"]["right"] == 9
+    # an output never seen in training ties at 0 with the other side: a tie is wrong
+    unseen = [{"example_id": "x", "component": "solver", "fields": {"question": "Q?"},
+               "candidates": [{"outputs": {"answer": "maybe"}, "score": 1.0},
+                              {"outputs": {"answer": "perhaps"}, "score": 0.0}]}]
+    pairs, _, _ = lrf_alignment.real_pairs([_run_dir(tmp_path / "b", unseen)])
+    assert lrf_alignment.output_prior(pairs, k=1)["solver"] == {"right": 0, "n": 1, "seconds": 0.0}
