@@ -180,16 +180,21 @@ def main() -> int:
         else:
             ap.error(f"--settings: unknown {setting!r} (backbone, heads, output_prior, shorter_wins)")
         for comp, r in got.items():
+            inputs = len({p.example_id for p in pairs if p.component == comp})
+            # held out by input: with one input its fold trains on none of its pairs
+            measured = r["n"] and (inputs > 1 or setting == "shorter_wins")
             rows.append({
-                "component": comp, "setting": setting, "pairs": r["n"],
-                "inputs": len({p.example_id for p in pairs if p.component == comp}),
-                "accuracy": r["right"] / r["n"] if r["n"] else None,
-                "p_value": binom_p(r["right"], r["n"]), "fit_seconds": round(r["seconds"], 1)})
+                "component": comp, "setting": setting, "pairs": r["n"], "inputs": inputs,
+                "accuracy": r["right"] / r["n"] if measured else None,
+                "p_value": binom_p(r["right"], r["n"]) if measured else None,
+                "fit_seconds": round(r["seconds"], 1)})
     print("| component | setting | pairs | inputs | CV accuracy | p vs chance | fit s |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in sorted(rows, key=lambda r: r["component"]):
-        print(f"| {r['component']} | {r['setting']} | {r['pairs']} | {r['inputs']} | "
-              f"{r['accuracy']:.3f} | {r['p_value']:.3g} | {r['fit_seconds']} |")
+        acc, p = ((f"{r['accuracy']:.3f}", f"{r['p_value']:.3g}") if r["accuracy"] is not None
+                  else ("n/a (one input)", "-"))
+        print(f"| {r['component']} | {r['setting']} | {r['pairs']} | {r['inputs']} | {acc} | {p} | "
+              f"{r['fit_seconds']} |")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

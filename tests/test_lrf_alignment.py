@@ -85,3 +85,15 @@ def test_output_prior_learns_which_answer_usually_wins_without_looking_at_the_in
                               {"outputs": {"answer": "perhaps"}, "score": 0.0}]}]
     pairs, _, _ = lrf_alignment.real_pairs([_run_dir(tmp_path / "b", unseen)])
     assert lrf_alignment.output_prior(pairs, k=1)["solver"] == {"right": 0, "n": 1, "seconds": 0.0}
+
+
+def test_a_component_seen_on_one_input_is_not_cross_validated(tmp_path, monkeypatch):
+    # its only fold would train on none of its pairs: no accuracy, not a 0.0
+    run = _run_dir(tmp_path / "a", [_record("1", [1.0, 0.0, 0.5])])
+    out = tmp_path / "rows.json"
+    monkeypatch.setattr(sys, "argv", ["lrf_alignment.py", str(run), "--settings",
+                                      "output_prior,shorter_wins", "--out", str(out)])
+    assert lrf_alignment.main() == 0
+    rows = {r["setting"]: r for r in json.loads(out.read_text())}
+    assert rows["output_prior"]["accuracy"] is None and rows["output_prior"]["pairs"] == 3
+    assert rows["shorter_wins"]["accuracy"] == 0.0  # "a0" vs "a1": equal length, a tie is wrong
