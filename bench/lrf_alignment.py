@@ -21,6 +21,13 @@ Beside them, two rules that never look at the input, scored the same way (a tie 
                 which answer is usually right, not which is right for this question.
   shorter_wins  the shorter output wins (no training).
 
+Each is reported on all pairs and on the sampled pairs alone. With `collect.add_gold` (the
+default) the final component's gold answer is a candidate of every collection, so many of
+its pairs are gold-vs-sample, and gold text is easy to tell (short, in the dataset's own
+style). An update never scores the gold answer: it compares the component's own outputs
+under different values, so the sampled pairs (neither side gold) are the ones that say
+whether the reward model can guide it.
+
 --synthetic N builds N HotpotQA questions' answer_generator pairs (the gold answer chosen
 over two other questions' answers; bench/lrf_memory.py's pairs): a task the LRF can learn,
 so a failure on the real pairs is the pairs', not the training code's.
@@ -46,9 +53,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from optimas_cli.schema import RewardConfig  # noqa: E402
 
 
-def real_pairs(run_dirs: list[Path]) -> tuple[list, dict[str, str], RewardConfig]:
+def real_pairs(run_dirs: list[Path]) -> tuple[list, dict[str, str], RewardConfig, set[int]]:
     """Distinct preference pairs of every rollout record under `run_dirs`, the components'
-    descriptions, and the first run's reward config."""
+    descriptions, the first run's reward config, and the indices of the pairs with the gold
+    answer on one side (`collect.add_gold`: the final component's gold output is a candidate)."""
     from optimas_cli.rewards.pairs import canonical
     from optimas_cli.stages.collect import pairs_from_record
 
@@ -57,24 +65,31 @@ def real_pairs(run_dirs: list[Path]) -> tuple[list, dict[str, str], RewardConfig
     system = SimpleNamespace(cfg=SimpleNamespace(components={
         n: SimpleNamespace(inputs=c["inputs"]) for n, c in comps.items()}))
     unique: dict[str, object] = {}
+    gold_keys: set[str] = set()
     for d in run_dirs:
         for f in sorted(d.glob("rollouts/iter_*/*.jsonl")):
             for line in f.read_text().splitlines():
                 record = json.loads(line)
+                gold = {canonical(c["outputs"]) for c in record.get("candidates", [])
+                        if c.get("source") == "gold"}
                 for p in pairs_from_record(record, system):
                     key = canonical([p.component, p.inputs, p.chosen, p.rejected])
                     unique.setdefault(key, p)
+                    if canonical(p.chosen) in gold or canonical(p.rejected) in gold:
+                        gold_keys.add(key)
     pairs = list(unique.values())
     used = sorted({p.component for p in pairs})
-    return pairs, {n: comps[n].get("description", "") for n in used}, RewardConfig(**cfg["reward"])
+    return (pairs, {n: comps[n].get("description", "") for n in used}, RewardConfig(**cfg["reward"]),
+            {i for i, key in enumerate(unique) if key in gold_keys})
 
 
-def synthetic_pairs(n: int) -> tuple[list, dict[str, str], RewardConfig]:
+def synthetic_pairs(n: int) -> tuple[list, dict[str, str], RewardConfig, set[int]]:
     from lrf_memory import hotpot_pairs
 
     reward = RewardConfig(**yaml.safe_load((ROOT / "configs" / "reward" / "minilm.yaml").read_text()))
     desc = "Answers the question from the retrieved context and the hints."
-    return hotpot_pairs(n), {"answer_generator": desc}, reward
+    pairs = hotpot_pairs(n)
+    return pairs, {"answer_generator": desc}, reward, set(range(len(pairs)))  # gold chosen
 
 
 def folds_of(pairs: list, k: int) -> list[set[str]]:
@@ -95,33 +110,32 @@ def output_text(outputs: dict) -> str:
     return " ".join(json.dumps(outputs, sort_keys=True).lower().split())
 
 
-def output_prior(pairs: list, k: int) -> dict[str, dict]:
-    """The input-blind rule `output_prior`, cross-validated over the same folds as the fits."""
+def output_prior(pairs: list, k: int) -> list[bool]:
+    """Per pair, whether the input-blind rule `output_prior` ranks it right when its fold is
+    held out (the same folds as the fits)."""
     from optimas_cli.rewards import input_key
 
-    right: dict[str, int] = defaultdict(int)
-    total: dict[str, int] = defaultdict(int)
+    right = [False] * len(pairs)
     for fold in folds_of(pairs, k):
         wins: dict[tuple[str, str], int] = defaultdict(int)
         for p in pairs:
             if input_key(p) not in fold:
                 wins[p.component, output_text(p.chosen)] += 1
                 wins[p.component, output_text(p.rejected)] -= 1
-        for p in pairs:
+        for i, p in enumerate(pairs):
             if input_key(p) in fold:
-                total[p.component] += 1
-                right[p.component] += (wins[p.component, output_text(p.chosen)]
-                                       > wins[p.component, output_text(p.rejected)])
-    return {c: {"right": right[c], "n": total[c], "seconds": 0.0} for c in sorted(total)}
+                right[i] = (wins[p.component, output_text(p.chosen)]
+                            > wins[p.component, output_text(p.rejected)])
+    return right
 
 
 def cross_validate(pairs: list, comps: dict[str, str], reward: RewardConfig, setting: str, k: int,
-                   seed: int) -> dict[str, dict]:
-    """Pooled held-out accuracy per component over k folds of one setting."""
+                   seed: int) -> tuple[list[bool], float]:
+    """Per pair, whether a reward model fitted (one setting) on the other folds ranks it
+    right (a tie, |difference| <= 1e-6, is wrong); and the seconds the fits took."""
     from optimas_cli.rewards import InputSplit, LocalRewardModel, fit_reward_model, input_key
 
-    right: dict[str, int] = defaultdict(int)
-    total: dict[str, int] = defaultdict(int)
+    right = [False] * len(pairs)
     seconds = 0.0
     for fold in folds_of(pairs, k):
         train_keys = {input_key(p) for p in pairs} - fold
@@ -130,17 +144,29 @@ def cross_validate(pairs: list, comps: dict[str, str], reward: RewardConfig, set
         model.split = InputSplit(heldout=set(fold), train=train_keys)
         heads = setting == "heads"
         t0 = time.perf_counter()
-        result = fit_reward_model(
+        fit_reward_model(
             model, pairs, epochs=reward.adapt_epochs if heads else reward.epochs,
             max_epochs=None, lr=reward.lr, head_lr=reward.adapt_head_lr if heads else reward.head_lr,
             batch_size=reward.batch_size, weight_by_gap=reward.weight_by_gap,
             gap_floor=reward.gap_floor, train_backbone=not heads, seed=seed,
             gradient_checkpointing=reward.gradient_checkpointing)
         seconds += time.perf_counter() - t0
-        for comp, m in result["heldout"].items():
-            right[comp] += round(m["pairwise_accuracy"] * m["n_pairs"])
-            total[comp] += m["n_pairs"]
-    return {c: {"right": right[c], "n": total[c], "seconds": seconds} for c in sorted(total)}
+        held = [i for i, p in enumerate(pairs) if input_key(p) in fold]
+        scores = model.score_items([(pairs[i].component, pairs[i].inputs, out) for i in held
+                                    for out in (pairs[i].chosen, pairs[i].rejected)])
+        for n, i in enumerate(held):
+            right[i] = scores[2 * n] - scores[2 * n + 1] > 1e-6
+    return right, seconds
+
+
+def tally(pairs: list, right: list[bool], keep) -> dict[str, tuple[int, int]]:
+    """(right, n) per component over the pairs whose index `keep` accepts."""
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for i, p in enumerate(pairs):
+        if keep(i):
+            out[p.component][0] += right[i]
+            out[p.component][1] += 1
+    return {c: (r, n) for c, (r, n) in out.items()}
 
 
 def binom_p(right: int, n: int) -> float:
@@ -165,36 +191,47 @@ def main() -> int:
     missing = [str(d) for d in args.runs if not (d / "config.yaml").is_file()]
     if missing:
         ap.error(f"not a run directory (no config.yaml): {', '.join(missing)}")
-    pairs, comps, reward = real_pairs(args.runs) if args.runs else synthetic_pairs(args.synthetic)
+    pairs, comps, reward, gold = (real_pairs(args.runs) if args.runs
+                                  else synthetic_pairs(args.synthetic))
     if not pairs:
         sys.exit("no preference pairs under the given run directories")
     rows = []
     for setting in args.settings.split(","):
+        seconds = 0.0
         if setting in ("backbone", "heads"):
-            got = cross_validate(pairs, comps, reward, setting, args.folds, args.seed)
+            right, seconds = cross_validate(pairs, comps, reward, setting, args.folds, args.seed)
         elif setting == "output_prior":
-            got = output_prior(pairs, args.folds)
+            right = output_prior(pairs, args.folds)
         elif setting == "shorter_wins":
-            got = {c: {"right": sum(shorter_wins(p) for p in pairs if p.component == c),
-                       "n": sum(p.component == c for p in pairs), "seconds": 0.0} for c in comps}
+            right = [shorter_wins(p) for p in pairs]
         else:
             ap.error(f"--settings: unknown {setting!r} (backbone, heads, output_prior, shorter_wins)")
-        for comp, r in got.items():
+        every, sampled = tally(pairs, right, lambda i: True), tally(pairs, right, lambda i: i not in gold)
+        for comp, (r, n) in sorted(every.items()):
             inputs = len({p.example_id for p in pairs if p.component == comp})
             # held out by input: with one input its fold trains on none of its pairs
-            measured = r["n"] and (inputs > 1 or setting == "shorter_wins")
+            measured = inputs > 1 or setting == "shorter_wins"
+            rs, ns = sampled.get(comp, (0, 0))
             rows.append({
-                "component": comp, "setting": setting, "pairs": r["n"], "inputs": inputs,
-                "accuracy": r["right"] / r["n"] if measured else None,
-                "p_value": binom_p(r["right"], r["n"]) if measured else None,
-                "fit_seconds": round(r["seconds"], 1)})
-    print("| component | setting | pairs | inputs | CV accuracy | p vs chance | fit s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+                "component": comp, "setting": setting, "pairs": n, "inputs": inputs,
+                "accuracy": r / n if measured else None,
+                "p_value": binom_p(r, n) if measured else None,
+                "sampled_pairs": ns,  # neither side the gold answer: what an update compares
+                "sampled_accuracy": rs / ns if measured and ns else None,
+                "sampled_p_value": binom_p(rs, ns) if measured and ns else None,
+                "fit_seconds": round(seconds, 1)})
+
+    def cell(acc, p):
+        return (f"{acc:.3f}", f"{p:.3g}") if acc is not None else ("n/a", "-")
+
+    print("| component | setting | pairs | inputs | CV accuracy | p vs chance | sampled pairs "
+          "| accuracy on them | p | fit s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in sorted(rows, key=lambda r: r["component"]):
-        acc, p = ((f"{r['accuracy']:.3f}", f"{r['p_value']:.3g}") if r["accuracy"] is not None
-                  else ("n/a (one input)", "-"))
-        print(f"| {r['component']} | {r['setting']} | {r['pairs']} | {r['inputs']} | {acc} | {p} | "
-              f"{r['fit_seconds']} |")
+        a, p = cell(r["accuracy"], r["p_value"])
+        sa, sp = cell(r["sampled_accuracy"], r["sampled_p_value"])
+        print(f"| {r['component']} | {r['setting']} | {r['pairs']} | {r['inputs']} | {a} | {p} | "
+              f"{r['sampled_pairs']} | {sa} | {sp} | {r['fit_seconds']} |")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
