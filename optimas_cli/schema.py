@@ -139,6 +139,11 @@ class CollectConfig(Strict):
     temperature: float = Field(0.9, gt=0)  # sampling temperature of the alternative outputs
     rollout_temperature: float = Field(0.0, ge=0)  # downstream; > 0 makes rollouts differ
     add_gold: bool = True  # the gold answer as a top candidate of the final component
+    # count: a pair with the gold answer on one side counts like any other; train_only: it
+    # trains the reward head but counts neither toward `min_pairs` nor toward the preference
+    # gap selection reads. Gold-vs-sample says the dataset's answer beats the model's, not
+    # which of the component's own outputs is better (BENCHMARKS, "Local reward alignment")
+    gold_pairs: Literal["count", "train_only"] = "count"
     workers: int = Field(4, ge=1)
     # lazy: collect for a component when it is first selected (budget goes where it is used);
     # all: the paper's eager start, every component at iteration 0

@@ -303,3 +303,23 @@ def test_a_resumed_loop_goes_on_with_the_reward_model_saved_last(tmp_path, monke
     fresh = make_loop(tmp_path / "fresh")
     assert OptimasLoop(fresh.rt, fresh.run_dir, lrf="eager").lrf == "eager"
     assert fresh.lrf == "new model" and loaded == [lp.run_dir.path / "lrf/iter_002"]
+
+
+def test_gold_pairs_train_only_do_not_qualify_a_component_or_steer_selection(tmp_path):
+    # every sampled candidate scores the same: the only pairs are the gold answer's
+    lm = ScriptedLM(lambda r: "same")
+    lp = make_loop(tmp_path, "optimizer.num_iterations=1", "optimizer.min_pairs=1", lm=lm)
+    assert lp.opt.collect.add_gold and lp.opt.collect.gold_pairs == "count"
+    record = lp.iteration(1)  # counted: the gold pairs qualify the final component
+    assert record["component"] == "exclaim" and record.get("adapted") and "skipped" not in record
+    gold = pairs_of(lp.rt, lp.run_dir, "exclaim")
+    assert gold and not pairs_of(lp.rt, lp.run_dir, "exclaim", sampled_only=True)
+    assert loop_mod.preference_gaps(lp.rt, lp.run_dir)["exclaim"] > 0
+
+    lp = make_loop(tmp_path / "b", "optimizer.num_iterations=1", "optimizer.min_pairs=1",
+                   "optimizer.collect.gold_pairs=train_only", lm=lm)
+    record = lp.iteration(1)
+    assert record["skipped"].startswith("0 preference pairs (gold pairs not counted) after")
+    assert not record.get("adapted")
+    # its gap is that of no pair: 0.0, a barren component, not the gold answer's large gap
+    assert pairs_of(lp.rt, lp.run_dir, "exclaim") and loop_mod.preference_gaps(lp.rt, lp.run_dir)["exclaim"] == 0.0

@@ -147,14 +147,17 @@ def collect_example(system: System, name: str, example: Example, state: State, m
     return record
 
 
-def pairs_from_record(record: dict[str, Any], system: System) -> list[PreferencePair]:
-    """Every pair of candidates of one input whose scores differ, better one chosen."""
-    if len(record["candidates"]) < 2:
+def pairs_from_record(record: dict[str, Any], system: System, *,
+                      sampled_only: bool = False) -> list[PreferencePair]:
+    """Every pair of candidates of one input whose scores differ, better one chosen
+    (`sampled_only`: the gold candidate left out, only the component's own outputs)."""
+    candidates = [c for c in record["candidates"] if not (sampled_only and c["source"] == "gold")]
+    if len(candidates) < 2:
         return []  # e.g. a failed input: its upstream fields may lack the inputs
     name = record["component"]
     inputs = {k: record["fields"][k] for k in system.cfg.components[name].inputs}
     pairs = []
-    for a, b in itertools.combinations(record["candidates"], 2):
+    for a, b in itertools.combinations(candidates, 2):
         if a["score"] == b["score"]:
             continue
         win, lose = (a, b) if a["score"] > b["score"] else (b, a)

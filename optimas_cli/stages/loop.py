@@ -187,6 +187,11 @@ class OptimasLoop:
                 out.add(name)
         return out
 
+    def counted_pairs(self, name: str) -> int:
+        """The pairs of `name` that count toward `min_pairs` (`collect.gold_pairs`)."""
+        return len(pairs_of(self.rt, self.run_dir, name, self.opt.replay_buffer_size,
+                            sampled_only=self.opt.collect.gold_pairs == "train_only"))
+
     def collect(self, it: int, name: str, state: State) -> tuple[list[dict], str | None]:
         """Fresh rollouts of `name` for iteration `it`, in rounds of new inputs while it has
         fewer than `min_pairs` pairs or (`adaptive_rounds`) while its best model or
@@ -198,7 +203,7 @@ class OptimasLoop:
         """
         cfg = self.opt.collect
         records: list[dict] = []
-        have = len(pairs_of(self.rt, self.run_dir, name, self.opt.replay_buffer_size))
+        have = self.counted_pairs(name)
         rounds = 0
         for rnd in range(cfg.max_rounds):
             per_input = collect_cost(self.rt.system, name, cfg)
@@ -216,7 +221,7 @@ class OptimasLoop:
                 f"rollouts/{iter_dir(it)}/{name}{suffix}.jsonl",
                 seed=f"{self.run_cfg.seed}:{it}:{rnd}")
             rounds, before = rnd + 1, have
-            have = len(pairs_of(self.rt, self.run_dir, name, self.opt.replay_buffer_size))
+            have = self.counted_pairs(name)
             ties = tied_choices(self.rt.system, name, records) if cfg.adaptive_rounds else {}
             if have >= self.opt.min_pairs and not ties:
                 return records, None
@@ -226,7 +231,8 @@ class OptimasLoop:
                 log.info("%s: best values tie on measured returns (%s): another round", name, ties)
         if have >= self.opt.min_pairs:
             return records, None
-        return records, (f"{have} preference pairs after {rounds} collection round(s), "
+        gold = " (gold pairs not counted)" if self.opt.collect.gold_pairs == "train_only" else ""
+        return records, (f"{have} preference pairs{gold} after {rounds} collection round(s), "
                          f"fewer than optimizer.min_pairs={self.opt.min_pairs}")
 
     def adapt(self, it: int, name: str, own_dir: bool = False) -> tuple[dict[str, Any], str]:

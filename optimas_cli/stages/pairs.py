@@ -43,15 +43,17 @@ def load_records(run_dir: RunDir, component: str,
 
 
 def pairs_of(rt: Runtime, run_dir: RunDir, component: str,
-             limit: int | None = None, before: int | None = None) -> list[PreferencePair]:
-    """Distinct preference pairs of `component`, newest kept when `limit` bounds them.
+             limit: int | None = None, before: int | None = None, *,
+             sampled_only: bool = False) -> list[PreferencePair]:
+    """Distinct preference pairs of `component`, newest kept when `limit` bounds them
+    (`sampled_only`: none with the gold answer on one side).
 
     The same (inputs, chosen, rejected) collected twice counts once: a repeated draw
     must not double a pair's weight.
     """
     unique: dict[str, PreferencePair] = {}
     for _, r in load_records(run_dir, component, before):
-        for p in pairs_from_record(r, rt.system):
+        for p in pairs_from_record(r, rt.system, sampled_only=sampled_only):
             key = repr((sorted(p.inputs.items()), sorted(p.chosen.items()),
                         sorted(p.rejected.items())))
             unique.pop(key, None)
@@ -63,14 +65,16 @@ def pairs_of(rt: Runtime, run_dir: RunDir, component: str,
 def preference_gaps(rt: Runtime, run_dir: RunDir,
                     before: int | None = None) -> dict[str, float | None]:
     """Mean score gap of each component's pairs (None: never collected), from the
-    rollouts of the iterations before `before` (all of them if None)."""
+    rollouts of the iterations before `before` (all of them if None); with
+    `collect.gold_pairs: train_only`, of its sampled pairs (0.0 when it has none)."""
     limit = rt.composed.run.optimizer.replay_buffer_size
+    sampled = rt.composed.run.optimizer.collect.gold_pairs == "train_only"
     gaps: dict[str, float | None] = {}
     for name in rt.system.optimizable:
         if not load_records(run_dir, name, before):
             gaps[name] = None
             continue
-        pairs = pairs_of(rt, run_dir, name, limit, before)
+        pairs = pairs_of(rt, run_dir, name, limit, before, sampled_only=sampled)
         gaps[name] = sum(p.score_chosen - p.score_rejected for p in pairs) / len(pairs) if pairs else 0.0
     return gaps
 
