@@ -64,23 +64,24 @@ def real_pairs(run_dirs: list[Path]) -> tuple[list, dict[str, str], RewardConfig
     comps = cfg["system"]["components"]
     system = SimpleNamespace(cfg=SimpleNamespace(components={
         n: SimpleNamespace(inputs=c["inputs"]) for n, c in comps.items()}))
+    def key(p) -> str:
+        return canonical([p.component, p.inputs, p.chosen, p.rejected])
+
     unique: dict[str, object] = {}
     gold_keys: set[str] = set()
     for d in run_dirs:
         for f in sorted(d.glob("rollouts/iter_*/*.jsonl")):
             for line in f.read_text().splitlines():
                 record = json.loads(line)
-                gold = {canonical(c["outputs"]) for c in record.get("candidates", [])
-                        if c.get("source") == "gold"}
+                sampled = {key(p) for p in pairs_from_record(record, system, sampled_only=True)}
                 for p in pairs_from_record(record, system):
-                    key = canonical([p.component, p.inputs, p.chosen, p.rejected])
-                    unique.setdefault(key, p)
-                    if canonical(p.chosen) in gold or canonical(p.rejected) in gold:
-                        gold_keys.add(key)
+                    unique.setdefault(key(p), p)
+                    if key(p) not in sampled:
+                        gold_keys.add(key(p))
     pairs = list(unique.values())
     used = sorted({p.component for p in pairs})
     return (pairs, {n: comps[n].get("description", "") for n in used}, RewardConfig(**cfg["reward"]),
-            {i for i, key in enumerate(unique) if key in gold_keys})
+            {i for i, k in enumerate(unique) if k in gold_keys})
 
 
 def synthetic_pairs(n: int) -> tuple[list, dict[str, str], RewardConfig, set[int]]:
@@ -132,8 +133,9 @@ def output_prior(pairs: list, k: int) -> list[bool]:
 def cross_validate(pairs: list, comps: dict[str, str], reward: RewardConfig, setting: str, k: int,
                    seed: int) -> tuple[list[bool], float]:
     """Per pair, whether a reward model fitted (one setting) on the other folds ranks it
-    right (a tie, |difference| <= 1e-6, is wrong); and the seconds the fits took."""
+    right (a tie is wrong, as in LocalRewardModel.evaluate); and the seconds the fits took."""
     from optimas_cli.rewards import InputSplit, LocalRewardModel, fit_reward_model, input_key
+    from optimas_cli.rewards.model import _TIE_TOL
 
     right = [False] * len(pairs)
     seconds = 0.0
@@ -155,7 +157,7 @@ def cross_validate(pairs: list, comps: dict[str, str], reward: RewardConfig, set
         scores = model.score_items([(pairs[i].component, pairs[i].inputs, out) for i in held
                                     for out in (pairs[i].chosen, pairs[i].rejected)])
         for n, i in enumerate(held):
-            right[i] = scores[2 * n] - scores[2 * n + 1] > 1e-6
+            right[i] = scores[2 * n] - scores[2 * n + 1] > _TIE_TOL
     return right, seconds
 
 

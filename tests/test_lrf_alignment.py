@@ -28,7 +28,7 @@ def _run_dir(path: Path, records: list[dict]) -> Path:
 
 def _record(example: str, scores: list[float]) -> dict:
     return {"example_id": example, "component": "solver", "fields": {"question": f"q{example}"},
-            "candidates": [{"outputs": {"answer": f"a{n}"}, "score": s} for n, s in enumerate(scores)]}
+            "candidates": [{"source": "sample", "outputs": {"answer": f"a{n}"}, "score": s} for n, s in enumerate(scores)]}
 
 
 def test_pairs_are_pooled_across_runs_and_a_pair_collected_twice_counts_once(tmp_path):
@@ -62,8 +62,8 @@ def test_cross_validation_scores_every_pair_once_and_learns_a_learnable_preferen
     # the chosen answer is always "Paris", the rejected one always "no idea": heads on frozen
     # MiniLM features learn that from the training folds and rank the held-out fold right
     records = [{"example_id": str(n), "component": "solver", "fields": {"question": f"Question {n}?"},
-                "candidates": [{"outputs": {"answer": "Paris"}, "score": 1.0},
-                               {"outputs": {"answer": "no idea"}, "score": 0.0}]} for n in range(12)]
+                "candidates": [{"source": "sample", "outputs": {"answer": "Paris"}, "score": 1.0},
+                               {"source": "sample", "outputs": {"answer": "no idea"}, "score": 0.0}]} for n in range(12)]
     pairs, comps, reward, _ = lrf_alignment.real_pairs([_run_dir(tmp_path / "a", records)])
     right, _ = lrf_alignment.cross_validate(pairs, comps, reward, "heads", k=3, seed=0)
     assert len(right) == 12  # each pair held out exactly once
@@ -74,16 +74,16 @@ def test_output_prior_learns_which_answer_usually_wins_without_looking_at_the_in
     # "yes" beats "no" on 9 of 12 inputs: the input-blind rule, cross-validated, predicts "yes"
     # for every held-out pair, so it is right exactly on the 9 and wrong on the 3
     records = [{"example_id": str(n), "component": "solver", "fields": {"question": f"Q{n}?"},
-                "candidates": [{"outputs": {"answer": "Yes"}, "score": float(n >= 3)},
-                               {"outputs": {"answer": " no"}, "score": float(n < 3)}]}
+                "candidates": [{"source": "sample", "outputs": {"answer": "Yes"}, "score": float(n >= 3)},
+                               {"source": "sample", "outputs": {"answer": " no"}, "score": float(n < 3)}]}
                for n in range(12)]
     pairs, _, _, _ = lrf_alignment.real_pairs([_run_dir(tmp_path / "a", records)])
     right = lrf_alignment.output_prior(pairs, k=4)
     assert len(right) == 12 and sum(right) == 9 and not any(right[:3])
     # an output never seen in training ties at 0 with the other side: a tie is wrong
     unseen = [{"example_id": "x", "component": "solver", "fields": {"question": "Q?"},
-               "candidates": [{"outputs": {"answer": "maybe"}, "score": 1.0},
-                              {"outputs": {"answer": "perhaps"}, "score": 0.0}]}]
+               "candidates": [{"source": "sample", "outputs": {"answer": "maybe"}, "score": 1.0},
+                              {"source": "sample", "outputs": {"answer": "perhaps"}, "score": 0.0}]}]
     pairs, _, _, _ = lrf_alignment.real_pairs([_run_dir(tmp_path / "b", unseen)])
     assert lrf_alignment.output_prior(pairs, k=1) == [False]
 
