@@ -157,6 +157,11 @@ class CollectConfig(Strict):
     # only while pairs < min_pairs, every round up to max_rounds (the recorded reproduction)
     adaptive_rounds: bool = True
 
+    @property
+    def sampled_pairs_only(self) -> bool:
+        """Whether only pairs of sampled candidates count (toward min_pairs and the gaps)."""
+        return self.gold_pairs == "train_only"
+
 
 class WeightsUpdateConfig(Strict):
     """How a `weights` variable's LoRA adapter is trained against its component's LRF
@@ -209,6 +214,10 @@ class OptimizerConfig(Strict):
     # optimas: components collected, adapted and updated in turn per iteration, then validated
     # together (one validation for several changes; 1 is the paper's loop)
     components_per_iteration: int = Field(1, ge=1)
+    # optimas: a component whose collections gave no preference pair (barren) gets up to this
+    # many of its model/hyperparameter values validated directly, one per iteration, before the
+    # components with pairs (stages/probe.py); 0: it is left out until a change is accepted
+    probe_choices: int = Field(0, ge=0)
     # Acceptance compares candidate and incumbent on the same validation examples:
     # mean: mean gain > accept_threshold; bootstrap: the gain exceeds accept_threshold with
     # confidence accept_confidence (one-sided paired bootstrap bound); sign: more wins than

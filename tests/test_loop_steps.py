@@ -19,6 +19,7 @@ from optimas_cli.stages import loop as loop_mod
 from optimas_cli.stages.collect import collect_cost, pairs_from_record, tied_choices, value_returns
 from optimas_cli.stages.loop import OptimasLoop
 from optimas_cli.stages.pairs import pairs_of
+from optimas_cli.stages.update import prompt_history
 
 
 def script(request):
@@ -222,7 +223,7 @@ def test_two_components_per_iteration_are_updated_in_turn_then_validated_once(tm
     assert record["state"]["exclaim"]["model"] == SMOL and record["state"]["upper"]["model"] == GEMMA
     assert contributions([lp.history[0], record]) == {
         "upper.model+exclaim.model": {"steps": [1], "val_gain": pytest.approx(1.0 - lp.history[0]["val"]["mean"])}}
-    tried = loop_mod.prompt_history([record], "upper")  # read from the iteration's steps
+    tried = prompt_history([record], "upper")  # read from the iteration's steps
     assert tried and tried == [
         (c["value"]["instruction"], c["lrf"]) for v in record["steps"][1]["update"]["variables"]
         if v["type"] == "prompt" for c in v["candidates"]]

@@ -15,6 +15,9 @@ collect   fresh on-policy rollouts of that component (seeded by run seed, iterat
 adapt     its reward head (and, the first time, the shared backbone) on its pairs
           plus the replay buffer
 update    its variables against the adapted local reward (stages/update.py)
+probe     (`optimizer.probe_choices` > 0) when no component is left uncollected, a barren
+          one (no pair on this system) gets one model or hyperparameter value validated
+          directly instead of collect/adapt/update (stages/probe.py)
 validate  the changed system on the validation split, accepted by `history.decide`
           (once per iteration: several components' changes are kept or reverted together)
 
@@ -50,7 +53,8 @@ from optimas_cli.run_dir import RunDir
 from optimas_cli.stages.collect import collect_cost, collect_rollouts, tied_choices
 from optimas_cli.stages.fit import fit_local_rewards, new_reward_model, save_reward_model
 from optimas_cli.stages.pairs import pairs_of, pick_component, preference_gaps
-from optimas_cli.stages.update import update_component
+from optimas_cli.stages.probe import barren_components, next_probe, probed_state
+from optimas_cli.stages.update import prompt_history, update_component
 
 if TYPE_CHECKING:
     from optimas_cli.runtime import Runtime
@@ -159,7 +163,11 @@ class OptimasLoop:
         fresh = [n for n in reversed(affordable) if gaps[n] is None]
         picks = [(n, {"reason": "not collected yet", "gaps": gaps}) for n in fresh[:want]]
         rng = random.Random(f"{self.run_cfg.seed}:select:{it}")
-        barren = self.barren(gaps, it)
+        barren = barren_components(self.history, gaps, it)
+        probe = None if picks or left < 0 else \
+            next_probe(self.rt.system, self.history, barren, self.opt, self.run_cfg.seed)
+        if probe:  # validated alone, before the components the local rewards can still move
+            return [(probe[0], probe[1] | {"gaps": gaps})]
         pool = {n: gaps[n] for n in affordable if gaps[n] is not None and n not in barren}
         while len(picks) < want and pool:
             name, probs = pick_component(pool, self.opt.selection_temperature, rng)
@@ -168,29 +176,10 @@ class OptimasLoop:
             del pool[name]
         return picks
 
-    def barren(self, gaps: dict[str, float | None], it: int) -> set[str]:
-        """Components whose collections gave no pair at all (gap 0.0: a pair's gap is > 0),
-        with no change accepted since the last of them: on the same system fresh inputs
-        would most likely give none again. On PubMedQA the SmolLM2 solver gave the same
-        answer whatever context_analyst's summary said, and the two-component loop collected
-        that summary again in four iterations running, 0 pairs each time, a third of the
-        budget. Such a component is collected again once an accepted change follows."""
-        before = [h for h in self.history if h.get("kind") == "iteration" and h["iteration"] < it]
-        out = set()
-        for name, gap in gaps.items():
-            if gap != 0.0:
-                continue
-            last = max((h["iteration"] for h in before
-                        if any(s.get("component") == name for s in steps_of(h))), default=None)
-            if last is not None and not any(h.get("accepted") for h in before
-                                             if h["iteration"] > last):
-                out.add(name)
-        return out
-
     def counted_pairs(self, name: str) -> int:
         """The pairs of `name` that count toward `min_pairs` (`collect.gold_pairs`)."""
         return len(pairs_of(self.rt, self.run_dir, name, self.opt.replay_buffer_size,
-                            sampled_only=self.opt.collect.gold_pairs == "train_only"))
+                            sampled_only=self.opt.collect.sampled_pairs_only))
 
     def collect(self, it: int, name: str, state: State) -> tuple[list[dict], str | None]:
         """Fresh rollouts of `name` for iteration `it`, in rounds of new inputs while it has
@@ -231,7 +220,7 @@ class OptimasLoop:
                 log.info("%s: best values tie on measured returns (%s): another round", name, ties)
         if have >= self.opt.min_pairs:
             return records, None
-        gold = " (gold pairs not counted)" if self.opt.collect.gold_pairs == "train_only" else ""
+        gold = " (gold pairs not counted)" if self.opt.collect.sampled_pairs_only else ""
         return records, (f"{have} preference pairs{gold} after {rounds} collection round(s), "
                          f"fewer than optimizer.min_pairs={self.opt.min_pairs}")
 
@@ -305,6 +294,8 @@ class OptimasLoop:
         """Collect, adapt and update one component on `state`; the step's record and the
         state it leaves (unchanged when skipped)."""
         step: dict[str, Any] = {"component": name, **why}
+        if "probe" in why:  # stages/probe.py: nothing to collect, the change is validated
+            return step, probed_state(state, name, why["probe"])
         records, skip = self.collect(it, name, state)
         step["inputs"] = len(records)
         ties = tied_choices(self.rt.system, name, records)
@@ -359,20 +350,6 @@ class OptimasLoop:
                  record["val_before"], record["val_after"],
                  "accepted" if record["accepted"] else "kept the incumbent")
         return record
-
-
-def prompt_history(history: list[dict], component: str) -> list[tuple[str, float]]:
-    """(instruction, LRF score) of every prompt candidate tried for `component` so far."""
-    out = []
-    for h in history:
-        for step in steps_of(h):
-            if step.get("component") != component:
-                continue
-            for var in step.get("update", {}).get("variables", []):
-                if var["type"] == "prompt":
-                    out += [(c["value"]["instruction"], c["lrf"]) for c in var["candidates"]
-                            if c["lrf"] is not None]
-    return out
 
 
 def optimize(rt: Runtime, run_dir: RunDir, initial: State,

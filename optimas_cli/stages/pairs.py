@@ -68,7 +68,7 @@ def preference_gaps(rt: Runtime, run_dir: RunDir,
     rollouts of the iterations before `before` (all of them if None); with
     `collect.gold_pairs: train_only`, of its sampled pairs (0.0 when it has none)."""
     limit = rt.composed.run.optimizer.replay_buffer_size
-    sampled = rt.composed.run.optimizer.collect.gold_pairs == "train_only"
+    sampled = rt.composed.run.optimizer.collect.sampled_pairs_only
     gaps: dict[str, float | None] = {}
     for name in rt.system.optimizable:
         if not load_records(run_dir, name, before):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimas_cli.graph import State, System
+from optimas_cli.history import steps_of
 from optimas_cli.lm.base import LM
 from optimas_cli.optimizers.choice import optimize_choice
 from optimas_cli.optimizers.prompt import optimize_prompt
@@ -60,3 +61,17 @@ def update_component(system: System, name: str, records: list[dict],
         new_state[name][vname] = res["best"]
         results.append(res)
     return {"state": new_state, "variables": results}
+
+
+def prompt_history(history: list[dict], component: str) -> list[tuple[str, float]]:
+    """(instruction, LRF score) of every prompt candidate tried for `component` so far."""
+    out = []
+    for h in history:
+        for step in steps_of(h):
+            if step.get("component") != component:
+                continue
+            for var in step.get("update", {}).get("variables", []):
+                if var["type"] == "prompt":
+                    out += [(c["value"]["instruction"], c["lrf"]) for c in var["candidates"]
+                            if c["lrf"] is not None]
+    return out
