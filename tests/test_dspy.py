@@ -504,6 +504,30 @@ def test_mipro_baseline_refuses_a_budget_too_small_before_any_work(shout_rt):
     assert lm.requests == [] and rt.system.runs == 0
 
 
+@pytest.mark.parametrize("optimizer,options", [
+    ("mipro", ["optimizer.options.num_candidates=3", "optimizer.options.max_candidates=2"]),
+    ("gepa", ["optimizer.options.max_candidates=2"]),
+])
+def test_a_compile_killed_midway_is_named_when_the_budget_left_is_too_small(shout_rt, optimizer,
+                                                                            options):
+    rt, lm, path, _ = run_baseline(shout_rt, optimizer, "optimizer.budget_system_runs=40", *options)
+    history = history_of(path)
+    # killed inside DSPy's compile: the initial record on disk, no programs found, 30 runs spent
+    (path / "history.jsonl").write_text(json.dumps(history[0]) + "\n")
+    (path / f"{optimizer}_found.json").unlink()
+    rt.system.runs = 30
+    module = __import__(f"optimas_cli.baselines.{optimizer}", fromlist=["optimize"])
+    lost = 30 - history[0]["system_runs"]
+    with pytest.raises(ConfigError, match=rf"{optimizer}: an earlier process .* killed inside "
+                                          rf"DSPy's compile, .* the {lost} system runs it spent"):
+        module.optimize(rt, RunDir(path), rt.state)
+    rt.system.runs = history[0]["system_runs"]  # nothing lost, too small a budget: the plain one
+    rt.composed.run.optimizer.budget_system_runs = history[0]["system_runs"] + 5
+    with pytest.raises(ConfigError, match="is too small") as err:
+        module.optimize(rt, RunDir(path), rt.state)
+    assert "killed" not in str(err.value)
+
+
 def test_gepa_reflection_in_dspys_format_fails_explicitly(shout_rt):
     with pytest.raises(DSPyOptimizerError, match="produced no usable instruction"):
         run_baseline(shout_rt, "gepa", "optimizer.budget_system_runs=40",

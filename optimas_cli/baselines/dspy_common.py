@@ -15,7 +15,8 @@ record, DSPy runs again (its LM calls mostly cache hits).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import dspy
@@ -88,6 +89,26 @@ def prepare_program(rt, run_dir: RunDir, initial: State, name: str, adapter: str
     trial = Trial(rt, run_dir, name)
     spent = rt.system.runs + (0 if trial.disk else len(val))
     return program, train, val, trial, spent
+
+
+@contextmanager
+def planning(trial: Trial, spent: int, origin: str) -> Iterator[None]:
+    """Around a baseline's `plan_budget`: its ConfigError, explained when an earlier process
+    on this run directory was killed inside DSPy's compile. A compile cannot resume; what
+    the killed one spent counts toward the budget (optimas_cli/spend.py), so a restart plans
+    with less, and "budget too small" alone would blame the config."""
+    try:
+        yield
+    except ConfigError as e:
+        initial = trial.disk[0].get("system_runs") if trial.disk else None
+        if initial is None or spent <= initial:
+            raise
+        raise ConfigError(
+            f"{origin}: an earlier process on this run directory was killed inside DSPy's compile, "
+            f"which cannot resume; the {spent - initial} system runs it spent there count toward "
+            f"the budget, and what is left is too small for a new compile ({e}). Run it again in a "
+            "new run directory (the LM cache replays the calls already made), or raise "
+            "optimizer.budget_system_runs") from None
 
 
 def compile_dspy(what: str, model: str, model_option: str, meta: dspy.Adapter | None,

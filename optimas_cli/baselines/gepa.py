@@ -40,6 +40,7 @@ from optimas_cli.baselines.dspy_common import (
     default_threads,
     distinct_states,
     end_to_end_metric,
+    planning,
     prepare_program,
     resume,
     save_found,
@@ -158,7 +159,8 @@ def optimize(rt, run_dir, initial: State) -> State:
     if (resumed := resume(trial, run_dir, initial, "gepa")) is not None:
         return resumed
     budget = run.optimizer.budget_system_runs
-    budget_kwargs, allowance = plan_budget(options, budget, spent, len(val))
+    with planning(trial, spent, "gepa"):
+        budget_kwargs, allowance = plan_budget(options, budget, spent, len(val))
     trial.start(initial, replay=False)
     program.counter.limit = allowance
 

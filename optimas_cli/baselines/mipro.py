@@ -34,6 +34,7 @@ from optimas_cli.baselines.dspy_common import (
     default_threads,
     distinct_states,
     end_to_end_metric,
+    planning,
     prepare_program,
     resume,
     save_found,
@@ -126,8 +127,9 @@ def optimize(rt, run_dir, initial: State) -> State:
     if (resumed := resume(trial, run_dir, initial, "mipro")) is not None:
         return resumed
     budget = run.optimizer.budget_system_runs
-    trials, allowance = plan_budget(options, budget, spent, len(train), len(val),
-                                    len(program.prompt_components))
+    with planning(trial, spent, "mipro"):
+        trials, allowance = plan_budget(options, budget, spent, len(train), len(val),
+                                        len(program.prompt_components))
     trial.start(initial, replay=False)
     program.counter.limit = allowance
 
