@@ -135,7 +135,7 @@ def cross_validate(pairs: list, comps: dict[str, str], reward: RewardConfig, set
     """Per pair, whether a reward model fitted (one setting) on the other folds ranks it
     right (a tie is wrong, as in LocalRewardModel.evaluate); and the seconds the fits took."""
     from optimas_cli.rewards import InputSplit, LocalRewardModel, fit_reward_model, input_key
-    from optimas_cli.rewards.model import _TIE_TOL
+    from optimas_cli.rewards.model import TIE_TOL
 
     right = [False] * len(pairs)
     seconds = 0.0
@@ -157,7 +157,7 @@ def cross_validate(pairs: list, comps: dict[str, str], reward: RewardConfig, set
         scores = model.score_items([(pairs[i].component, pairs[i].inputs, out) for i in held
                                     for out in (pairs[i].chosen, pairs[i].rejected)])
         for n, i in enumerate(held):
-            right[i] = scores[2 * n] - scores[2 * n + 1] > _TIE_TOL
+            right[i] = scores[2 * n] - scores[2 * n + 1] > TIE_TOL
     return right, seconds
 
 

@@ -24,7 +24,7 @@ from optimas_cli.rewards.io import ADAPTER_DIR, BACKBONE_DIR, read_config, read_
 from optimas_cli.rewards.pairs import InputSplit, PreferencePair, canonical
 from optimas_cli.rewards.text import TextEncoder
 
-_TIE_TOL = 1e-6  # |r(chosen) - r(rejected)| at most this is a tie, counted as wrong
+TIE_TOL = 1e-6  # |r(chosen) - r(rejected)| at most this is a tie, counted as wrong
 CHANCE_ALPHA = 0.05  # one-sided binomial test of pairwise accuracy against 0.5
 _FEAT_CACHE_LIMIT = 50_000  # backbone features kept (cleared wholesale beyond this)
 
@@ -275,7 +275,7 @@ class LocalRewardModel(nn.Module):
         for comp in sorted(by_comp):
             ij = by_comp[comp]
             diffs = [lrf[i] - lrf[j] for i, j in ij]
-            correct = sum(d > _TIE_TOL for d in diffs)
+            correct = sum(d > TIE_TOL for d in diffs)
             cands = sorted({k for pair in ij for k in pair})
             rho: float | None = None
             if len(cands) >= 2:
@@ -291,7 +291,7 @@ class LocalRewardModel(nn.Module):
                 "spearman": rho,
                 "n_pairs": len(diffs),
                 "n_candidates": len(cands),
-                "tie_fraction": sum(abs(d) <= _TIE_TOL for d in diffs) / len(diffs),
+                "tie_fraction": sum(abs(d) <= TIE_TOL for d in diffs) / len(diffs),
                 "p_value": p_value,
                 "beats_chance": p_value < CHANCE_ALPHA,
             }

@@ -51,8 +51,15 @@ def pairs_of(rt: Runtime, run_dir: RunDir, component: str,
     The same (inputs, chosen, rejected) collected twice counts once: a repeated draw
     must not double a pair's weight.
     """
+    return distinct_pairs(rt, load_records(run_dir, component, before), limit,
+                          sampled_only=sampled_only)
+
+
+def distinct_pairs(rt: Runtime, records: list[tuple[int, dict]], limit: int | None = None, *,
+                   sampled_only: bool = False) -> list[PreferencePair]:
+    """`pairs_of` on records already loaded (`load_records`)."""
     unique: dict[str, PreferencePair] = {}
-    for _, r in load_records(run_dir, component, before):
+    for _, r in records:
         for p in pairs_from_record(r, rt.system, sampled_only=sampled_only):
             key = repr((sorted(p.inputs.items()), sorted(p.chosen.items()),
                         sorted(p.rejected.items())))
@@ -71,10 +78,11 @@ def preference_gaps(rt: Runtime, run_dir: RunDir,
     sampled = rt.composed.run.optimizer.collect.sampled_pairs_only
     gaps: dict[str, float | None] = {}
     for name in rt.system.optimizable:
-        if not load_records(run_dir, name, before):
+        records = load_records(run_dir, name, before)
+        if not records:
             gaps[name] = None
             continue
-        pairs = pairs_of(rt, run_dir, name, limit, before, sampled_only=sampled)
+        pairs = distinct_pairs(rt, records, limit, sampled_only=sampled)
         gaps[name] = sum(p.score_chosen - p.score_rejected for p in pairs) / len(pairs) if pairs else 0.0
     return gaps
 
