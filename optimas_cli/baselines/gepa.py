@@ -188,8 +188,10 @@ def optimize(rt, run_dir, initial: State) -> State:
     best = compile_dspy("dspy.GEPA", reflection_model, "reflection_model", meta, [task, reflection],
                         compile_gepa)
     counter = program.counter
-    log.info("gepa: GEPA used %d system runs (%d refused by the budget cap); %d proposals, %d failed",
-             counter.used, counter.refused, proposer.calls, proposer.failures)
+    log.info("gepa: GEPA used %d system runs (%d refused by the budget cap); %d proposals, %d failed%s",
+             counter.used, counter.refused, proposer.calls, proposer.failures,
+             f" (the first: {type(proposer.first_error).__name__}: {str(proposer.first_error)[:300]})"
+             if proposer.first_error else "")
     if proposer.calls and proposer.failures == proposer.calls:
         raise DSPyOptimizerError(
             f"dspy.GEPA: the reflection model {reflection_model!r} produced no usable instruction in "
