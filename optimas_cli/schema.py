@@ -197,6 +197,12 @@ class UpdateConfig(Strict):
     opro_rounds: int = Field(2, ge=1)  # proposal rounds; each sees the earlier rounds' scores
     proposer_model: str | None = None  # null: lm.model
     max_choices: int = Field(8, ge=1)  # a seeded sample of larger hyperparameter spaces
+    # true: a prompt (instruction and demonstrations) is changed only by a reward head that beat
+    # chance on its held-out pairs (the fit's one-sided binomial test); otherwise it is kept,
+    # the step saying so. Model and hyperparameter choices that measured returns decide are
+    # not held (BENCHMARKS.md, "Optimas with probes of barren components": a demonstration
+    # chosen by a head with no held-out evidence cost 4 of 20 validation tasks)
+    prompt_needs_evidence: bool = False
     choice_mode: Literal["best", "per_input"] = "best"
     choice_temperature: float = Field(0.1, gt=0)  # per_input: p(value) ~ exp(LRF / temperature)
     weights: WeightsUpdateConfig = WeightsUpdateConfig()

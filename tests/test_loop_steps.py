@@ -191,6 +191,20 @@ def test_update_step_alone_keeps_the_model_whose_outputs_scored_best(tmp_path):
     assert update["state"]["exclaim"]["model"] == SMOL  # SMOL writes the "!" the metric wants
 
 
+def test_a_prompt_waits_for_a_reward_head_that_beat_chance_when_asked(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.min_pairs=1", "optimizer.update.prompt_needs_evidence=true")
+    records, _ = lp.collect(1, "exclaim", lp.current)
+    lp.lrf = CapsAndBang()
+    held = lp.update(1, "exclaim", records, "lrf/iter_001", lp.current, evidence=False)
+    prompt = next(v for v in held["variables"] if v["type"] == "prompt")
+    assert prompt["held"] and prompt["candidates"] == []  # no proposal made, none scored
+    assert held["state"]["exclaim"]["prompt"] == lp.current["exclaim"]["prompt"]
+    assert held["state"]["exclaim"]["model"] == SMOL  # the measured choice is not held
+    free = lp.update(1, "exclaim", records, "lrf/iter_001", lp.current, evidence=True)
+    prompt = next(v for v in free["variables"] if v["type"] == "prompt")
+    assert "held" not in prompt and prompt["candidates"]
+
+
 def test_two_components_per_iteration_are_updated_in_turn_then_validated_once(tmp_path):
     lp = make_loop(tmp_path, "optimizer.components_per_iteration=2", "optimizer.min_pairs=1",
                    f"system.components.exclaim.variables.model.value={GEMMA}")

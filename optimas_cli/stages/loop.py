@@ -244,14 +244,15 @@ class OptimasLoop:
         return result, str(lrf_dir.relative_to(self.run_dir.path))
 
     def update(self, it: int, name: str, records: list[dict], lrf_dir: str,
-               state: State) -> dict[str, Any]:
+               state: State, evidence: bool = True) -> dict[str, Any]:
         return update_component(self.rt.system, name, [r for r in records if r["candidates"]],
                                 self.lrf, state, self.opt, self.rt.lm, self.run_cfg.lm.model,
                                 prompt_history(self.history, name), seed=self.run_cfg.seed + it,
                                 reward_dir=self.run_dir.path / lrf_dir,
                                 weights_dir=self.run_dir.path / "weights" / name / iter_dir(it),
                                 rejected=[h["tried"] for h in self.history
-                                          if h.get("tried") and not h.get("accepted")])
+                                          if h.get("tried") and not h.get("accepted")],
+                                evidence=evidence)
 
     def validate(self, it: int, candidate: State) -> dict[str, Any]:
         """The candidate on validation, and the accept decision against the incumbent. A
@@ -311,7 +312,8 @@ class OptimasLoop:
             step["skipped"] = skip
             log.info("iteration %d: %s skipped: %s", it, name, skip)
             return step, state
-        update = self.update(it, name, records, step["lrf_dir"], state)
+        update = self.update(it, name, records, step["lrf_dir"], state,
+                             evidence=bool((step.get("lrf") or {}).get("beats_chance")))
         step["update"] = update | {"state": None}
         return step, update["state"]
 

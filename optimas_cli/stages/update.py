@@ -26,19 +26,25 @@ def update_component(system: System, name: str, records: list[dict],
                      prompt_history: list[tuple[str, float]], seed: int,
                      reward_dir: Path | None = None,
                      weights_dir: Path | None = None,
-                     rejected: list[State] = ()) -> dict[str, Any]:
+                     rejected: list[State] = (), evidence: bool = True) -> dict[str, Any]:
     """A new state for `name` (others untouched) and, per variable, the candidates tried.
 
     `weights_dir`: where a `weights` variable's new adapter is saved (the run's
     weights/<component>/iter_NNN/); without it weights variables are left as they are.
     `rejected`: the states validation rejected so far; a model or hyperparameter choice does
-    not lead back to one of them.
+    not lead back to one of them. `evidence`: whether the component's reward head beat chance
+    on its held-out pairs; without it a prompt is kept when `update.prompt_needs_evidence`.
     """
     rng = random.Random(f"{seed}:update:{name}")
     new_state = {c: dict(v) for c, v in state.items()}
     results = []
     variables = sorted(system.cfg.components[name].variables.items(), key=lambda kv: ORDER[kv[1].type])
     for vname, var in variables:
+        if var.type == "prompt" and cfg.update.prompt_needs_evidence and not evidence:
+            results.append({"variable": vname, "type": "prompt", "best": new_state[name][vname],
+                            "candidates": [], "held": "the reward head has not beaten chance on "
+                                                      "held-out pairs (update.prompt_needs_evidence)"})
+            continue
         if var.type == "prompt":
             if cfg.update.prompt != "opro":
                 from optimas_cli.optimizers.dspy_prompt import optimize_prompt_dspy
