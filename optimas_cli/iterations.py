@@ -54,7 +54,12 @@ def _lrf(step: dict[str, Any]) -> str:
     if not m or m.get("pairwise_accuracy") is None:
         return "-"
     verdict = "beats chance" if m.get("beats_chance") else "not above chance"
-    return f"{m['pairwise_accuracy']:.2f} on {m.get('n_pairs', '?')} ({verdict})"
+    text = f"{m['pairwise_accuracy']:.2f} on {m.get('n_pairs', '?')} ({verdict})"
+    own = m.get("sampled")
+    if "sampled" in m and (own or {}).get("n_pairs") != m.get("n_pairs"):  # gold pairs among them
+        text += (f"; own outputs {own['pairwise_accuracy']:.2f} on {own['n_pairs']}" if own
+                 else "; no pair of its own outputs")
+    return text
 
 
 def _decision(record: dict[str, Any]) -> tuple[str, str, str]:

@@ -198,7 +198,8 @@ class UpdateConfig(Strict):
     proposer_model: str | None = None  # null: lm.model
     max_choices: int = Field(8, ge=1)  # a seeded sample of larger hyperparameter spaces
     # true: a prompt (instruction and demonstrations) is changed only by a reward head that beat
-    # chance on its held-out pairs (the fit's one-sided binomial test); otherwise it is kept,
+    # chance on its held-out pairs of the component's own outputs (the fit's one-sided binomial
+    # test; pairs against the gold answer do not count); otherwise it is kept,
     # the step saying so. Model and hyperparameter choices that measured returns decide are
     # not held (BENCHMARKS.md, "Optimas with probes of barren components": a demonstration
     # chosen by a head with no held-out evidence cost 4 of 20 validation tasks)

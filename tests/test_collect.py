@@ -32,6 +32,11 @@ def test_every_strictly_better_pair_is_kept_ties_are_not(rt):
     assert got == [(0, 3), (1, 0), (1, 2), (1, 3), (2, 3)]
     assert all(p.score_chosen > p.score_rejected for p in pairs)
     assert all(p.inputs == {"x": 3} and p.component == "scale" for p in pairs)
+    assert not any(p.gold for p in pairs)
+    with_gold = record([0.5, 1.0])
+    with_gold["candidates"].append({"source": "gold", "outputs": {"y": 9}, "score": 1.0})
+    flags = {(p.chosen["y"], p.rejected["y"]): p.gold for p in pairs_from_record(with_gold, rt.system)}
+    assert flags == {(1, 0): False, (9, 0): True}  # the gold answer ties the 1.0: no pair
 
 
 def test_candidates_are_variable_values_scored_by_the_global_metric(rt, tmp_path):

@@ -51,6 +51,19 @@ def test_rows_say_what_changed_why_and_what_validation_decided():
     assert second[8] == "accepted"
 
 
+def test_the_lrf_cell_gives_own_output_pairs_apart_when_gold_pairs_were_among_them():
+    step = {"lrf": {"pairwise_accuracy": 1.0, "n_pairs": 12, "beats_chance": True}}
+    cell = iterations._lrf
+    assert cell(step) == "1.00 on 12 (beats chance)"  # a run from before the split
+    own = {"pairwise_accuracy": 0.5, "n_pairs": 4, "beats_chance": False}
+    assert cell({"lrf": {**step["lrf"], "sampled": own}}) == (
+        "1.00 on 12 (beats chance); own outputs 0.50 on 4")
+    assert cell({"lrf": {**step["lrf"], "sampled": None}}) == (
+        "1.00 on 12 (beats chance); no pair of its own outputs")
+    same = {**step["lrf"], "sampled": {**own, "n_pairs": 12}}
+    assert cell({"lrf": same}) == "1.00 on 12 (beats chance)"  # no gold pair: said once
+
+
 def test_markdown_has_one_line_per_step_and_escapes_pipes():
     history = [dict(HISTORY[2], update={"variables": [_var("sep", "a|b", "c")]})]
     md = iterations.to_markdown(history).splitlines()

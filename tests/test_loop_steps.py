@@ -205,6 +205,24 @@ def test_a_prompt_waits_for_a_reward_head_that_beat_chance_when_asked(tmp_path):
     assert "held" not in prompt and prompt["candidates"]
 
 
+def test_a_head_right_only_against_the_gold_answer_is_no_evidence_for_a_prompt(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.min_pairs=1", "optimizer.update.prompt_needs_evidence=true")
+    lp.lrf = CapsAndBang()
+    # held-out accuracy 1.0, beyond chance, but every held-out pair had the gold answer on
+    # one side: nothing says the head ranks two of the component's own outputs
+    gold_only = {"pairwise_accuracy": 1.0, "n_pairs": 12, "beats_chance": True, "sampled": None}
+    own = {**gold_only, "sampled": {"pairwise_accuracy": 1.0, "n_pairs": 8, "beats_chance": True}}
+    prompts = []
+    for heldout in (gold_only, own):
+        lp.adapt = lambda it, name, own_dir=False, m=heldout: (
+            {"pairs": 12, "heldout": {name: m}}, "lrf/iter_001")
+        step, _ = lp.step(1, "exclaim", {"reason": "test"}, lp.current, own_dir=False)
+        assert step["lrf"] == heldout
+        prompts.append(next(v for v in step["update"]["variables"] if v["type"] == "prompt"))
+    assert "own outputs" in prompts[0]["held"] and prompts[0]["candidates"] == []
+    assert "held" not in prompts[1] and prompts[1]["candidates"]
+
+
 def test_two_components_per_iteration_are_updated_in_turn_then_validated_once(tmp_path):
     lp = make_loop(tmp_path, "optimizer.components_per_iteration=2", "optimizer.min_pairs=1",
                    f"system.components.exclaim.variables.model.value={GEMMA}")
@@ -329,6 +347,7 @@ def test_gold_pairs_train_only_do_not_qualify_a_component_or_steer_selection(tmp
     assert record["component"] == "exclaim" and record.get("adapted") and "skipped" not in record
     gold = pairs_of(lp.rt, lp.run_dir, "exclaim")
     assert gold and not pairs_of(lp.rt, lp.run_dir, "exclaim", sampled_only=True)
+    assert all(p.gold for p in gold)  # each pair says so, for the head's held-out figures
     assert loop_mod.preference_gaps(lp.rt, lp.run_dir)["exclaim"] > 0
 
     lp = make_loop(tmp_path / "b", "optimizer.num_iterations=1", "optimizer.min_pairs=1",

@@ -269,15 +269,10 @@ def test_evaluate_metrics_by_hand(tiny_backbone):
         m.head("writer").weight.zero_()
         m.head("writer").bias.fill_(0.7)
     r = m.evaluate(pairs)["writer"]
-    assert r == {
-        "pairwise_accuracy": 0.0,
-        "spearman": None,
-        "n_pairs": 12,
-        "n_candidates": 12,
-        "tie_fraction": 1.0,
-        "p_value": 1.0,
-        "beats_chance": False,
-    }
+    agreement = {"pairwise_accuracy": 0.0, "n_pairs": 12, "tie_fraction": 1.0, "p_value": 1.0,
+                 "beats_chance": False}
+    # no pair has the gold answer on a side: the own-output figures are the same
+    assert r == {**agreement, "spearman": None, "n_candidates": 12, "sampled": agreement}
     # an oracle scorer: LRF score == rollout score
     oracle = {}
     for p in pairs:
@@ -291,6 +286,27 @@ def test_evaluate_metrics_by_hand(tiny_backbone):
     m.score_items = lambda items, bs=32: [-oracle[(str(i), str(o))] for _, i, o in items]
     r = m.evaluate(pairs)["writer"]
     assert r["pairwise_accuracy"] == 0.0 and r["spearman"] == pytest.approx(-1.0)
+
+
+def test_evaluate_gives_the_pairs_of_own_outputs_apart_from_those_against_the_gold(tiny_backbone):
+    m = LocalRewardModel(COMPS, backbone=tiny_backbone)
+    ins = {"question": "q"}
+
+    def pair(chosen, rejected, gold):
+        return PreferencePair("writer", ins, {"answer": chosen}, {"answer": rejected}, 1.0, 0.0,
+                              example_id=chosen, gold=gold)
+
+    # a head that learned "the dataset's answers look different" and nothing else: right on
+    # the 10 pairs against the gold answer, wrong on the 2 of the component's own outputs
+    pairs = ([pair(f"gold {k}", f"model {k}", True) for k in range(10)]
+             + [pair(f"better {k}", f"worse {k}", False) for k in range(2)])
+    style = {"gold": 1.0, "model": 0.0, "better": 0.0, "worse": 0.5}
+    m.score_items = lambda items, bs=32: [style[o["answer"].split()[0]] for _, _, o in items]
+    r = m.evaluate(pairs)["writer"]
+    assert r["pairwise_accuracy"] == pytest.approx(10 / 12) and r["beats_chance"] is True
+    assert r["sampled"] == {"pairwise_accuracy": 0.0, "n_pairs": 2, "tie_fraction": 0.0,
+                            "p_value": 1.0, "beats_chance": False}
+    assert m.evaluate(pairs[:10])["writer"]["sampled"] is None  # no pair of its own outputs
 
 
 @pytest.mark.parametrize("mode", ["reference", "full", "lora"])

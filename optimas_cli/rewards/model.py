@@ -249,9 +249,12 @@ class LocalRewardModel(nn.Module):
         <= 1e-6, are wrong and reported as ``tie_fraction``); ``p_value`` of a one-sided
         binomial test of that accuracy against 0.5 and ``beats_chance`` (p < 0.05);
         ``spearman`` between LRF and rollout scores over the distinct candidates (a
-        candidate met with several scores gets their mean; None when undefined).
+        candidate met with several scores gets their mean; None when undefined);
+        ``sampled``: accuracy, p-value and ``beats_chance`` on the pairs of the component's
+        own outputs alone (no gold answer on either side: what ranking a new prompt's
+        outputs asks of the head), None when there is none.
         """
-        from scipy.stats import binomtest, spearmanr
+        from scipy.stats import spearmanr
 
         cand_index: dict[tuple[str, str, str], int] = {}
         cand_items: list[Item] = []
@@ -266,17 +269,18 @@ class LocalRewardModel(nn.Module):
             cand_scores[cand_index[k]].append(float(s))
             return cand_index[k]
 
-        by_comp: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        by_comp: dict[str, list[tuple[int, int, bool]]] = defaultdict(list)
         for p in pairs:
             by_comp[p.component].append((cand(p.component, p.inputs, p.chosen, p.score_chosen),
-                                         cand(p.component, p.inputs, p.rejected, p.score_rejected)))
+                                         cand(p.component, p.inputs, p.rejected, p.score_rejected),
+                                         p.gold))
         lrf = self.score_items(cand_items, batch_size)
         result: dict[str, dict[str, Any]] = {}
         for comp in sorted(by_comp):
             ij = by_comp[comp]
-            diffs = [lrf[i] - lrf[j] for i, j in ij]
-            correct = sum(d > TIE_TOL for d in diffs)
-            cands = sorted({k for pair in ij for k in pair})
+            diffs = [lrf[i] - lrf[j] for i, j, _ in ij]
+            sampled = [lrf[i] - lrf[j] for i, j, gold in ij if not gold]
+            cands = sorted({k for i, j, _ in ij for k in (i, j)})
             rho: float | None = None
             if len(cands) >= 2:
                 with warnings.catch_warnings():
@@ -285,16 +289,8 @@ class LocalRewardModel(nn.Module):
                                         [sum(cand_scores[k]) / len(cand_scores[k]) for k in cands]
                                         ).statistic)
                 rho = None if math.isnan(v) else v
-            p_value = float(binomtest(correct, len(diffs), 0.5, alternative="greater").pvalue)
-            result[comp] = {
-                "pairwise_accuracy": correct / len(diffs),
-                "spearman": rho,
-                "n_pairs": len(diffs),
-                "n_candidates": len(cands),
-                "tie_fraction": sum(abs(d) <= TIE_TOL for d in diffs) / len(diffs),
-                "p_value": p_value,
-                "beats_chance": p_value < CHANCE_ALPHA,
-            }
+            result[comp] = {**_agreement(diffs), "spearman": rho, "n_candidates": len(cands),
+                            "sampled": _agreement(sampled) if sampled else None}
         return result
 
     # ------------------------------------------------------------- persistence
@@ -346,3 +342,15 @@ class LocalRewardModel(nn.Module):
         model.split = InputSplit.from_dict(cfg.get("heldout_inputs"))
         model.eval()
         return model
+
+
+def _agreement(diffs: Sequence[float]) -> dict[str, Any]:
+    """Pairwise accuracy of r(chosen) - r(rejected) values (a tie is wrong), its one-sided
+    binomial p-value against 0.5 and whether it beats chance."""
+    from scipy.stats import binomtest
+
+    correct = sum(d > TIE_TOL for d in diffs)
+    p_value = float(binomtest(correct, len(diffs), 0.5, alternative="greater").pvalue)
+    return {"pairwise_accuracy": correct / len(diffs), "n_pairs": len(diffs),
+            "tie_fraction": sum(abs(d) <= TIE_TOL for d in diffs) / len(diffs),
+            "p_value": p_value, "beats_chance": p_value < CHANCE_ALPHA}

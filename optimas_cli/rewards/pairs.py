@@ -28,6 +28,7 @@ class PreferencePair:
     score_chosen: float
     score_rejected: float
     example_id: str = ""
+    gold: bool = False  # one side is the dataset's answer (collect.add_gold), not a model output
 
     @property
     def gap(self) -> float:

@@ -163,7 +163,8 @@ def pairs_from_record(record: dict[str, Any], system: System, *,
         win, lose = (a, b) if a["score"] > b["score"] else (b, a)
         pairs.append(PreferencePair(component=name, inputs=inputs, chosen=win["outputs"],
                                     rejected=lose["outputs"], score_chosen=win["score"],
-                                    score_rejected=lose["score"], example_id=record["example_id"]))
+                                    score_rejected=lose["score"], example_id=record["example_id"],
+                                    gold="gold" in (win.get("source"), lose.get("source"))))
     return pairs
 
 

@@ -44,6 +44,11 @@ def fit_local_rewards(lrf: LocalRewardModel, pairs: list[PreferencePair], cfg: R
                  "(%s pairs, ties %s) after %d epochs", comp, _fmt(m["pairwise_accuracy"]),
                  _fmt(m["p_value"]), _fmt(m["spearman"]), m["n_pairs"], _fmt(m["tie_fraction"]),
                  result["epochs"])
+        own = m.get("sampled")
+        if own is None or own["n_pairs"] != m["n_pairs"]:  # some held-out pairs are gold's
+            log.info("LRF %s on the held-out pairs of its own outputs (no gold answer): %s",
+                     comp, f"accuracy {_fmt(own['pairwise_accuracy'])} on {own['n_pairs']} "
+                           f"(p={_fmt(own['p_value'])})" if own else "none")
         if not m["beats_chance"]:
             log.warning("LRF %s does not beat chance on its %d held-out pairs (accuracy %s)",
                         comp, m["n_pairs"], _fmt(m["pairwise_accuracy"]))

@@ -54,7 +54,7 @@ from optimas_cli.stages.collect import collect_cost, collect_rollouts, tied_choi
 from optimas_cli.stages.fit import fit_local_rewards, new_reward_model, save_reward_model
 from optimas_cli.stages.pairs import pairs_of, pick_component, preference_gaps
 from optimas_cli.stages.probe import barren_components, next_probe, probed_state
-from optimas_cli.stages.update import prompt_history, update_component
+from optimas_cli.stages.update import prompt_history, ranks_own_outputs, update_component
 
 if TYPE_CHECKING:
     from optimas_cli.runtime import Runtime
@@ -313,7 +313,7 @@ class OptimasLoop:
             log.info("iteration %d: %s skipped: %s", it, name, skip)
             return step, state
         update = self.update(it, name, records, step["lrf_dir"], state,
-                             evidence=bool((step.get("lrf") or {}).get("beats_chance")))
+                             evidence=ranks_own_outputs(step.get("lrf")))
         step["update"] = update | {"state": None}
         return step, update["state"]
 

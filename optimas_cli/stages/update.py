@@ -20,6 +20,15 @@ if TYPE_CHECKING:
 ORDER = {"model": 0, "hyperparameter": 1, "prompt": 2, "weights": 3}
 
 
+def ranks_own_outputs(heldout: dict[str, Any] | None) -> bool:
+    """Whether a component's reward head beat chance on its held-out pairs of the component's
+    own outputs (`LocalRewardModel.evaluate`'s `sampled`). A pair with the gold answer on one
+    side does not count: a head can learn to tell the dataset's answers from a model's (on
+    BigCodeBench every final_code_generator pair was of that kind, held-out accuracy 1.0) and
+    still not rank two outputs of the component, which is what choosing a prompt asks."""
+    return bool(((heldout or {}).get("sampled") or {}).get("beats_chance"))
+
+
 def update_component(system: System, name: str, records: list[dict],
                     lrf: LocalRewardModel, state: State,
                      cfg: OptimizerConfig, lm: LM, default_model: str,
@@ -32,8 +41,9 @@ def update_component(system: System, name: str, records: list[dict],
     `weights_dir`: where a `weights` variable's new adapter is saved (the run's
     weights/<component>/iter_NNN/); without it weights variables are left as they are.
     `rejected`: the states validation rejected so far; a model or hyperparameter choice does
-    not lead back to one of them. `evidence`: whether the component's reward head beat chance
-    on its held-out pairs; without it a prompt is kept when `update.prompt_needs_evidence`.
+    not lead back to one of them. `evidence`: whether the component's reward head ranks its
+    own outputs (`ranks_own_outputs`); without it a prompt is kept when
+    `update.prompt_needs_evidence`.
     """
     rng = random.Random(f"{seed}:update:{name}")
     new_state = {c: dict(v) for c, v in state.items()}
@@ -43,7 +53,8 @@ def update_component(system: System, name: str, records: list[dict],
         if var.type == "prompt" and cfg.update.prompt_needs_evidence and not evidence:
             results.append({"variable": vname, "type": "prompt", "best": new_state[name][vname],
                             "candidates": [], "held": "the reward head has not beaten chance on "
-                                                      "held-out pairs (update.prompt_needs_evidence)"})
+                                                      "held-out pairs of the component's own "
+                                                      "outputs (update.prompt_needs_evidence)"})
             continue
         if var.type == "prompt":
             if cfg.update.prompt != "opro":
