@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from optimas_cli import runtime
@@ -175,6 +176,59 @@ def test_evaluate_with_scripted_lm(tasks, tmp_path, monkeypatch, scripted_lm):
     reports = [s["outputs"]["execution_report"] for p in preds for s in p["trace"]["steps"]
                if s["component"] == "executor"]
     assert len(reports) == 3 and all("generated test failed" in r for r in reports)
+
+
+QWEN15 = "local/qwen2.5-coder-1.5b-instruct"
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    from test_rewards import make_tiny_backbone
+
+    return make_tiny_backbone(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def test_tiny_optimas_run_moves_the_final_coder_to_the_model_whose_code_passes(
+        tasks, tmp_path, monkeypatch, scripted_lm, tiny_backbone):
+    """`optimas run configs/bigcodebench.yaml`, one iteration: only Qwen 1.5B's revisions pass
+    the hidden tests in the sandbox, the rollouts of final_code_generator measure that, the
+    loop moves it to Qwen 1.5B, validation accepts, test goes 0 -> 1. (A scripted LM: the
+    model choice follows the measured returns, so a tiny reward backbone stands in.)"""
+    chosen = [tasks[f"BigCodeBench/{n}"] for n in range(1, 9)]
+    path = tmp_path / "eight.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in chosen))
+    wrong = "def task_func(*args, **kwargs):\n    return None"
+
+    def script(request):
+        user = request.messages[-1][1]  # demonstrations first, the task itself last
+        at = {user.rfind(r["instruct_prompt"].strip()[:300]): r for r in chosen}
+        task = at[max(at)] if max(at) >= 0 else None
+        if task is None:  # the prompt proposer
+            return "Write the complete function, imports first."
+        if request.messages[0][1].startswith("Write unit tests"):
+            return fenced("def test_runs():\n    assert True")
+        if "Test report" in user and request.model == QWEN15:
+            return fenced(task["code_prompt"] + task["canonical_solution"])
+        return fenced(wrong)
+
+    lm = scripted_lm(script)
+    monkeypatch.setattr(runtime, "make_lm", lambda composed: lm)
+    composed = load(CONFIG, [
+        f"run_root={tmp_path}", f"data.path={path}", f"reward.backbone={tiny_backbone}",
+        "data.train_size=2", "data.val_size=4", "data.test_size=2", "optimizer.num_iterations=1",
+        "optimizer.collect.num_inputs=2", "optimizer.collect.num_samples=2",
+        "optimizer.update.per_component_train_size=2", "optimizer.update.num_candidates=1",
+        "reward.epochs=1", "reward.max_epochs=1"])
+    run_dir, summary = execute("run", composed, show_progress=False)
+    assert (run_dir / "DONE").exists()
+    history = [json.loads(x) for x in (run_dir / "history.jsonl").read_text().splitlines()]
+    it = history[1]
+    assert it["component"] == "final_code_generator" and it["accepted"]
+    assert (it["val_before"], it["val_after"]) == (0.0, 1.0)
+    state = yaml.safe_load((run_dir / "final/system.yaml").read_text())["state"]
+    assert state["final_code_generator"]["model"] == QWEN15
+    assert state["code_generator"]["model"] != QWEN15  # untouched in this one iteration
+    assert (summary["test"]["initial"]["mean"], summary["test"]["final"]["mean"]) == (0.0, 1.0)
 
 
 @pytest.mark.slow
