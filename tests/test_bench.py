@@ -4,6 +4,7 @@ real record-then-replay round trip with the embedded model."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+import paired  # noqa: E402
 import reproduce  # noqa: E402
 import run as bench_run  # noqa: E402
 
@@ -93,3 +95,21 @@ def test_record_then_replay_reproduces_and_a_changed_cell_fails(tmp_path):
     drift = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert drift.returncode == 1
     assert f"{rows[0]['method']}/words test_mean: expected '0.123'" in drift.stdout
+
+
+def test_paired_matches_seeds_and_averages_each_question_over_them(tmp_path):
+    def runs(name, finals):
+        for seed, scores in finals.items():
+            d = tmp_path / name / f"seed_{seed}"
+            d.mkdir(parents=True)
+            (d / "summary.json").write_text(json.dumps({"test": {"final": {"scores": scores}}}))
+        return tmp_path / name
+
+    a = runs("a", {0: [1, 1, 0, 0], 1: [1, 0, 0, 0], 2: [1, 1, 1, 1]})
+    b = runs("b", {0: [0, 1, 0, 0], 1: [0, 0, 0, 1], 3: [0, 0, 0, 0]})  # seed 2 and 3 unmatched
+    seeds, d = paired.paired(a, b)
+    assert seeds == ["seed_0", "seed_1"]
+    # per question, averaged over the two seeds: +1, 0, 0, -0.5
+    assert (d.n, d.wins, d.losses) == (4, 1, 1) and d.mean == pytest.approx(0.5 / 4)
+    with pytest.raises(SystemExit, match="no seed_N"):
+        paired.paired(a, tmp_path / "none")
