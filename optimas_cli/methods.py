@@ -40,6 +40,11 @@ def method_module(name: str) -> ModuleType:
     return importlib.import_module(METHODS[name])
 
 
+def method_options(name: str):
+    """The pydantic model of method `name`'s `optimizer.options` (None: it takes none)."""
+    return getattr(method_module(name), "OPTIONS", None)
+
+
 def check_options(composed: Composed) -> Composed:
     """A method's `optimizer.options`, checked before any work; ConfigError names the key."""
     opt = composed.run.optimizer
