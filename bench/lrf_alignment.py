@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from optimas_cli.schema import RewardConfig  # noqa: E402
+from optimas_cli.stats import sign_test_greater  # noqa: E402
 
 
 def real_pairs(run_dirs: list[Path]) -> tuple[list, dict[str, str], RewardConfig, set[int]]:
@@ -58,7 +59,7 @@ def real_pairs(run_dirs: list[Path]) -> tuple[list, dict[str, str], RewardConfig
     descriptions, the first run's reward config, and the indices of the pairs with the gold
     answer on one side (`collect.add_gold`: the final component's gold output is a candidate)."""
     from optimas_cli.rewards.pairs import canonical
-    from optimas_cli.stages.collect import pairs_from_record
+    from optimas_cli.methods.optimas.collect import pairs_from_record
 
     cfg = yaml.safe_load((run_dirs[0] / "config.yaml").read_text())
     comps = cfg["system"]["components"]
@@ -171,13 +172,6 @@ def tally(pairs: list, right: list[bool], keep) -> dict[str, tuple[int, int]]:
     return {c: (r, n) for c, (r, n) in out.items()}
 
 
-def binom_p(right: int, n: int) -> float:
-    """One-sided P(X >= right) for X ~ Binomial(n, 1/2)."""
-    from math import comb
-
-    return sum(comb(n, j) for j in range(right, n + 1)) / 2**n if n else 1.0
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="*", type=Path, help="run directories holding rollouts/")
@@ -217,10 +211,10 @@ def main() -> int:
             rows.append({
                 "component": comp, "setting": setting, "pairs": n, "inputs": inputs,
                 "accuracy": r / n if measured else None,
-                "p_value": binom_p(r, n) if measured else None,
+                "p_value": sign_test_greater(r, n - r) if measured else None,
                 "sampled_pairs": ns,  # neither side the gold answer: what an update compares
                 "sampled_accuracy": rs / ns if measured and ns else None,
-                "sampled_p_value": binom_p(rs, ns) if measured and ns else None,
+                "sampled_p_value": sign_test_greater(rs, ns - rs) if measured and ns else None,
                 "fit_seconds": round(seconds, 1)})
 
     def cell(acc, p):

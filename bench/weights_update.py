@@ -65,7 +65,7 @@ class BlueReward:
 
 
 def blue_rate(system, lm, examples, adapter) -> float:
-    from optimas_cli.optimizers.weights import sample_texts
+    from optimas_cli.methods.optimas.updaters.weights import sample_texts
     from optimas_cli.schema import WeightsUpdateConfig
 
     texts = sample_texts(system, "painter", examples, {"adapter": adapter}, lm,
@@ -78,7 +78,7 @@ def one_update(args: argparse.Namespace) -> dict[str, Any]:
     """Child process: one update, its cost and effect."""
     import torch
 
-    from optimas_cli.optimizers.weights import train_adapter
+    from optimas_cli.methods.optimas.updaters.weights import train_adapter
     from optimas_cli.schema import WeightsUpdateConfig
 
     torch.set_num_threads(args.threads)

@@ -147,8 +147,10 @@ def show(run_dir: str = typer.Argument(..., help="A run directory"),
 
 def _register_extensions() -> None:
     from optimas_cli.compare import register
+    from optimas_cli.options import register as register_options
 
     register(app)
+    register_options(app)
 
 
 _register_extensions()

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from optimas_cli.budget import Budget
 from optimas_cli.components import resolve_kind
 from optimas_cli.lm.base import LM, LMRequest, LMResponse, RunStopped, Usage
 from optimas_cli.schema import SystemConfig, VariableConfig
@@ -160,12 +161,14 @@ def _find_cycle(deps: dict[str, set[str]], nodes: list[str]) -> list[str]:
 class System:
     """Built components in topological order, runnable from the start or from any component."""
 
-    def __init__(self, cfg: SystemConfig, components: dict[str, Component], lm: LM):
+    def __init__(self, cfg: SystemConfig, components: dict[str, Component], lm: LM,
+                 budget: Budget | None = None):
         self.cfg = cfg
         self.components = components
         self.lm = lm
         self.order = topological_order(cfg)
-        self.runs = 0  # (partial) system executions, the budget unit optimizers are compared by
+        # records every (partial) system run and component-only call this system executes
+        self.budget = budget if budget is not None else Budget(None, lm)
         self._runs_lock = threading.Lock()
         self._reward_models: dict[str, Any] = {}
 
@@ -186,9 +189,22 @@ class System:
         """Components before `name` in run order."""
         return self.order[: self.order.index(name)]
 
+    @property
+    def runs(self) -> int:
+        """(Partial) system runs spent so far (the budget's count)."""
+        return self.budget.system_runs
+
     def run_step(self, name: str, fields: dict[str, Any], state: State, *,
                  temperature: float | None = None, sample_index: int = 0, seed: int = 0,
                  values: dict[str, Any] | None = None) -> Step:
+        """Run one component alone (a component call, counted as such by the budget)."""
+        self.budget.record_component_call()
+        return self._step(name, fields, state, temperature=temperature,
+                          sample_index=sample_index, seed=seed, values=values)
+
+    def _step(self, name: str, fields: dict[str, Any], state: State, *,
+              temperature: float | None = None, sample_index: int = 0, seed: int = 0,
+              values: dict[str, Any] | None = None) -> Step:
         """Run one component on the fields known so far; errors are recorded, not raised."""
         comp = self.components[name]
         inputs = {k: fields[k] for k in comp.inputs}
@@ -218,8 +234,7 @@ class System:
 
     def count_run(self) -> None:
         """Count one (partial) system execution, however it was driven."""
-        with self._runs_lock:
-            self.runs += 1
+        self.budget.record_system_run()
 
     def _choose_per_input(self, name: str, inputs: dict[str, Any], vals: dict[str, Any],
                           policies: dict[str, dict], call: Call) -> tuple[dict[str, Any], dict]:
@@ -267,8 +282,8 @@ class System:
         if end > self.order.index(start):
             self.count_run()
         for name in self.order[self.order.index(start):end]:
-            step = self.run_step(name, trace.fields, state, temperature=temperature,
-                                 sample_index=sample_index, seed=seed)
+            step = self._step(name, trace.fields, state, temperature=temperature,
+                              sample_index=sample_index, seed=seed)
             trace.steps.append(step)
             if step.error:
                 trace.error = f"{name}: {step.error}"

@@ -20,15 +20,11 @@ test at a set confidence (optimizer.accept_rule).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from optimas_cli.graph import State
 from optimas_cli.schema import OptimizerConfig
-from optimas_cli.stages.evaluate import evaluate_state
 from optimas_cli.stats import lower_bound, paired_diff, sign_test_greater
-
-if TYPE_CHECKING:
-    from optimas_cli.runtime import Runtime
 
 SHORT_KEYS = ("mean", "std", "n", "failed", "scores")
 
@@ -36,19 +32,6 @@ SHORT_KEYS = ("mean", "std", "n", "failed", "scores")
 def short(summary: dict[str, Any]) -> dict[str, Any]:
     """What a history record keeps of an evaluation summary."""
     return {k: summary[k] for k in SHORT_KEYS if k in summary}
-
-
-def evaluate_val(rt: Runtime, state: State, label: str) -> dict[str, Any]:
-    """`state` on the validation split (one system run per example)."""
-    run = rt.composed.run
-    return evaluate_state(rt.system, state, rt.splits["val"], rt.metric, workers=run.eval.workers,
-                          label=label, show_progress=False)
-
-
-def initial_record(rt: Runtime, state: State) -> dict[str, Any]:
-    """The first history record: the starting system on validation."""
-    val = evaluate_val(rt, state, "val initial")
-    return {"iteration": 0, "kind": "initial", "val": short(val), "state": state, **rt.spent()}
 
 
 def accepted_val(record: dict[str, Any]) -> float:

@@ -1,23 +1,26 @@
-"""One job = one composed config run through one stage in its own run directory.
+"""One job = one composed config run through one command in its own run directory.
 
-Used by a plain command and by every job of a Hydra multirun alike.
+Used by a plain command and by every job of a Hydra multirun alike. `optimas evaluate
+CONFIG` evaluates a state on a split; every other command runs the configured method
+(optimas_cli.methods) if it supports the command, and `run` (or `evaluate RUN_DIR`,
+here "final") then tests the initial and the final system.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from optimas_cli import spend
+from optimas_cli import layout, spend
 from optimas_cli.config import Composed, scrub
 from optimas_cli.errors import ConfigError
 from optimas_cli.lm.base import RunStopped
-from optimas_cli.methods import run_method
+from optimas_cli.methods import method_class, run_method
+from optimas_cli.methods.base import Method
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import Runtime, build_runtime
 from optimas_cli.stages.evaluate import run_evaluate
@@ -26,59 +29,65 @@ from optimas_cli.stages.final import stage_final
 console = Console(stderr=True)
 log = logging.getLogger("optimas")
 
-
-def stage_evaluate(rt: Runtime, run_dir: RunDir, show_progress: bool) -> dict[str, Any]:
-    return run_evaluate(rt, run_dir, show_progress=show_progress)
-
-
-def method_stages(*stages: str) -> Callable[..., dict[str, Any]]:
-    """The configured method's stages (all of them for `run`), then the final test stage."""
-    def run(rt: Runtime, run_dir: RunDir, show_progress: bool) -> dict[str, Any]:
-        final = run_method(rt, run_dir, rt.state, tuple(s for s in stages if s != "evaluate"))
-        if "evaluate" in stages:
-            return stage_final(rt, run_dir, rt.state, final)
-        return {"stages": list(stages), "history": len(run_dir.read_jsonl("history.jsonl"))}
-
-    return run
-
-
-STAGES: dict[str, Callable[..., dict[str, Any]]] = {
-    "evaluate": stage_evaluate,  # a config on its eval split
-    "run": method_stages("collect", "fit", "update", "evaluate"),
-    "collect": method_stages("collect"),
-    "fit": method_stages("fit"),
-    "update": method_stages("update"),
-    "final": method_stages("evaluate"),  # `optimas evaluate RUN_DIR`: the test evaluation
+# the method's stages each command runs; "final" is `optimas evaluate RUN_DIR`
+STAGES: dict[str, tuple[str, ...]] = {
+    "run": ("collect", "fit", "update"),
+    "collect": ("collect",),
+    "fit": ("fit",),
+    "update": ("update",),
+    "final": (),
 }
+
+
+def check_command(command: str, composed: Composed) -> type[Method] | None:
+    """The method class if `command` runs one; ConfigError if the method does not support it."""
+    if command == "evaluate":
+        return None
+    cls = method_class(composed.run.optimizer.name)
+    if command not in (*cls.commands, "final"):
+        raise ConfigError(f"optimizer={composed.run.optimizer.name}: the '{cls.name}' method "
+                          f"supports {', '.join((*cls.commands, 'evaluate'))}; not {command}")
+    return cls
+
+
+def run_command(command: str, rt: Runtime, run_dir: RunDir, show_progress: bool) -> dict[str, Any]:
+    """Evaluate a config, or run the method's stages (then the final test for run/final)."""
+    if command == "evaluate":
+        return run_evaluate(rt, run_dir, show_progress=show_progress)
+    final = run_method(rt, run_dir, STAGES[command])
+    if command in ("run", "final"):
+        return stage_final(rt, run_dir, rt.state, final)
+    return {"stages": list(STAGES[command]), "history": len(run_dir.read_jsonl(layout.HISTORY))}
 
 
 def open_run_dir(composed: Composed) -> RunDir:
     """The run directory: the one to resume, or a new one."""
     if composed.run.resume:
         rd = RunDir(Path(composed.run.resume).resolve())
-        if not (rd.path / "config.yaml").exists():
+        if not (rd.path / layout.CONFIG).exists():
             raise ConfigError(f"resume: {rd.path} is not a run directory (no config.yaml)")
         return rd
     return RunDir.create(composed)
 
 
 def execute(command: str, composed: Composed, *, show_progress: bool = True) -> tuple[Path, dict]:
-    """Open the run directory, run the stage, and always say where the run directory is.
+    """Open the run directory, run the command, and always say where the run directory is.
 
-    A resumed run, or a stage command on an existing run directory, counts on from what
+    A command the method does not support fails before a run directory is made. A
+    resumed run, or a stage command on an existing run directory, counts on from what
     earlier processes spent (optimas_cli.spend: a line per process, a SIGKILL-ed one's
     from its last checkpoint).
     """
+    check_command(command, composed)
     run_dir = open_run_dir(composed)
     summary: dict[str, Any] = {}
     try:
         with run_dir.guard():
             log.info("optimas %s %s %s", command, composed.path, " ".join(composed.overrides))
             rt = build_runtime(composed)
-            rt.offset = spend.spent_before(run_dir)
-            rt.system.runs = rt.offset["system_runs"]
-            with spend.recording(run_dir, command, rt.offset, rt.spent):
-                summary = STAGES[command](rt, run_dir, show_progress)
+            rt.budget.resume(spend.spent_before(run_dir))
+            with spend.recording(run_dir, command, rt.budget.offset, rt.budget.spent):
+                summary = run_command(command, rt, run_dir, show_progress)
     except RunStopped as e:
         console.print(f"[yellow]stopped:[/] {escape(scrub(str(e)))} (artifacts saved; "
                       f"resume={escape(str(run_dir.path))} goes on from them)", soft_wrap=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from optimas_cli.budget import Budget
 from optimas_cli.config import Composed, import_object
 from optimas_cli.data import Dataset, Example, split
 from optimas_cli.errors import ConfigError
@@ -27,22 +28,15 @@ class Runtime:
     system: System
     metric: Metric
     state: State  # the starting variable values (config, or system_state when given)
-    # what earlier processes spent on the same run directory (a resumed run, a stage command)
-    offset: dict[str, int] | None = None
+
+    @property
+    def budget(self) -> Budget:
+        """The run's one budget (what the system executes is recorded there)."""
+        return self.system.budget
 
     def spent(self) -> dict[str, int]:
-        """Spend so far, earlier processes included: (partial) system runs, real model calls,
-        and LM requests (model calls + cache hits: the same whether answers come from the
-        model or from a recorded cache, which makes it the count a replayed run reproduces)."""
-        usage = self.lm.usage_summary() if hasattr(self.lm, "usage_summary") else {}
-        total = usage.get("total", {})
-        calls = int(total.get("calls", 0))
-        off = self.offset or {}
-        tokens = int(total.get("prompt_tokens", 0)) + int(total.get("completion_tokens", 0))
-        return {"system_runs": self.system.runs,
-                "lm_calls": calls + off.get("lm_calls", 0),
-                "lm_tokens": tokens + off.get("lm_tokens", 0),  # of real calls
-                "lm_requests": calls + int(total.get("cache_hits", 0)) + off.get("lm_requests", 0)}
+        """Spend so far, earlier processes included (Budget.spent)."""
+        return self.budget.spent()
 
 
 def model_names(composed: Composed) -> set[str]:
@@ -114,7 +108,8 @@ def build_runtime(composed: Composed, lm: LM | None = None) -> Runtime:
         raise ConfigError(f"data: {e}") from None
     lm = lm if lm is not None else make_lm(composed)
     resources = dict(dataset.resources, lm_config=run.lm)
-    system = System(run.system, build_components(run.system, resources), lm)
+    system = System(run.system, build_components(run.system, resources), lm,
+                    Budget.from_config(run.optimizer, lm))
     state = load_state(run.system_state, system) if run.system_state else system.initial_state()
     return Runtime(composed=composed, lm=lm, dataset=dataset, splits=splits, system=system,
                    metric=metric, state=state)

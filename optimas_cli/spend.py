@@ -18,11 +18,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from optimas_cli import layout
+from optimas_cli.budget import SPENT_KEYS
 from optimas_cli.run_dir import RunDir
 
-SPENT = "spent.jsonl"
-LIVE = "spent.live"
-SPENT_KEYS = ("system_runs", "lm_calls", "lm_requests", "lm_tokens")
+SPENT, LIVE = layout.SPENT, layout.SPENT_LIVE
 
 
 def _alive(pid: int) -> bool:
@@ -63,7 +63,7 @@ def spent_before(run_dir: RunDir) -> dict[str, int]:
 
 
 def _row(command: str, now: dict[str, int], offset: dict[str, int]) -> dict[str, int | str]:
-    return {"command": command, **{k: now[k] - offset.get(k, 0) for k in SPENT_KEYS}}
+    return {"command": command, **{k: now.get(k, 0) - offset.get(k, 0) for k in SPENT_KEYS}}
 
 
 @contextmanager
@@ -71,7 +71,7 @@ def recording(run_dir: RunDir, command: str, offset: dict[str, int],
               spent: Callable[[], dict[str, int]], interval: float = 2.0) -> Iterator[None]:
     """Checkpoint this process's spend while the block runs; its spent.jsonl line at the end.
 
-    `spent()` is the running total, earlier processes included (Runtime.spent); `offset`
+    `spent()` is the running total, earlier processes included (Budget.spent); `offset`
     what they spent, so a line holds only this process's share.
     """
     live = run_dir.path / LIVE

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from optimas_cli.config import ConfigError, load
-from optimas_cli.jobs import STAGES, execute
+from optimas_cli.jobs import execute, run_command
 from optimas_cli.methods import load_checked
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import build_runtime
@@ -24,7 +24,7 @@ from optimas_cli.runtime import build_runtime
 
 def run_loop(rt, run_dir: RunDir, show_progress: bool = False) -> dict:
     """`optimas run`'s work (the method, then the test evaluation) on a prepared runtime."""
-    return STAGES["run"](rt, run_dir, show_progress)
+    return run_command("run", rt, run_dir, show_progress)
 
 HERE = Path(__file__).parent
 LINEAR = HERE / "linear.yaml"
@@ -198,17 +198,6 @@ def test_bad_option_value_names_the_key_and_value(tmp_path, baseline, option, na
         load_checked(LINEAR, [f"run_root={tmp_path}", f"optimizer={baseline}", option])
 
 
-def test_every_baseline_declares_its_options():
-    import importlib
-
-    from optimas_cli.baselines.common import Options, parse_options
-
-    for name in ("search", "llmselector", "textgrad", "mipro", "gepa"):
-        model = importlib.import_module(f"optimas_cli.baselines.{name}").OPTIONS
-        assert issubclass(model, Options)
-        assert parse_options(name, None, model) == model()  # every option has a default
-
-
 def test_search_resume_replays_history_without_evaluating_again(tmp_path):
     composed = load(LINEAR, [f"run_root={tmp_path}", "optimizer=search",
                              "optimizer.budget_system_runs=20"])
@@ -293,7 +282,7 @@ def test_textgrad_updates_an_instruction_through_the_textgrad_package(tmp_path, 
     assert stats["parsed"] >= 2 and stats["no_tags"] == 0
 
 
-# TGD replies seen from the embedded models (see optimas_cli/baselines/textgrad.py): no tags
+# TGD replies seen from the embedded models (see optimas_cli/methods/textgrad.py): no tags
 # at all (smollm2), or TGD's own instructions parroted, which textgrad's parser takes as the new
 # instruction (gemma3-270m).
 PARROT = ("This is very important: You MUST give your response by sending the improved "
@@ -311,7 +300,7 @@ BAD_REPLIES = [
 @pytest.mark.parametrize("reply,counter,status", BAD_REPLIES, ids=[b[1] for b in BAD_REPLIES])
 def test_textgrad_fails_explicitly_when_tgd_replies_are_unusable(tmp_path, scripted_lm, reply,
                                                                  counter, status):
-    from optimas_cli.baselines.textgrad_replies import TextGradFailure
+    from optimas_cli.methods.textgrad_replies import TextGradFailure
 
     lm = scripted_lm(textgrad_script(reply))
     composed = load(WORDS, [f"run_root={tmp_path}", "optimizer=textgrad",
@@ -356,14 +345,14 @@ class RealOptimizerLM:
 def test_textgrad_with_an_embedded_model_as_tgd_optimizer(tmp_path, scripted_lm, model):
     """A real TGD step by an embedded model, fed a useful scripted gradient.
 
-    The project's documented behaviour (README, baselines/textgrad.py): neither
+    The project's documented behaviour (README, methods/textgrad.py): neither
     SmolLM2-135M nor Gemma-3-270M answers in TGD's format, so the run fails with
     TextGradFailure and counts, never carries on or falls back; the recorded status is
     our classification of the real reply. (Should an embedded model ever follow the
     format, this test fails, and so does the README's claim: update both.)
     """
-    from optimas_cli.baselines.textgrad import _tgd_template
-    from optimas_cli.baselines.textgrad_replies import FAILURES, TextGradFailure, reply_problem
+    from optimas_cli.methods.textgrad import _tgd_template
+    from optimas_cli.methods.textgrad_replies import FAILURES, TextGradFailure, reply_problem
     from optimas_cli.lm import LMClient
 
     composed = load(WORDS, [f"run_root={tmp_path}", "optimizer=textgrad",

@@ -10,7 +10,7 @@ import pytest
 from optimas_cli.config import load
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import build_runtime
-from optimas_cli.stages.collect import collect_rollouts, pairs_from_record
+from optimas_cli.methods.optimas.collect import collect_rollouts, pairs_from_record
 
 LINEAR = Path(__file__).parent / "linear.yaml"
 

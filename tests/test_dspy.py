@@ -23,6 +23,7 @@ from optimas_cli.dspy.lm import OptimasLM, sample_index_of, task_lm
 from optimas_cli.dspy.predict import component_predict, llm_component, prompt_value
 from optimas_cli.dspy.program import SystemProgram
 from optimas_cli.lm import BudgetExceeded, LMClient, LMConfig, LMRequest
+from optimas_cli.methods import run_method
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import build_runtime
 from optimas_cli.schema import UpdateConfig
@@ -381,7 +382,7 @@ def shout_records(words):
 def test_optimize_prompt_dspy_finds_the_instruction_the_local_reward_prefers(shout_rt, method):
     import random
 
-    from optimas_cli.optimizers.dspy_prompt import optimize_prompt_dspy
+    from optimas_cli.methods.optimas.updaters.dspy_prompt import optimize_prompt_dspy
 
     rt, lm = shout_rt()
     cfg = UpdateConfig(prompt=method, num_candidates=2, per_component_train_size=4, max_demos=1)
@@ -402,7 +403,7 @@ def test_optimize_prompt_dspy_finds_the_instruction_the_local_reward_prefers(sho
 
 def test_the_optimas_update_step_runs_dspy_when_configured(shout_rt):
     from optimas_cli.schema import OptimizerConfig
-    from optimas_cli.stages.update import update_component
+    from optimas_cli.methods.optimas.update import update_component
 
     rt, _ = shout_rt()
     cfg = OptimizerConfig(update=UpdateConfig(prompt="copro", num_candidates=2, per_component_train_size=3))
@@ -417,7 +418,7 @@ def test_the_optimas_update_step_runs_dspy_when_configured(shout_rt):
 def test_optimize_prompt_dspy_failure_of_dspys_format_is_explicit(shout_rt):
     import random
 
-    from optimas_cli.optimizers.dspy_prompt import optimize_prompt_dspy
+    from optimas_cli.methods.optimas.updaters.dspy_prompt import optimize_prompt_dspy
 
     # what a tiny model does with DSPy's chat format (verbatim from SmolLM2-135M, see slow test)
     rt, _ = shout_rt(proposal="You have the perfect recipe for a JSON object in Python.")
@@ -432,11 +433,11 @@ def test_optimize_prompt_dspy_failure_of_dspys_format_is_explicit(shout_rt):
 
 def run_baseline(shout_rt, optimizer, *overrides, proposal=UPPER):
     """`optimas run`'s work (the baseline, then the test evaluation) with the scripted LM."""
-    from optimas_cli.jobs import STAGES
+    from optimas_cli.jobs import run_command
 
     rt, lm = shout_rt(optimizer, *overrides, proposal=proposal)
     run_dir = RunDir.create(rt.composed)
-    summary = STAGES["run"](rt, run_dir, False)
+    summary = run_command("run", rt, run_dir, False)
     return rt, lm, run_dir.path, summary
 
 
@@ -463,17 +464,14 @@ def test_baseline_finds_the_better_prompt_within_budget(shout_rt, optimizer, opt
     assert (path / "val_score.png").exists()
     assert any(t == "dspy/shout" for t, _ in lm.requests)
     # resume: DSPy is not rerun, the same state comes back
-    import importlib
-
     n = len(lm.requests)
-    module = importlib.import_module(f"optimas_cli.baselines.{optimizer}")
-    assert module.optimize(rt, RunDir(path), rt.state) == final and len(lm.requests) == n
+    assert run_method(rt, RunDir(path)) == final and len(lm.requests) == n
     # killed after DSPy's compile, before its programs' first record: the resume evaluates the
     # programs the compile found (kept in <optimizer>_found.json) and does not compile again,
     # which could not resume and would count its runs twice
     (path / "history.jsonl").write_text(json.dumps(history[0]) + "\n")
-    rt.system.runs = its[0]["system_runs"] - len(rt.splits["val"])  # spent when it was killed
-    assert module.optimize(rt, RunDir(path), rt.state) == final
+    rt.budget.system_runs = its[0]["system_runs"] - len(rt.splits["val"])  # spent when killed
+    assert run_method(rt, RunDir(path)) == final
     assert not [t for t, _ in lm.requests[n:] if t.startswith("dspy/")]  # no DSPy call
     again = history_of(path)
     assert [h["val_after"] for h in again[1:]] == [h["val_after"] for h in its]
@@ -496,11 +494,9 @@ def test_baseline_proposes_with_the_configs_proposer_model(shout_rt, optimizer, 
 
 def test_mipro_baseline_refuses_a_budget_too_small_before_any_work(shout_rt):
     rt, lm = shout_rt("mipro", "optimizer.budget_system_runs=10")
-    from optimas_cli.baselines.mipro import optimize
-
     with pytest.raises(ConfigError, match=r"optimizer.budget_system_runs=10 is too small for mipro: "
                                           r"it needs at least \d+"):
-        optimize(rt, RunDir.create(rt.composed), rt.state)
+        run_method(rt, RunDir.create(rt.composed))
     assert lm.requests == [] and rt.system.runs == 0
 
 
@@ -515,16 +511,15 @@ def test_a_compile_killed_midway_is_named_when_the_budget_left_is_too_small(shou
     # killed inside DSPy's compile: the initial record on disk, no programs found, 30 runs spent
     (path / "history.jsonl").write_text(json.dumps(history[0]) + "\n")
     (path / f"{optimizer}_found.json").unlink()
-    rt.system.runs = 30
-    module = __import__(f"optimas_cli.baselines.{optimizer}", fromlist=["optimize"])
+    rt.budget.system_runs = 30
     lost = 30 - history[0]["system_runs"]
     with pytest.raises(ConfigError, match=rf"{optimizer}: an earlier process .* killed inside "
                                           rf"DSPy's compile, .* the {lost} system runs it spent"):
-        module.optimize(rt, RunDir(path), rt.state)
-    rt.system.runs = history[0]["system_runs"]  # nothing lost, too small a budget: the plain one
-    rt.composed.run.optimizer.budget_system_runs = history[0]["system_runs"] + 5
+        run_method(rt, RunDir(path))
+    rt.budget.system_runs = history[0]["system_runs"]  # nothing lost, too small a budget: the plain one
+    rt.budget.limit = history[0]["system_runs"] + 5
     with pytest.raises(ConfigError, match="is too small") as err:
-        module.optimize(rt, RunDir(path), rt.state)
+        run_method(rt, RunDir(path))
     assert "killed" not in str(err.value)
 
 

@@ -84,14 +84,17 @@ def test_run_optimas_loop_small_budget(tmp_path, isolated_cache, hotpot_path):
     it = history[1]
     # the final component goes first, and the gold answer gives it preference pairs
     assert it["component"] == "answer_generator" and it["pairs"] >= 1 and "skipped" not in it
-    assert summary["lrf_heldout"]["answer_generator"]["n_pairs"] >= 0  # alignment was measured
-    if it["changed"]:  # the accept rule, on the paired validation difference
-        assert it["accepted"] == (it["decision"]["gain"] > 0)
-        assert it["decision"]["paired"]["n"] == 3
-    else:
-        assert not it["accepted"] and it["val_after"] == it["val_before"]
+    # alignment was measured on held-out pairs, and the summary reports the iteration's figure
+    held = summary["lrf_heldout"]["answer_generator"]
+    assert held["n_pairs"] > 0 and held == it["lrf"]
+    # temperature 0, fresh cache: the update always changes the answer generator, and the
+    # tiny models score 0 on all 3 validation examples before and after, so the accept rule
+    # (accept only on a paired gain > 0) rejects it and the final state is the initial one
+    assert it["changed"] and it["tried"]["answer_generator"] != history[0]["state"]["answer_generator"]
+    assert it["decision"]["paired"]["n"] == 3 and it["val_before"] == it["val_after"] == 0.0
+    assert it["decision"]["gain"] == 0.0 and it["accepted"] is False
     final = yaml.safe_load((run / "final/system.yaml").read_text())["state"]
-    assert (final == history[0]["state"]) is (not it["accepted"])
+    assert final == history[0]["state"]
     assert (run / "val_score.png").stat().st_size > 0
     # the optimized state evaluates again, from the cache, with the same test score
     again = optimas("evaluate", str(PROJECT_CONFIGS / "hotpotqa_ci.yaml"), f"run_root={tmp_path}/e",

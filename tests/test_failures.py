@@ -17,7 +17,7 @@ from optimas_cli.config import load
 from optimas_cli.jobs import execute
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import build_runtime
-from optimas_cli.stages.collect import collect_rollouts
+from optimas_cli.methods.optimas.collect import collect_rollouts
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -23,11 +23,10 @@ def anon():
 
 blocks = [bytearray(64 * 1024) for _ in range(3000)]  # ~190 MiB of 64 KiB heap blocks
 top = bytearray(64 * 1024)  # allocated last: keeps the heap's top from shrinking
-held_before = anon()
 del blocks
 held = anon()
 released = heap.release()
-print(json.dumps({"allocated": held_before, "held": held, "released": released, "after": anon()}))
+print(json.dumps({"held": held, "released": released, "after": anon()}))
 """
 
 
@@ -36,8 +35,8 @@ print(json.dumps({"allocated": held_before, "held": held, "released": released, 
 def test_release_gives_freed_heap_back():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["held"] > r["allocated"] - 50  # freeing alone kept the memory (glibc)
-    assert r["released"] and r["after"] < r["held"] - 150  # release gave it back
+    # the ~190 MiB freed under `top` is held until release asks glibc to trim it
+    assert r["released"] is True and r["after"] < r["held"] - 150
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc")

@@ -16,8 +16,8 @@ from optimas_cli.config import load
 from optimas_cli.jobs import execute
 from optimas_cli.rewards import LocalRewardModel
 from optimas_cli.run_dir import RunDir
-from optimas_cli.stages import loop
-from optimas_cli.stages.pairs import pick_component
+from optimas_cli.methods.optimas import loop
+from optimas_cli.methods.optimas.pairs import pick_component
 
 LINEAR = Path(__file__).parent / "linear.yaml"
 

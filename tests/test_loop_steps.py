@@ -12,14 +12,15 @@ from test_baselines import GEMMA, SMOL, WORDS, component_script
 
 from optimas_cli.config import load
 from optimas_cli.graph import is_per_input
-from optimas_cli.history import contributions, initial_record
+from optimas_cli.history import contributions
+from optimas_cli.methods.base import initial_record
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import build_runtime
-from optimas_cli.stages import loop as loop_mod
-from optimas_cli.stages.collect import collect_cost, pairs_from_record, tied_choices, value_returns
-from optimas_cli.stages.loop import OptimasLoop
-from optimas_cli.stages.pairs import pairs_of
-from optimas_cli.stages.update import prompt_history
+from optimas_cli.methods.optimas import loop as loop_mod
+from optimas_cli.methods.optimas.collect import collect_cost, pairs_from_record, tied_choices, value_returns
+from optimas_cli.methods.optimas.loop import OptimasLoop
+from optimas_cli.methods.optimas.pairs import pairs_of
+from optimas_cli.methods.optimas.update import prompt_history
 
 
 def script(request):
@@ -62,11 +63,11 @@ def test_select_takes_uncollected_components_final_first_then_by_gaps(tmp_path):
 def test_select_passes_over_components_the_budget_cannot_collect(tmp_path):
     lp = make_loop(tmp_path, "optimizer.collect.num_samples=2", "optimizer.components_per_iteration=2")
     spent_val = lp.history[-1]["system_runs"] + len(lp.rt.splits["val"])
-    lp.opt.budget_system_runs = spent_val + 2  # exclaim's input costs 1, upper's 4
+    lp.budget.limit = spent_val + 2  # exclaim's input costs 1, upper's 4
     assert [n for n, _ in lp.select(1)] == ["exclaim"]  # upper is fresh, but unaffordable
-    lp.opt.budget_system_runs = spent_val + 4
+    lp.budget.limit = spent_val + 4
     assert [n for n, _ in lp.select(1)] == ["exclaim", "upper"]
-    lp.opt.budget_system_runs = spent_val  # nothing affordable: the loop ends, no empty record
+    lp.budget.limit = spent_val  # nothing affordable: the loop ends, no empty record
     assert lp.select(1) == []
     lp.run(lp.current)
     assert len(lp.history) == 1
@@ -99,10 +100,10 @@ def test_collection_cost_bound_and_budget(tmp_path):
     assert collect_cost(lp.rt.system, "exclaim", lp.opt.collect) == 1
     # upper is first: nothing upstream; current + 2 samples + 1 other model, each completed
     assert collect_cost(lp.rt.system, "upper", lp.opt.collect) == 4
-    lp.opt.budget_system_runs = lp.rt.system.runs + len(lp.rt.splits["val"]) + 2 * 4 + 3
+    lp.budget.limit = lp.budget.system_runs + len(lp.rt.splits["val"]) + 2 * 4 + 3
     records, skip = lp.collect(1, "upper", lp.current)
     assert len(records) == 2  # what the budget left after one validation allowed
-    assert lp.rt.system.runs + len(lp.rt.splits["val"]) <= lp.opt.budget_system_runs
+    assert lp.budget.system_runs + len(lp.rt.splits["val"]) <= lp.budget.limit
 
 
 def test_a_redrawn_input_gets_new_samples_and_a_repeated_pair_counts_once(tmp_path):
@@ -294,7 +295,7 @@ def test_the_whole_loop_never_spends_past_its_budget(tmp_path, monkeypatch):
         monkeypatch.setattr(loop_mod, "update_component", lambda *a, **k: {
             "state": a[4], "variables": []})
         lp.run(lp.current)
-        assert lp.rt.system.runs <= budget or len(lp.history) == 1
+        assert lp.budget.system_runs <= budget or len(lp.history) == 1
         assert all(h["system_runs"] <= max(budget, lp.history[0]["system_runs"])
                    for h in lp.history)
 

@@ -1,4 +1,4 @@
-"""bench/lrf_alignment.py: pooling rollout pairs across runs, folds by input, the binomial p."""
+"""bench/lrf_alignment.py: pooling rollout pairs across runs, folds by input."""
 
 from __future__ import annotations
 
@@ -49,13 +49,6 @@ def test_folds_split_the_inputs_and_every_pair_of_an_input_stays_in_one_fold(tmp
     assert len(folds) == 3 and set().union(*folds) == {f"example:{n}" for n in range(11)}
     assert sum(map(len, folds)) == 11 and all(len(f) in (3, 4) for f in folds)
     assert folds == lrf_alignment.folds_of(list(reversed(pairs)), 3)  # fixed, not order-dependent
-
-
-def test_binomial_p_is_one_sided_against_chance():
-    assert lrf_alignment.binom_p(0, 0) == 1.0
-    assert lrf_alignment.binom_p(10, 10) == 0.5**10
-    assert abs(lrf_alignment.binom_p(5, 10) - 638 / 1024) < 1e-12
-    assert lrf_alignment.binom_p(0, 10) == 1.0
 
 
 def test_cross_validation_scores_every_pair_once_and_learns_a_learnable_preference(tmp_path):

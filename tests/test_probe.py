@@ -1,13 +1,13 @@
 """Probing a barren component's choices on validation (optimizer.probe_choices,
-optimas_cli/stages/probe.py): what the loop does when the rollouts tell nothing."""
+optimas_cli/methods/optimas/probe.py): what the loop does when the rollouts tell nothing."""
 
 from __future__ import annotations
 
 from test_baselines import GEMMA, SMOL
 from test_loop_steps import make_loop
 
-from optimas_cli.stages import loop as loop_mod
-from optimas_cli.stages.probe import PROBE, barren_components, probe_values
+from optimas_cli.methods.optimas import loop as loop_mod
+from optimas_cli.methods.optimas.probe import PROBE, barren_components, probe_values
 
 
 def _barren(monkeypatch, lp, gaps):
@@ -32,9 +32,9 @@ def test_a_barren_components_model_is_validated_directly_and_kept_when_better(tm
     _barren(monkeypatch, lp, {"upper": 0.0, "exclaim": 0.0})
     [(name, why)] = lp.select(2)
     assert name == "upper" and why["reason"] == PROBE and why["probe"] == {"model": GEMMA}
-    runs = lp.rt.system.runs
+    runs = lp.budget.system_runs
     record = lp.iteration(2, [(name, why)])
-    assert lp.rt.system.runs - runs == len(lp.rt.splits["val"])  # one validation, no collection
+    assert lp.budget.system_runs - runs == len(lp.rt.splits["val"])  # one validation, no collection
     assert not (lp.run_dir.path / "rollouts/iter_002").exists()
     assert record["accepted"] and record["val_after"] > record["val_before"]
     assert record["state"]["upper"]["model"] == GEMMA and record["probe"] == {"model": GEMMA}
@@ -61,9 +61,9 @@ def test_a_worse_probe_is_refused_and_no_component_is_probed_past_its_allowance(
 def test_probes_need_a_validation_the_budget_can_pay(tmp_path, monkeypatch):
     lp = make_loop(tmp_path, "optimizer.probe_choices=1")
     _barren(monkeypatch, lp, {"upper": 0.0, "exclaim": 0.0})
-    lp.opt.budget_system_runs = lp.rt.system.runs + len(lp.rt.splits["val"]) - 1
+    lp.budget.limit = lp.budget.system_runs + len(lp.rt.splits["val"]) - 1
     assert lp.select(2) == []
-    lp.opt.budget_system_runs += 1
+    lp.budget.limit += 1
     assert lp.select(2)[0][1]["reason"] == PROBE
 
 

@@ -8,8 +8,8 @@ import pytest
 from test_baselines import SMOL, WORDS, component_script
 
 from optimas_cli.config import load
-from optimas_cli.optimizers.common import beats_incumbent, best_of, observed_return
-from optimas_cli.optimizers.prompt import (
+from optimas_cli.methods.optimas.updaters.common import beats_incumbent, best_of, observed_return
+from optimas_cli.methods.optimas.updaters.prompt import (
     bootstrap_demos,
     clean_instruction,
     optimize_prompt,

@@ -16,7 +16,7 @@ from test_rewards import COMPS, keyword_pairs, make_tiny_backbone
 from optimas_cli.rewards import LocalRewardModel, fit_reward_model, input_key, split_by_input
 from optimas_cli.rewards import train as train_mod
 from optimas_cli.schema import RewardConfig
-from optimas_cli.stages.fit import fit_local_rewards
+from optimas_cli.methods.optimas.fit import fit_local_rewards
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,8 @@ def test_a_process_that_ends_writes_its_share_and_leaves_no_checkpoint(tmp_path)
         live = json.loads((tmp_path / spend.LIVE / f"{os.getpid()}.json").read_text())
         assert live["system_runs"] == 7 and live["lm_tokens"] == 70
         c.runs = 13
-    assert rd.read_jsonl(spend.SPENT) == [{"command": "run", "system_runs": 8, "lm_calls": 16,
-                                           "lm_requests": 24, "lm_tokens": 80}]
+    assert rd.read_jsonl(spend.SPENT) == [{"command": "run", "system_runs": 8, "component_calls": 0,
+                                           "lm_calls": 16, "lm_requests": 24, "lm_tokens": 80}]
     assert not list((tmp_path / spend.LIVE).iterdir())
 
 
@@ -50,8 +50,8 @@ def test_checkpoints_of_dead_processes_are_folded_once_live_ones_are_not(tmp_pat
         {"command": "run", "system_runs": 100, "lm_calls": 0, "lm_requests": 0, "lm_tokens": 0}))
     rd.append_jsonl(spend.SPENT, {"command": "run", "system_runs": 3, "lm_calls": 1,
                                   "lm_requests": 1, "lm_tokens": 1})
-    assert spend.spent_before(rd) == {"system_runs": 7, "lm_calls": 2, "lm_requests": 3,
-                                      "lm_tokens": 10}
+    assert spend.spent_before(rd) == {"system_runs": 7, "component_calls": 0, "lm_calls": 2,
+                                      "lm_requests": 3, "lm_tokens": 10}
     assert spend.spent_before(rd)["system_runs"] == 7  # folded once, not twice
     assert [r["command"] for r in rd.read_jsonl(spend.SPENT)] == ["run", "run (killed)"]
     assert sorted(p.name for p in live.iterdir()) == [f"{os.getppid()}.json"]

@@ -73,6 +73,9 @@ def test_one_sided_sign_test_is_the_upper_binomial_tail():
     assert sign_test_greater(8, 2) == pytest.approx(56 / 1024)  # P(X >= 8), X ~ Bin(10, 1/2)
     assert sign_test_greater(8, 2) == pytest.approx(sign_test(8, 2) / 2)
     assert sign_test_greater(2, 8) == pytest.approx(1 - 11 / 1024)  # P(X >= 2)
+    assert sign_test_greater(10, 0) == 0.5**10
+    assert sign_test_greater(5, 5) == pytest.approx(638 / 1024, abs=1e-12)  # P(X >= 5)
+    assert sign_test_greater(0, 10) == 1.0
 
 
 def test_one_sided_bound_lies_between_the_two_sided_lower_end_and_the_mean():

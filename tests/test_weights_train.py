@@ -56,7 +56,7 @@ def lm():
 @pytest.fixture(scope="module")
 def trained(lm, tmp_path_factory):
     """One DPO update from the base weights: (system, adapter dir, what the update did)."""
-    from optimas_cli.optimizers.weights import train_adapter
+    from optimas_cli.methods.optimas.updaters.weights import train_adapter
 
     system = colour_system(lm)
     out = tmp_path_factory.mktemp("weights") / "painter" / "iter_001"
@@ -66,7 +66,7 @@ def trained(lm, tmp_path_factory):
 
 
 def blue_rate(system, lm, adapter, n=8) -> float:
-    from optimas_cli.optimizers.weights import sample_texts
+    from optimas_cli.methods.optimas.updaters.weights import sample_texts
 
     texts = sample_texts(system, "painter", INPUTS, {"adapter": adapter and str(adapter)}, lm,
                          WeightsUpdateConfig(samples=n, temperature=1.0), seed=99, workers=2)
@@ -176,7 +176,7 @@ def adapter_tensors(directory):
 
 
 def test_update_starts_from_the_current_adapter_and_a_refused_one_is_not_served(trained, lm):
-    from optimas_cli.optimizers.weights import optimize_weights
+    from optimas_cli.methods.optimas.updaters.weights import optimize_weights
 
     system, first, _ = trained
     before = {p.name: p.read_bytes() for p in first.iterdir()}

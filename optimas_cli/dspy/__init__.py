@@ -1,8 +1,8 @@
 """DSPy on top of Optimas' LM layer and system graph.
 
-Used by the DSPy prompt optimizer (`optimizers/dspy_prompt.py`) and the MIPROv2 /
-GEPA baselines (`baselines/mipro.py`, `baselines/gepa.py`, their shared plumbing in
-`baselines/dspy_common.py`). One module per piece:
+Used by the DSPy prompt optimizer (`methods/optimas/updaters/dspy_prompt.py`) and the MIPROv2 /
+GEPA baselines (`methods/dspy/mipro.py`, `methods/dspy/gepa.py`, their shared plumbing in
+`methods/dspy/common.py`). One module per piece:
 
 lm.py
     OptimasLM, a `dspy.BaseLM` whose every call is an `LMRequest` to our LM, so DSPy

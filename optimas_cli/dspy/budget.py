@@ -45,7 +45,7 @@ class RunCounter:
                 raise SystemRunBudgetExhausted(
                     f"the optimizer's system-run allowance ({self.limit}) is spent")
             self.used += 1
-        self.system.count_run()
+        self.system.budget.record_system_run()
 
 
 def explain_failure(what: str, model: str, exc: BaseException, remedy: str) -> DSPyOptimizerError:

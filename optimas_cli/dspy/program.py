@@ -15,6 +15,7 @@ import dspy
 
 from optimas_cli.components.llm import LLMComponent
 from optimas_cli.dspy.adapters import ADAPTERS, make_adapter
+from optimas_cli.budget import Budget
 from optimas_cli.dspy.budget import RunCounter
 from optimas_cli.dspy.lm import request_defaults
 from optimas_cli.dspy.predict import (
@@ -123,6 +124,7 @@ class SystemProgram(dspy.Module):
         """
         self.counter.take()
         view = copy.copy(self.system)
+        view.budget = Budget(None, self.system.lm)  # counted above, by the counter
         view.components = {**self.system.components,
                            **{n: _PredictorStep(self.system.components[n], self)
                               for n in self.prompt_components}}

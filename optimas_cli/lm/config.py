@@ -14,38 +14,54 @@ class _Strict(BaseModel):
 class CacheConfig(_Strict):
     # on: read and write; off: neither; replay: a miss is an error (CI reproduction);
     # refresh: always call, overwrite the entry.
-    mode: Literal["on", "off", "replay", "refresh"] = "on"
-    dir: str | None = None  # default: the user cache dir (platformdirs) / optimas / lm
+    mode: Literal["on", "off", "replay", "refresh"] = Field(
+        "on", description="on: read and write; off: neither; replay: a miss is an error (CI); "
+                          "refresh: always call, overwrite")
+    dir: str | None = Field(None, description="cache directory (null: the user cache dir / "
+                                              "optimas / lm)")
 
 
 class LocalEngineConfig(_Strict):
-    n_ctx: int = Field(2048, gt=0)
-    n_threads: int | None = None  # None: all cores split across instances
-    # Parallel model instances serving concurrent callers. 2 (x 1 thread on 2 cores):
-    # measured best under concurrent callers, and 1-thread contexts keep their speed
-    # when the CPU is oversubscribed, where 2-thread ones collapse (bench/lm_throughput.py).
-    instances: int = Field(2, ge=1)
-    # Prompt tokens per llama.cpp batch, also the unit of prefix reuse. 64 evaluated prompts
-    # as fast as 512 on 2 cores (BENCHMARKS.md, "Prefix reuse").
-    n_batch: int = Field(64, ge=8)
+    n_ctx: int = Field(2048, gt=0, description="context window of an embedded model, in tokens")
+    n_threads: int | None = Field(None, description="threads per instance (null: all cores split "
+                                                    "across instances)")
+    # Parallel model instances serving concurrent callers (why 2: BENCHMARKS.md, "Why the
+    # defaults are what they are").
+    instances: int = Field(2, ge=1, description="parallel model instances serving concurrent "
+                                                "callers")
+    # Prompt tokens per llama.cpp batch, also the unit of prefix reuse (why 64: BENCHMARKS.md,
+    # "Why the defaults are what they are").
+    n_batch: int = Field(64, ge=8, description="prompt tokens per llama.cpp batch, also the unit "
+                                               "of prefix reuse")
     # Keep the part of an instance's previous prompt that the next one shares, in whole
     # batches: fewer tokens evaluated, the same logits bit for bit (lm/prefix.py).
-    prefix_reuse: bool = True
+    prefix_reuse: bool = Field(True, description="reuse the prompt prefix an instance already "
+                                                 "evaluated (same logits, fewer tokens)")
 
 
 class LMConfig(_Strict):
-    model: str = "local/smollm2-135m-instruct"
+    model: str = Field("local/smollm2-135m-instruct",
+                       description="LM name: local/<embedded model>, or a litellm provider/model")
     # LM names a `model` variable may choose among (systems refer to it as ${lm.choices}).
-    choices: list[str] = Field(default_factory=list)
-    temperature: float = Field(0.0, ge=0.0)
-    max_tokens: int = Field(64, gt=0)
-    api_base: str | None = None
-    api_key_env: str | None = None  # override the env var that holds the key
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(4, ge=0)
-    retry_base_delay_s: float = Field(1.0, ge=0)
-    max_concurrency: int = Field(8, ge=1)  # concurrent API calls per provider
-    max_calls: int | None = Field(None, ge=1)  # budget: model calls (cache hits are free)
-    max_cost_usd: float | None = Field(None, gt=0)  # budget: dollars (API models)
-    cache: CacheConfig = CacheConfig()
-    local: LocalEngineConfig = LocalEngineConfig()
+    choices: list[str] = Field(default_factory=list,
+                               description="LM names a model variable may choose among "
+                                           "(${lm.choices} in systems)")
+    temperature: float = Field(0.0, ge=0.0, description="sampling temperature (0: greedy, reruns "
+                                                        "identical and cached)")
+    max_tokens: int = Field(64, gt=0, description="tokens per completion at most")
+    api_base: str | None = Field(None, description="server URL of an API model (null: the "
+                                                   "provider's)")
+    api_key_env: str | None = Field(None, description="the environment variable that holds the "
+                                                      "key (null: the provider's usual one)")
+    timeout_s: float = Field(60.0, gt=0, description="seconds per API call before it is retried")
+    max_retries: int = Field(4, ge=0, description="retries of a failed API call")
+    retry_base_delay_s: float = Field(1.0, ge=0, description="first retry delay; doubled each "
+                                                             "retry")
+    max_concurrency: int = Field(8, ge=1, description="concurrent API calls per provider")
+    max_calls: int | None = Field(None, ge=1, description="budget: model calls (cache hits are "
+                                                          "free; null: no cap)")
+    max_cost_usd: float | None = Field(None, gt=0, description="budget: dollars of API calls; the "
+                                                               "run stops cleanly when spent")
+    cache: CacheConfig = Field(CacheConfig(), description="the LM response cache")
+    local: LocalEngineConfig = Field(LocalEngineConfig(), description="the embedded llama.cpp "
+                                                                      "engine")

@@ -23,6 +23,7 @@ from optimas_cli.rewards.backbone import DEFAULT_BACKBONE, load_backbone, max_po
 from optimas_cli.rewards.io import ADAPTER_DIR, BACKBONE_DIR, read_config, read_heads, write_model
 from optimas_cli.rewards.pairs import InputSplit, PreferencePair, canonical
 from optimas_cli.rewards.text import TextEncoder
+from optimas_cli.stats import sign_test_greater
 
 TIE_TOL = 1e-6  # |r(chosen) - r(rejected)| at most this is a tie, counted as wrong
 CHANCE_ALPHA = 0.05  # one-sided binomial test of pairwise accuracy against 0.5
@@ -347,10 +348,8 @@ class LocalRewardModel(nn.Module):
 def _agreement(diffs: Sequence[float]) -> dict[str, Any]:
     """Pairwise accuracy of r(chosen) - r(rejected) values (a tie is wrong), its one-sided
     binomial p-value against 0.5 and whether it beats chance."""
-    from scipy.stats import binomtest
-
     correct = sum(d > TIE_TOL for d in diffs)
-    p_value = float(binomtest(correct, len(diffs), 0.5, alternative="greater").pvalue)
+    p_value = sign_test_greater(correct, len(diffs) - correct)
     return {"pairwise_accuracy": correct / len(diffs), "n_pairs": len(diffs),
             "tie_fraction": sum(abs(d) <= TIE_TOL for d in diffs) / len(diffs),
             "p_value": p_value, "beats_chance": p_value < CHANCE_ALPHA}

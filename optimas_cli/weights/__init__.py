@@ -6,6 +6,6 @@ task.py       the component's real prompts and its LRF as the reward of a comple
 methods.py    the training methods through TRL: dpo (LRF-ranked samples), grpo
 kl.py         KL(trained || start) measured on the training prompts
 
-The update step that uses them is optimas_cli/optimizers/weights.py; serving is the LM
+The update step that uses them is optimas_cli/methods/optimas/updaters/weights.py; serving is the LM
 layer's (LMRequest.adapter, optimas_cli/lm/local.py).
 """

@@ -206,23 +206,35 @@ def test_long_prompt_is_lm_error(make_cfg):
 
 
 @pytest.mark.slow
-def test_transformers_loads_same_gguf(tmp_path, monkeypatch):
+def test_hf_conversion_is_saved_once_and_predicts_like_llama_cpp(tmp_path, monkeypatch, make_cfg):
     import torch
 
-    from optimas_cli.lm.local import load_hf_model
+    from optimas_cli.lm import local
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("OPTIMAS_MODELS_DIR", str(tmp_path))  # fresh conversion
-    outs = []
-    for _ in range(2):  # first converts the GGUF, second reuses the saved conversion
-        model, tok = load_hf_model(SMOL)
-        ids = tok("The capital of France is", return_tensors="pt")
-        with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=4, do_sample=False)
-        assert out.shape[1] > ids["input_ids"].shape[1]
-        outs.append(tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True))
-    assert outs[0].strip() and outs[0] == outs[1]
-    assert list((tmp_path / "hf").iterdir())
+    conversions = []
+    convert = local._as_plain_model  # runs once per GGUF conversion, not on a reload
+    monkeypatch.setattr(local, "_as_plain_model", lambda m: conversions.append(1) or convert(m))
+    model, tok = local.load_hf_model(SMOL)
+    (saved,) = [p for p in (tmp_path / "hf").iterdir() if p.is_dir()]
+    files = {p.name: p.stat().st_mtime_ns for p in saved.iterdir()}
+    assert conversions == [1] and "config.json" in files
+    reloaded, tok2 = local.load_hf_model(SMOL)  # the saved conversion, not the GGUF again
+    assert conversions == [1]
+    assert {p.name: p.stat().st_mtime_ns for p in saved.iterdir()} == files  # not rewritten
+    # the converted tokenizer and model agree with llama.cpp on the same GGUF: the same prompt
+    # tokens, and the top logit is llama.cpp's greedy first token (" Paris", by a wide margin)
+    prompt = "The capital of France is"
+    with local.get_pool(SMOL, make_cfg("off").local).instance() as llm:
+        llama_ids = llm.tokenize(prompt.encode(), add_bos=True)
+    ids = tok(prompt).input_ids
+    assert ids == llama_ids and tok2(prompt).input_ids == ids
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, -1]
+        assert torch.equal(reloaded(torch.tensor([ids])).logits[0, -1], logits)
+    greedy = LMClient(make_cfg("off")).complete(LMRequest(model=SMOL, prompt=prompt, max_tokens=1))
+    assert tok.decode([int(logits.argmax())]) == greedy.text == " Paris"
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimas_cli.graph import State, System
 from optimas_cli.lm.base import LM, LMRequest
-from optimas_cli.optimizers.common import beats_incumbent, best_of, lrf_score_values
+from optimas_cli.methods.optimas.updaters.common import beats_incumbent, best_of, lrf_score_values
 from optimas_cli.schema import UpdateConfig
 
 if TYPE_CHECKING:

@@ -14,10 +14,10 @@ collect   fresh on-policy rollouts of that component (seeded by run seed, iterat
           skipped with the reason in history
 adapt     its reward head (and, the first time, the shared backbone) on its pairs
           plus the replay buffer
-update    its variables against the adapted local reward (stages/update.py)
+update    its variables against the adapted local reward (methods/optimas/update.py)
 probe     (`optimizer.probe_choices` > 0) when no component is left uncollected, a barren
           one (no pair on this system) gets one model or hyperparameter value validated
-          directly instead of collect/adapt/update (stages/probe.py)
+          directly instead of collect/adapt/update (methods/optimas/probe.py)
 validate  the changed system on the validation split, accepted by `history.decide`
           (once per iteration: several components' changes are kept or reverted together)
 
@@ -38,32 +38,23 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
+from optimas_cli import layout
 from optimas_cli.graph import State
-from optimas_cli.history import (
-    accepted_scores,
-    accepted_val,
-    decide,
-    evaluate_val,
-    initial_record,
-    steps_of,
-    validated_before,
-)
+from optimas_cli.history import accepted_scores, accepted_val, decide, steps_of, validated_before
+from optimas_cli.layout import HISTORY, iter_dir
+from optimas_cli.methods.base import Context, evaluate_val, initial_record
 from optimas_cli.rewards import LocalRewardModel
 from optimas_cli.run_dir import RunDir
-from optimas_cli.stages.collect import collect_cost, collect_rollouts, tied_choices
-from optimas_cli.stages.fit import fit_local_rewards, new_reward_model, save_reward_model
-from optimas_cli.stages.pairs import pairs_of, pick_component, preference_gaps
-from optimas_cli.stages.probe import barren_components, next_probe, probed_state
-from optimas_cli.stages.update import prompt_history, ranks_own_outputs, update_component
+from optimas_cli.methods.optimas.collect import collect_cost, collect_rollouts, tied_choices
+from optimas_cli.methods.optimas.fit import fit_local_rewards, new_reward_model, save_reward_model
+from optimas_cli.methods.optimas.pairs import pairs_of, pick_component, preference_gaps
+from optimas_cli.methods.optimas.probe import barren_components, next_probe, probed_state
+from optimas_cli.methods.optimas.update import prompt_history, ranks_own_outputs, update_component
 
 if TYPE_CHECKING:
     from optimas_cli.runtime import Runtime
 
 log = logging.getLogger("optimas.loop")
-
-
-def iter_dir(i: int) -> str:
-    return f"iter_{i:03d}"
 
 
 def draw_inputs(rt: Runtime, iteration: int, component: str = "", n: int | None = None) -> list:
@@ -80,16 +71,16 @@ def stage_collect(rt: Runtime, run_dir: RunDir, state: State) -> dict[str, list[
     """Initial rollouts for every optimizable component (iteration 0)."""
     cfg = rt.composed.run.optimizer.collect
     return {name: collect_rollouts(rt.system, name, draw_inputs(rt, 0), state, rt.metric, cfg,
-                                   run_dir, f"rollouts/{iter_dir(0)}/{name}.jsonl",
+                                   run_dir, layout.rollouts(0, name),
                                    seed=f"{rt.composed.run.seed}:0")
             for name in rt.system.optimizable}
 
 
 def stage_fit(rt: Runtime, run_dir: RunDir) -> tuple[LocalRewardModel, dict[str, Any]]:
     """LRF of iteration 0 on every rollout on disk; loaded from disk when already fitted."""
-    directory = run_dir.path / "lrf" / iter_dir(0)
-    if (directory / "metrics.json").exists():
-        return LocalRewardModel.load(directory), run_dir.read_json(f"lrf/{iter_dir(0)}/metrics.json")
+    directory = run_dir.path / layout.lrf(0)
+    if (directory / layout.METRICS).exists():
+        return LocalRewardModel.load(directory), run_dir.read_json(f"{layout.lrf(0)}/{layout.METRICS}")
     run = rt.composed.run
     lrf = new_reward_model(rt.system, run.reward, run.seed)
     pairs = [p for n in rt.system.optimizable for p in pairs_of(rt, run_dir, n)]
@@ -113,7 +104,8 @@ class OptimasLoop:
         self.run_dir = run_dir
         self.run_cfg = rt.composed.run
         self.opt = rt.composed.run.optimizer
-        self.history: list[dict[str, Any]] = run_dir.read_jsonl("history.jsonl")
+        self.budget = rt.budget
+        self.history: list[dict[str, Any]] = run_dir.read_jsonl(HISTORY)
         # a resumed run goes on with the model its iterations saved last (see `lrf`)
         self._lrf = None if any(h.get("lrf_dir") for h in self.history) else lrf
 
@@ -136,8 +128,7 @@ class OptimasLoop:
 
     def left(self) -> float:
         """System runs still allowed (inf without a budget)."""
-        budget = self.opt.budget_system_runs
-        return math.inf if budget is None else budget - self.rt.system.runs
+        return self.budget.left()
 
     @property
     def val_cost(self) -> int:
@@ -155,9 +146,8 @@ class OptimasLoop:
         # a component whose one input of collection the budget cannot pay next to a validation
         # is not picked: the cheaper ones (the final one costs one upstream run) still can be.
         # The budget as the last iteration left it, so a restart mid-collection decides alike.
-        budget = self.opt.budget_system_runs
-        left = math.inf if budget is None else \
-            budget - self.history[-1].get("system_runs", self.rt.system.runs) - self.val_cost
+        left = self.budget.left(self.history[-1].get("system_runs", self.budget.system_runs)) \
+            - self.val_cost
         affordable = [n for n in self.rt.system.optimizable
                       if collect_cost(self.rt.system, n, self.opt.collect) <= left]
         fresh = [n for n in reversed(affordable) if gaps[n] is None]
@@ -203,11 +193,10 @@ class OptimasLoop:
                     break  # enough pairs; a tie left is broken by the local reward
                 return records, (f"budget: {self.left():.0f} system runs left, one input costs "
                                  f"up to {per_input} and validation {self.val_cost}")
-            suffix = "" if rnd == 0 else f".round{rnd}"
             records += collect_rollouts(
                 self.rt.system, name, draw_inputs(self.rt, it * 100 + rnd, name, n),
                 state, self.rt.metric, cfg, self.run_dir,
-                f"rollouts/{iter_dir(it)}/{name}{suffix}.jsonl",
+                layout.rollouts(it, name, rnd),
                 seed=f"{self.run_cfg.seed}:{it}:{rnd}")
             rounds, before = rnd + 1, have
             have = self.counted_pairs(name)
@@ -231,11 +220,11 @@ class OptimasLoop:
         pairs = pairs_of(self.rt, self.run_dir, name, self.opt.replay_buffer_size)
         first = not any(s.get("component") == name and s.get("adapted")
                         for h in self.history for s in steps_of(h))
-        rel = f"lrf/{iter_dir(it)}" + (f"-{name}" if own_dir else "")
+        rel = layout.lrf(it, name if own_dir else None)
         lrf_dir = self.run_dir.path / rel
-        if (lrf_dir / "metrics.json").exists():  # a restart after the fit, before the record
+        if (lrf_dir / layout.METRICS).exists():  # a restart after the fit, before the record
             self.lrf = LocalRewardModel.load(lrf_dir)
-            result = self.run_dir.read_json(f"{rel}/metrics.json")
+            result = self.run_dir.read_json(f"{rel}/{layout.METRICS}")
         else:
             result = fit_local_rewards(self.lrf, pairs, self.run_cfg.reward, components=[name],
                                        head_only=not first, seed=self.run_cfg.seed + it)
@@ -249,7 +238,7 @@ class OptimasLoop:
                                 self.lrf, state, self.opt, self.rt.lm, self.run_cfg.lm.model,
                                 prompt_history(self.history, name), seed=self.run_cfg.seed + it,
                                 reward_dir=self.run_dir.path / lrf_dir,
-                                weights_dir=self.run_dir.path / "weights" / name / iter_dir(it),
+                                weights_dir=self.run_dir.path / layout.weights(name, it),
                                 rejected=[h["tried"] for h in self.history
                                           if h.get("tried") and not h.get("accepted")],
                                 evidence=evidence)
@@ -273,7 +262,7 @@ class OptimasLoop:
         return self.history[-1]["state"]
 
     def _append(self, record: dict[str, Any]) -> None:
-        self.run_dir.append_jsonl("history.jsonl", record)
+        self.run_dir.append_jsonl(HISTORY, record)
         self.history.append(record)
 
     def run(self, initial: State) -> State:
@@ -285,7 +274,7 @@ class OptimasLoop:
                 log.info("no component for iteration %d: budget_system_runs=%s with %d runs "
                          "spent leaves too few for a validation and one input of collection, "
                          "or the components left gave no pairs on the current system",
-                         it, self.opt.budget_system_runs, self.rt.system.runs)
+                         it, self.budget.limit, self.budget.system_runs)
                 break
             self._append(self.iteration(it, picks))
         return self.current
@@ -295,7 +284,7 @@ class OptimasLoop:
         """Collect, adapt and update one component on `state`; the step's record and the
         state it leaves (unchanged when skipped)."""
         step: dict[str, Any] = {"component": name, **why}
-        if "probe" in why:  # stages/probe.py: nothing to collect, the change is validated
+        if "probe" in why:  # methods/optimas/probe.py: nothing to collect, the change is validated
             return step, probed_state(state, name, why["probe"])
         records, skip = self.collect(it, name, state)
         step["inputs"] = len(records)
@@ -347,18 +336,18 @@ class OptimasLoop:
             record.update(self.validate(it, state))
         record["state"] = state if record["accepted"] else self.current
         record["seconds"] = time.perf_counter() - t0
-        record.update(self.rt.spent())
+        record.update(self.budget.spent())
         log.info("iteration %d: %s val %.4f -> %.4f, %s", it, record["component"],
                  record["val_before"], record["val_after"],
                  "accepted" if record["accepted"] else "kept the incumbent")
         return record
 
 
-def optimize(rt: Runtime, run_dir: RunDir, initial: State,
-             stages: tuple[str, ...] = ("collect", "fit", "update")) -> State:
+def optimize(ctx: Context) -> State:
     """The Optimas method: eager start if asked for, then the iterations."""
+    rt, run_dir, initial, stages = ctx.rt, ctx.run_dir, ctx.initial, ctx.stages
     opt = rt.composed.run.optimizer
-    history = run_dir.read_jsonl("history.jsonl")
+    history = ctx.history()
     final = history[-1]["state"] if history else initial
     if opt.num_iterations == 0:
         return final

@@ -63,15 +63,14 @@ from typing import Any
 
 from pydantic import Field
 
-from optimas_cli.baselines.common import (
-    Options,
+from optimas_cli.methods.base import Context, Method, Options
+from optimas_cli.methods.trial import (
     Trial,
     check_components,
-    parse_options,
     variables_of,
     with_values,
 )
-from optimas_cli.baselines.textgrad_replies import (
+from optimas_cli.methods.textgrad_replies import (
     FAILURES,
     NO_TAGS,
     TAGS,
@@ -117,7 +116,6 @@ class TextGradOptions(Options):
     constraints: list[str] = []
 
 
-OPTIONS = TextGradOptions  # checked before any work (methods.check_options)
 
 LOSS_PROMPT = (
     "You evaluate the final output of a multi-step AI system ({system}). "
@@ -262,37 +260,43 @@ def _no_global_engine():
 # ------------------------------------------------------------------ the baseline
 
 
-def optimize(rt, run_dir: RunDir, initial: State) -> State:
-    run = rt.composed.run
-    opts = parse_options("textgrad", run.optimizer.options, TextGradOptions)
-    prompts = variables_of(rt, ("prompt",))
-    eligible = list(dict.fromkeys(c for c, _ in prompts))
-    if not eligible:
-        raise ConfigError("optimizer.name: the 'textgrad' baseline optimizes instructions, and no "
-                          "component of this system has a `prompt` variable")
-    names = check_components(rt, opts.components, eligible, "a prompt variable")
-    pvars = {c: v for c, v in prompts if c in names}
-    if not rt.splits["train"]:
-        raise ConfigError("data.train_size: the 'textgrad' baseline computes textual gradients on "
-                          "train examples; set data.train_size > 0")
-    engine = OptimasEngine(rt.lm, opts.engine_model or run.lm.model,
-                           max_tokens=opts.max_tokens, temperature=opts.temperature,
-                           seed=run.seed)
-    trial = Trial(rt, run_dir, "textgrad")
-    with _textgrad_logs(run_dir), _no_global_engine():
-        trial.start(initial, replay=False)
-        params = {c: tg.Variable(trial.state[c][v]["instruction"], requires_grad=True,
-                                 role_description=(f"instruction of the '{c}' step of a compound AI "
-                                                   f"system ({rt.system.cfg.components[c].description})"
-                                                   "; it leads the step's prompt"))
-                  for c, v in pvars.items()}
-        optimizers = {c: tg.TGD(parameters=[p], engine=engine, constraints=opts.constraints)
-                      for c, p in params.items()}
-        batch_cost = min(opts.batch_size, len(rt.splits["train"]))
-        while trial.iteration <= opts.steps and trial.can_afford(batch_cost):
-            _step(rt, run_dir, trial, engine, params, optimizers, pvars, opts)
-        _summarize(run_dir, trial, engine)
-    return trial.state
+class TextGradMethod(Method):
+    """TextGrad's textual gradients on every prompt variable."""
+
+    name = "textgrad"
+    Options = TextGradOptions
+
+    def optimize(self, ctx: Context) -> State:
+        rt, run_dir, initial, opts = ctx.rt, ctx.run_dir, ctx.initial, ctx.options
+        run = rt.composed.run
+        prompts = variables_of(rt, ("prompt",))
+        eligible = list(dict.fromkeys(c for c, _ in prompts))
+        if not eligible:
+            raise ConfigError("optimizer.name: the 'textgrad' baseline optimizes instructions, and no "
+                              "component of this system has a `prompt` variable")
+        names = check_components(rt, opts.components, eligible, "a prompt variable")
+        pvars = {c: v for c, v in prompts if c in names}
+        if not rt.splits["train"]:
+            raise ConfigError("data.train_size: the 'textgrad' baseline computes textual gradients on "
+                              "train examples; set data.train_size > 0")
+        engine = OptimasEngine(rt.lm, opts.engine_model or run.lm.model,
+                               max_tokens=opts.max_tokens, temperature=opts.temperature,
+                               seed=run.seed)
+        trial = Trial(rt, run_dir, "textgrad")
+        with _textgrad_logs(run_dir), _no_global_engine():
+            trial.start(initial, replay=False)
+            params = {c: tg.Variable(trial.state[c][v]["instruction"], requires_grad=True,
+                                     role_description=(f"instruction of the '{c}' step of a compound AI "
+                                                       f"system ({rt.system.cfg.components[c].description})"
+                                                       "; it leads the step's prompt"))
+                      for c, v in pvars.items()}
+            optimizers = {c: tg.TGD(parameters=[p], engine=engine, constraints=opts.constraints)
+                          for c, p in params.items()}
+            batch_cost = min(opts.batch_size, len(rt.splits["train"]))
+            while trial.iteration <= opts.steps and trial.can_afford(batch_cost):
+                _step(rt, run_dir, trial, engine, params, optimizers, pvars, opts)
+            _summarize(run_dir, trial, engine)
+        return trial.state
 
 
 def _step(rt, run_dir, trial: Trial, engine: OptimasEngine, params, optimizers, pvars,

@@ -33,8 +33,8 @@ from optimas_cli.dspy.predict import component_predict, llm_component, prompt_va
 from optimas_cli.dspy.program import KeepRef, run_predictor
 from optimas_cli.graph import Call, State, System
 from optimas_cli.lm.base import LM
-from optimas_cli.optimizers.common import best_of, lrf_score_values
-from optimas_cli.optimizers.prompt import split_records
+from optimas_cli.methods.optimas.updaters.common import best_of, lrf_score_values
+from optimas_cli.methods.optimas.updaters.prompt import split_records
 from optimas_cli.schema import UpdateConfig
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from optimas_cli.graph import Call, State, System
 from optimas_cli.heap import peak_rss_mb
 from optimas_cli.lm.base import LM
-from optimas_cli.optimizers.common import beats_incumbent, lrf_score_values
+from optimas_cli.methods.optimas.updaters.common import beats_incumbent, lrf_score_values
 from optimas_cli.schema import UpdateConfig, WeightsUpdateConfig
 
 if TYPE_CHECKING:

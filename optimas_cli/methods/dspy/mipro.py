@@ -15,7 +15,7 @@ Budget (optimizer.budget_system_runs, counted as rt.system.runs):
 
 history.jsonl: record 0 is the initial system; then each distinct program MIPRO
 fully evaluated, best MIPRO score first, re-evaluated with our evaluator on val
-and accepted by the Trial's rule (baselines/dspy_common.py). The best is returned.
+and accepted by the Trial's rule (methods/dspy/common.py). The best is returned.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import math
 import dspy
 from pydantic import Field
 
-from optimas_cli.baselines.common import parse_options
-from optimas_cli.baselines.dspy_common import (
+from optimas_cli.methods.base import Context, Method
+from optimas_cli.methods.dspy.common import (
     DspyOptions,
     check_models,
     compile_dspy,
@@ -69,7 +69,6 @@ class MiproOptions(DspyOptions):
     seed: int | None = None
 
 
-OPTIONS = MiproOptions  # checked before any work (methods.check_options)
 
 
 def num_trials_for(options: MiproOptions, n_predictors: int) -> int:
@@ -116,57 +115,63 @@ def plan_budget(options: MiproOptions, budget: int | None, spent: int, n_train: 
     return trials, allowance
 
 
-def optimize(rt, run_dir, initial: State) -> State:
-    run = rt.composed.run
-    options = parse_options("mipro", run.optimizer.options, MiproOptions)
-    prompt_model = options.prompt_model or run.optimizer.update.proposer_model or run.lm.model
-    check_models(rt, prompt_model)
-    system = rt.system
-    program, train, val, trial, spent = prepare_program(rt, run_dir, initial, "mipro",
-                                                        options.adapter)
-    if (resumed := resume(trial, run_dir, initial, "mipro")) is not None:
-        return resumed
-    budget = run.optimizer.budget_system_runs
-    with planning(trial, spent, "mipro"):
-        trials, allowance = plan_budget(options, budget, spent, len(train), len(val),
-                                        len(program.prompt_components))
-    trial.start(initial, replay=False)
-    program.counter.limit = allowance
+class MiproMethod(Method):
+    """DSPy MIPROv2 over every llm component's prompt, by the end-to-end metric."""
 
-    seed = run.seed if options.seed is None else options.seed
-    task = task_lm(system, run.lm, seed=seed)
-    proposer = helper_lm(rt.lm, prompt_model, component="dspy/proposer",
-                         max_tokens=options.prompt_max_tokens, seed=seed)
-    optimizer = dspy.MIPROv2(
-        metric=end_to_end_metric(rt), prompt_model=proposer, task_model=task, auto=options.auto,
-        num_candidates=None if options.auto else options.num_candidates,
-        num_threads=options.num_threads or default_threads(rt), max_errors=MAX_ERRORS, seed=seed,
-        max_bootstrapped_demos=options.max_bootstrapped_demos,
-        max_labeled_demos=options.max_labeled_demos, init_temperature=options.init_temperature,
-        verbose=False, track_stats=True, log_dir=None)
-    log.info("mipro: %d predictors, %s trials, allowance %s system runs (budget %s)",
-             len(program.prompt_components), trials, allowance, budget)
-    meta = proposer_adapter(options.proposer_adapter, prompt_model)
+    name = "mipro"
+    Options = MiproOptions
 
-    def compile_mipro():
-        with dspy.context(lm=task, **({"adapter": meta} if meta else {})):
-            return optimizer.compile(
-                program, trainset=system_examples(train, system), valset=system_examples(val, system),
-                num_trials=trials, minibatch=False,
-                program_aware_proposer=options.program_aware_proposer,
-                data_aware_proposer=options.data_aware_proposer,
-                tip_aware_proposer=options.tip_aware_proposer,
-                fewshot_aware_proposer=options.fewshot_aware_proposer)
+    def optimize(self, ctx: Context) -> State:
+        rt, run_dir, initial, options = ctx.rt, ctx.run_dir, ctx.initial, ctx.options
+        run = rt.composed.run
+        prompt_model = options.prompt_model or run.optimizer.update.proposer_model or run.lm.model
+        check_models(rt, prompt_model)
+        system = rt.system
+        program, train, val, trial, spent = prepare_program(rt, run_dir, initial, "mipro",
+                                                            options.adapter)
+        if (resumed := resume(trial, run_dir, initial, "mipro")) is not None:
+            return resumed
+        budget = rt.budget.limit
+        with planning(trial, spent, "mipro"):
+            trials, allowance = plan_budget(options, budget, spent, len(train), len(val),
+                                            len(program.prompt_components))
+        trial.start(initial, replay=False)
+        program.counter.limit = allowance
 
-    best = compile_dspy("DSPy MIPROv2", prompt_model, "prompt_model", meta, [task, proposer],
-                        compile_mipro)
-    counter = program.counter
-    log.info("mipro: MIPRO used %d system runs (%d refused by the budget cap)", counter.used,
-             counter.refused)
-    found = [(c["score"] / 100.0, c["program"]) for c in getattr(best, "candidate_programs", [])]
-    found = found or [(getattr(best, "score", 0.0) / 100.0, best)]
-    extra = {"dspy_runs": counter.used, "dspy_refused": counter.refused}
-    found = distinct_states(found, [initial], options.max_candidates)
-    save_found(run_dir, "mipro", found, extra)
-    try_programs(trial, found, "mipro", extra)
-    return trial.state
+        seed = run.seed if options.seed is None else options.seed
+        task = task_lm(system, run.lm, seed=seed)
+        proposer = helper_lm(rt.lm, prompt_model, component="dspy/proposer",
+                             max_tokens=options.prompt_max_tokens, seed=seed)
+        optimizer = dspy.MIPROv2(
+            metric=end_to_end_metric(rt), prompt_model=proposer, task_model=task, auto=options.auto,
+            num_candidates=None if options.auto else options.num_candidates,
+            num_threads=options.num_threads or default_threads(rt), max_errors=MAX_ERRORS, seed=seed,
+            max_bootstrapped_demos=options.max_bootstrapped_demos,
+            max_labeled_demos=options.max_labeled_demos, init_temperature=options.init_temperature,
+            verbose=False, track_stats=True, log_dir=None)
+        log.info("mipro: %d predictors, %s trials, allowance %s system runs (budget %s)",
+                 len(program.prompt_components), trials, allowance, budget)
+        meta = proposer_adapter(options.proposer_adapter, prompt_model)
+
+        def compile_mipro():
+            with dspy.context(lm=task, **({"adapter": meta} if meta else {})):
+                return optimizer.compile(
+                    program, trainset=system_examples(train, system), valset=system_examples(val, system),
+                    num_trials=trials, minibatch=False,
+                    program_aware_proposer=options.program_aware_proposer,
+                    data_aware_proposer=options.data_aware_proposer,
+                    tip_aware_proposer=options.tip_aware_proposer,
+                    fewshot_aware_proposer=options.fewshot_aware_proposer)
+
+        best = compile_dspy("DSPy MIPROv2", prompt_model, "prompt_model", meta, [task, proposer],
+                            compile_mipro)
+        counter = program.counter
+        log.info("mipro: MIPRO used %d system runs (%d refused by the budget cap)", counter.used,
+                 counter.refused)
+        found = [(c["score"] / 100.0, c["program"]) for c in getattr(best, "candidate_programs", [])]
+        found = found or [(getattr(best, "score", 0.0) / 100.0, best)]
+        extra = {"dspy_runs": counter.used, "dspy_refused": counter.refused}
+        found = distinct_states(found, [initial], options.max_candidates)
+        save_found(run_dir, "mipro", found, extra)
+        try_programs(trial, found, "mipro", extra)
+        return trial.state

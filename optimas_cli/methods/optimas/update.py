@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from optimas_cli.graph import State, System
 from optimas_cli.history import steps_of
 from optimas_cli.lm.base import LM
-from optimas_cli.optimizers.choice import optimize_choice
-from optimas_cli.optimizers.prompt import optimize_prompt
+from optimas_cli.methods.optimas.updaters.choice import optimize_choice
+from optimas_cli.methods.optimas.updaters.prompt import optimize_prompt
 from optimas_cli.schema import OptimizerConfig
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def update_component(system: System, name: str, records: list[dict],
             continue
         if var.type == "prompt":
             if cfg.update.prompt != "opro":
-                from optimas_cli.optimizers.dspy_prompt import optimize_prompt_dspy
+                from optimas_cli.methods.optimas.updaters.dspy_prompt import optimize_prompt_dspy
 
                 res = optimize_prompt_dspy(system, name, vname, records, lrf, new_state, cfg.update,
                                            lm, rng)
@@ -71,7 +71,7 @@ def update_component(system: System, name: str, records: list[dict],
                                   workers=cfg.collect.workers, reward_dir=reward_dir,
                                   rejected=rejected)
         else:  # weights: torch, peft and TRL are imported only when one is optimized
-            from optimas_cli.optimizers.weights import optimize_weights
+            from optimas_cli.methods.optimas.updaters.weights import optimize_weights
 
             res = optimize_weights(system, name, vname, records, lrf, new_state, cfg.update, lm,
                                    seed=seed, out_dir=weights_dir, workers=cfg.collect.workers)

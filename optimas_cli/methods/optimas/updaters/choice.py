@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimas_cli import space
 from optimas_cli.graph import State, System, is_per_input
-from optimas_cli.optimizers.common import best_of, lrf_score_values
+from optimas_cli.methods.optimas.updaters.common import best_of, lrf_score_values
 from optimas_cli.schema import UpdateConfig
 
 if TYPE_CHECKING:

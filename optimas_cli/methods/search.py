@@ -28,7 +28,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from optimas_cli.baselines.common import Options, Trial, parse_options, variables_of, with_values
+from optimas_cli.methods.base import Context, Method, Options
+from optimas_cli.methods.trial import Trial, variables_of, with_values
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
 from optimas_cli.run_dir import RunDir
@@ -49,7 +50,6 @@ class SearchOptions(Options):
     grid_points: int = Field(5, ge=2)
 
 
-OPTIONS = SearchOptions  # checked before any work (methods.check_options)
 
 
 def candidates(space: list[tuple[str, str, VariableConfig]], method: str, rng: random.Random,
@@ -75,37 +75,43 @@ def candidates(space: list[tuple[str, str, VariableConfig]], method: str, rng: r
         yield {(c, v): draw(var, rng) for c, v, var in space}
 
 
-def optimize(rt, run_dir: RunDir, initial: State) -> State:
-    run = rt.composed.run
-    opts = parse_options("search", run.optimizer.options, SearchOptions)
-    space = [(c, v, rt.system.cfg.components[c].variables[v])
-             for c, v in variables_of(rt, ("hyperparameter", "model"))]
-    if not space:
-        raise ConfigError("optimizer.name: the 'search' baseline searches hyperparameter and model "
-                          "variables, and this system has none")
-    infinite = opts.method == "random" and any(var.choices is None for *_, var in space)
-    if infinite and run.optimizer.budget_system_runs is None and opts.num_candidates is None:
-        raise ConfigError("optimizer.budget_system_runs: random search over a continuous range "
-                          "needs a budget (or optimizer.options.num_candidates) to stop")
-    seed = run.seed if opts.seed is None else opts.seed
-    rng = random.Random(f"{seed}:search")
-    trial = Trial(rt, run_dir, "search")
-    trial.start(initial)
-    tried, redraws = 0, 0
-    for assignment in candidates(space, opts.method, rng, opts.grid_points):
-        if opts.num_candidates is not None and tried >= opts.num_candidates:
-            break
-        candidate = with_values(initial, assignment)
-        if trial.seen(candidate):
-            redraws += 1
-            if redraws >= MAX_REDRAWS:
-                log.info("search: %d draws in a row were already tried; stopping", redraws)
+class SearchMethod(Method):
+    """Random or grid search over every hyperparameter and model variable."""
+
+    name = "search"
+    Options = SearchOptions
+
+    def optimize(self, ctx: Context) -> State:
+        rt, run_dir, initial, opts = ctx.rt, ctx.run_dir, ctx.initial, ctx.options
+        run = rt.composed.run
+        space = [(c, v, rt.system.cfg.components[c].variables[v])
+                 for c, v in variables_of(rt, ("hyperparameter", "model"))]
+        if not space:
+            raise ConfigError("optimizer.name: the 'search' baseline searches hyperparameter and model "
+                              "variables, and this system has none")
+        infinite = opts.method == "random" and any(var.choices is None for *_, var in space)
+        if infinite and rt.budget.limit is None and opts.num_candidates is None:
+            raise ConfigError("optimizer.budget_system_runs: random search over a continuous range "
+                              "needs a budget (or optimizer.options.num_candidates) to stop")
+        seed = run.seed if opts.seed is None else opts.seed
+        rng = random.Random(f"{seed}:search")
+        trial = Trial(rt, run_dir, "search")
+        trial.start(initial)
+        tried, redraws = 0, 0
+        for assignment in candidates(space, opts.method, rng, opts.grid_points):
+            if opts.num_candidates is not None and tried >= opts.num_candidates:
                 break
-            continue
-        redraws = 0
-        if not trial.can_afford():
-            break
-        trial.try_state(candidate, "all", method=opts.method)
-        tried += 1
-    log.info("search: %d candidates tried; best val %.4f", tried, trial.val)
-    return trial.state
+            candidate = with_values(initial, assignment)
+            if trial.seen(candidate):
+                redraws += 1
+                if redraws >= MAX_REDRAWS:
+                    log.info("search: %d draws in a row were already tried; stopping", redraws)
+                    break
+                continue
+            redraws = 0
+            if not trial.can_afford():
+                break
+            trial.try_state(candidate, "all", method=opts.method)
+            tried += 1
+        log.info("search: %d candidates tried; best val %.4f", tried, trial.val)
+        return trial.state

@@ -2,7 +2,7 @@
 
 Each runs one DSPy optimizer over a SystemProgram (optimas_cli/dspy/) with the
 end-to-end metric, then re-evaluates DSPy's best distinct programs with our own
-evaluator through a Trial (baselines/common.py), which writes history.jsonl:
+evaluator through a Trial (methods/trial.py), which writes history.jsonl:
 record 0 is the initial system on validation; then one record per re-evaluated
 program (the numbers `optimas evaluate` would give the converted state), accepted
 by the Trial's rule.
@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 import dspy
 
-from optimas_cli.baselines.common import Options, Trial, state_diff
+from optimas_cli.methods.base import Options
+from optimas_cli.methods.trial import Trial, state_diff
 from optimas_cli.dspy.budget import compile_within_budget
 from optimas_cli.dspy.lm import OptimasLM
 from optimas_cli.dspy.program import SystemProgram

@@ -1,4 +1,4 @@
-"""Shared plumbing of the baselines: their options, the system-run budget, and a Trial.
+"""The baselines' shared step: a Trial scores candidates on val within the budget.
 
 A Trial owns a baseline's `history.jsonl`, in the Optimas loop's record format, so
 `stage_final` (summary.json, val_score.png) and `optimas compare` read every method
@@ -25,53 +25,17 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Any
 
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
-from optimas_cli.history import (
-    accepted_scores,
-    accepted_val,
-    decide,
-    evaluate_val,
-    initial_record,
-)
+from optimas_cli.history import accepted_scores, accepted_val, decide
 from optimas_cli.history import short as _short
+from optimas_cli.layout import HISTORY
+from optimas_cli.methods.base import evaluate_val, initial_record
 from optimas_cli.run_dir import RunDir
 
 log = logging.getLogger("optimas.baselines")
-OptionsT = TypeVar("OptionsT", bound="Options")
-
-# ------------------------------------------------------------------ options
-
-
-class Options(BaseModel):
-    """Base of every baseline's `optimizer.options` model: unknown keys refused, no coercion."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-def parse_options(baseline: str, options: dict[str, Any] | None,
-                  model: type[OptionsT]) -> OptionsT:
-    """`optimizer.options` validated by the baseline's Options model, defaults filled in.
-
-    An unknown key or a bad value raises ConfigError naming `optimizer.options.<key>`
-    and, for a bad value, the value and why it was refused.
-    """
-    try:
-        return model.model_validate(dict(options or {}))
-    except ValidationError as e:
-        # unknown keys first: a typo explains everything else that looks wrong
-        err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            raise ConfigError(f"optimizer.options.{key}: unknown option for the '{baseline}' baseline "
-                              f"(known: {', '.join(model.model_fields) or 'none'})") from None
-        raise ConfigError(f"optimizer.options.{key}: bad value {err.get('input')!r} for the "
-                          f"'{baseline}' baseline ({err['msg']})") from None
-
 
 def check_components(rt, names: list[str] | None, eligible: list[str], what: str) -> list[str]:
     """`optimizer.options.components` restricted to `eligible` (all of them when None)."""
@@ -119,11 +83,10 @@ class Trial:
         self.rt = rt
         self.run_dir = run_dir
         self.name = name
-        opt = rt.composed.run.optimizer
-        self.budget: int | None = opt.budget_system_runs
-        self.opt = opt
+        self.budget = rt.budget
+        self.opt = rt.composed.run.optimizer
         self.val_cost = len(rt.splits["val"])
-        self.disk = run_dir.read_jsonl("history.jsonl")  # what an earlier process wrote
+        self.disk = run_dir.read_jsonl(HISTORY)  # what an earlier process wrote
         self.records: list[dict[str, Any]] = []
         self.scores: dict[str, float] = {}  # state key -> val mean of every state evaluated
         self.state: State = {}
@@ -145,11 +108,9 @@ class Trial:
         """Whether one more val evaluation (plus `extra` runs) stays within the budget."""
         if self.replaying:
             return True  # paid for by the process that wrote the record
-        ok = self.budget is None or self.rt.system.runs + self.val_cost + extra <= self.budget
+        ok = self.budget.affords(self.val_cost + extra)
         if not ok and self.stopped is None:
-            self.stopped = (f"budget: {self.rt.system.runs} of optimizer.budget_system_runs="
-                            f"{self.budget} system runs spent; the next step needs "
-                            f"{self.val_cost + extra}")
+            self.stopped = f"budget: {self.budget.describe()}; the next step needs {self.val_cost + extra}"
             log.info("%s: %s", self.name, self.stopped)
         return ok
 
@@ -183,10 +144,7 @@ class Trial:
                     self.records.append(record)
                     self._set_from(record)
             return self.state, self.val
-        if self.budget is not None and self.rt.system.runs + self.val_cost > self.budget:
-            raise ConfigError(f"optimizer.budget_system_runs={self.budget} does not cover one "
-                              f"validation evaluation ({self.val_cost} system runs on the val split, "
-                              f"{self.rt.system.runs} already spent)")
+        self.budget.require(self.val_cost, "one validation evaluation")
         record = initial_record(self.rt, initial)
         self._append(record)
         self.scores[state_key(initial)] = record["val"]["mean"]
@@ -225,7 +183,7 @@ class Trial:
                   "scores_after": val.get("scores"), "decision": decision, **extra,
                   "state": candidate if accepted else self.state,
                   "seconds": time.perf_counter() - t0,
-                  **self.rt.spent()}
+                  **self.budget.spent()}
         log.info("%s %d: %s val %.4f -> %.4f, %s", self.name, record["iteration"], component,
                  record["val_before"], record["val_after"], "accepted" if accepted else "reverted")
         self._append(record)
@@ -236,14 +194,14 @@ class Trial:
         record = {"iteration": self.iteration, "kind": "iteration", "component": component,
                   "val_before": self.val, "val_after": self.val, "accepted": False,
                   "changed": False, "candidate": {}, **extra, "state": self.state,
-                  "seconds": seconds, **self.rt.spent()}
+                  "seconds": seconds, **self.budget.spent()}
         self._append(record)
         return record
 
     # -------------------------------------------------------------- internals
 
     def _append(self, record: dict[str, Any]) -> None:
-        self.run_dir.append_jsonl("history.jsonl", record)
+        self.run_dir.append_jsonl(HISTORY, record)
         self.records.append(_jsonable(record))
         self._set_from(self.records[-1])
 

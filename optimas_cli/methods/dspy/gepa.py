@@ -20,7 +20,7 @@ the allowance (those examples score 0).
 
 history.jsonl: record 0 is the initial system; then GEPA's distinct candidates,
 best GEPA val score first, re-evaluated with our evaluator on val and accepted
-by the Trial's rule (baselines/dspy_common.py). The best of them is returned.
+by the Trial's rule (methods/dspy/common.py). The best of them is returned.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import dspy
 from dspy.teleprompt.gepa.instruction_proposal import InstructionProposer
 from pydantic import Field
 
-from optimas_cli.baselines.common import parse_options
-from optimas_cli.baselines.dspy_common import (
+from optimas_cli.methods.base import Context, Method
+from optimas_cli.methods.dspy.common import (
     DspyOptions,
     check_models,
     compile_dspy,
@@ -72,7 +72,6 @@ class GepaOptions(DspyOptions):
     seed: int | None = None
 
 
-OPTIONS = GepaOptions  # checked before any work (methods.check_options)
 
 
 class CountingProposer:
@@ -148,63 +147,69 @@ def plan_budget(options: GepaOptions, budget: int | None, spent: int, n_val: int
     return {"max_metric_calls": calls}, allowance
 
 
-def optimize(rt, run_dir, initial: State) -> State:
-    run = rt.composed.run
-    options = parse_options("gepa", run.optimizer.options, GepaOptions)
-    reflection_model = options.reflection_model or run.optimizer.update.proposer_model or run.lm.model
-    check_models(rt, reflection_model)
-    system = rt.system
-    program, train, val, trial, spent = prepare_program(rt, run_dir, initial, "gepa",
-                                                        options.adapter)
-    if (resumed := resume(trial, run_dir, initial, "gepa")) is not None:
-        return resumed
-    budget = run.optimizer.budget_system_runs
-    with planning(trial, spent, "gepa"):
-        budget_kwargs, allowance = plan_budget(options, budget, spent, len(val))
-    trial.start(initial, replay=False)
-    program.counter.limit = allowance
+class GepaMethod(Method):
+    """DSPy GEPA over every llm component's prompt, by the end-to-end metric."""
 
-    seed = run.seed if options.seed is None else options.seed
-    task = task_lm(system, run.lm, seed=seed)
-    reflection = helper_lm(rt.lm, reflection_model, component="dspy/reflection",
-                           temperature=options.reflection_temperature,
-                           max_tokens=options.reflection_max_tokens, seed=seed)
-    meta = proposer_adapter(options.proposer_adapter, reflection_model)
-    proposer = CountingProposer(InstructionProposer(adapter=meta) if meta else InstructionProposer())
-    gepa = dspy.GEPA(
-        metric=feedback_metric(rt), **budget_kwargs, reflection_lm=reflection,
-        instruction_proposer=proposer, reflection_minibatch_size=options.reflection_minibatch_size,
-        candidate_selection_strategy=options.candidate_selection_strategy,
-        skip_perfect_score=options.skip_perfect_score, use_merge=options.use_merge,
-        num_threads=options.num_threads or default_threads(rt), track_stats=True, seed=seed)
-    log.info("gepa: %d predictors, %s, allowance %s system runs (budget %s)",
-             len(program.prompt_components), budget_kwargs, allowance, budget)
+    name = "gepa"
+    Options = GepaOptions
 
-    def compile_gepa():
-        with dspy.context(lm=task):
-            return gepa.compile(program, trainset=system_examples(train, system),
-                                valset=system_examples(val, system))
+    def optimize(self, ctx: Context) -> State:
+        rt, run_dir, initial, options = ctx.rt, ctx.run_dir, ctx.initial, ctx.options
+        run = rt.composed.run
+        reflection_model = options.reflection_model or run.optimizer.update.proposer_model or run.lm.model
+        check_models(rt, reflection_model)
+        system = rt.system
+        program, train, val, trial, spent = prepare_program(rt, run_dir, initial, "gepa",
+                                                            options.adapter)
+        if (resumed := resume(trial, run_dir, initial, "gepa")) is not None:
+            return resumed
+        budget = rt.budget.limit
+        with planning(trial, spent, "gepa"):
+            budget_kwargs, allowance = plan_budget(options, budget, spent, len(val))
+        trial.start(initial, replay=False)
+        program.counter.limit = allowance
 
-    best = compile_dspy("dspy.GEPA", reflection_model, "reflection_model", meta, [task, reflection],
-                        compile_gepa)
-    counter = program.counter
-    log.info("gepa: GEPA used %d system runs (%d refused by the budget cap); %d proposals, %d failed%s",
-             counter.used, counter.refused, proposer.calls, proposer.failures,
-             f" (the first: {type(proposer.first_error).__name__}: {str(proposer.first_error)[:300]})"
-             if proposer.first_error else "")
-    if proposer.calls and proposer.failures == proposer.calls:
-        raise DSPyOptimizerError(
-            f"dspy.GEPA: the reflection model {reflection_model!r} produced no usable instruction in "
-            f"{proposer.calls} proposals (first error: {type(proposer.first_error).__name__}: "
-            f"{str(proposer.first_error)[:400]}); GEPA kept the initial prompts. Use a stronger "
-            "optimizer.options.reflection_model"
-            + ("" if meta else ", or optimizer.options.proposer_adapter=completion"))
-    results = getattr(best, "detailed_results", None)
-    found = list(zip(results.val_aggregate_scores, results.candidates, strict=True)) if results else [
-        (None, best)]
-    extra = {"dspy_runs": counter.used, "dspy_refused": counter.refused,
-             "proposals": proposer.calls, "proposal_failures": proposer.failures}
-    found = distinct_states(found, [initial], options.max_candidates)
-    save_found(run_dir, "gepa", found, extra)
-    try_programs(trial, found, "gepa", extra)
-    return trial.state
+        seed = run.seed if options.seed is None else options.seed
+        task = task_lm(system, run.lm, seed=seed)
+        reflection = helper_lm(rt.lm, reflection_model, component="dspy/reflection",
+                               temperature=options.reflection_temperature,
+                               max_tokens=options.reflection_max_tokens, seed=seed)
+        meta = proposer_adapter(options.proposer_adapter, reflection_model)
+        proposer = CountingProposer(InstructionProposer(adapter=meta) if meta else InstructionProposer())
+        gepa = dspy.GEPA(
+            metric=feedback_metric(rt), **budget_kwargs, reflection_lm=reflection,
+            instruction_proposer=proposer, reflection_minibatch_size=options.reflection_minibatch_size,
+            candidate_selection_strategy=options.candidate_selection_strategy,
+            skip_perfect_score=options.skip_perfect_score, use_merge=options.use_merge,
+            num_threads=options.num_threads or default_threads(rt), track_stats=True, seed=seed)
+        log.info("gepa: %d predictors, %s, allowance %s system runs (budget %s)",
+                 len(program.prompt_components), budget_kwargs, allowance, budget)
+
+        def compile_gepa():
+            with dspy.context(lm=task):
+                return gepa.compile(program, trainset=system_examples(train, system),
+                                    valset=system_examples(val, system))
+
+        best = compile_dspy("dspy.GEPA", reflection_model, "reflection_model", meta, [task, reflection],
+                            compile_gepa)
+        counter = program.counter
+        log.info("gepa: GEPA used %d system runs (%d refused by the budget cap); %d proposals, %d failed%s",
+                 counter.used, counter.refused, proposer.calls, proposer.failures,
+                 f" (the first: {type(proposer.first_error).__name__}: {str(proposer.first_error)[:300]})"
+                 if proposer.first_error else "")
+        if proposer.calls and proposer.failures == proposer.calls:
+            raise DSPyOptimizerError(
+                f"dspy.GEPA: the reflection model {reflection_model!r} produced no usable instruction in "
+                f"{proposer.calls} proposals (first error: {type(proposer.first_error).__name__}: "
+                f"{str(proposer.first_error)[:400]}); GEPA kept the initial prompts. Use a stronger "
+                "optimizer.options.reflection_model"
+                + ("" if meta else ", or optimizer.options.proposer_adapter=completion"))
+        results = getattr(best, "detailed_results", None)
+        found = list(zip(results.val_aggregate_scores, results.candidates, strict=True)) if results else [
+            (None, best)]
+        extra = {"dspy_runs": counter.used, "dspy_refused": counter.refused,
+                 "proposals": proposer.calls, "proposal_failures": proposer.failures}
+        found = distinct_states(found, [initial], options.max_candidates)
+        save_found(run_dir, "gepa", found, extra)
+        try_programs(trial, found, "gepa", extra)
+        return trial.state

@@ -1,0 +1,57 @@
+"""Where everything lies in a run directory: the one place that spells artifact paths.
+
+    config.yaml          the composed config, secrets redacted (a run directory's identity)
+    run.log              every process's log lines
+    history.jsonl        one HistoryRecord per step (optimas_cli.history)
+    spent.jsonl          one line per process: what it spent (optimas_cli.spend)
+    spent.live/<pid>.json  a live process's checkpoint of the same
+    attempts.jsonl       start/end of each process (optimas_cli.attempts)
+    failures.jsonl       every failed example (optimas_cli.failures)
+    metrics.json         `optimas evaluate CONFIG`: the evaluation's summary
+    summary.json         the final stage: test of initial and final, spend, contributions
+    final/system.yaml    the final state, loadable with system_state=
+    val_score.png        accepted validation score against system runs spent
+    rollouts/iter_NNN/<component>[.roundK].jsonl   the Optimas method's rollouts
+    lrf/iter_NNN[-<component>]/  its local reward models (metrics.json inside)
+    weights/<component>/iter_NNN/  its trained LoRA adapters
+    DONE | FAILED | STOPPED  how the last process ended
+"""
+
+from __future__ import annotations
+
+CONFIG = "config.yaml"
+LOG = "run.log"
+HISTORY = "history.jsonl"
+SPENT = "spent.jsonl"
+SPENT_LIVE = "spent.live"
+ATTEMPTS = "attempts.jsonl"
+FAILURES = "failures.jsonl"
+METRICS = "metrics.json"
+SUMMARY = "summary.json"
+FINAL_SYSTEM = "final/system.yaml"
+VAL_PLOT = "val_score.png"
+ROLLOUTS = "rollouts"
+LRF = "lrf"
+WEIGHTS = "weights"
+DONE, FAILED, STOPPED = "DONE", "FAILED", "STOPPED"
+MARKERS = (DONE, FAILED, STOPPED)
+
+
+def iter_dir(i: int) -> str:
+    return f"iter_{i:03d}"
+
+
+def rollouts(iteration: int, component: str, round_: int = 0) -> str:
+    """One collection round's rollout file."""
+    suffix = "" if round_ == 0 else f".round{round_}"
+    return f"{ROLLOUTS}/{iter_dir(iteration)}/{component}{suffix}.jsonl"
+
+
+def lrf(iteration: int, component: str | None = None) -> str:
+    """The local reward model an iteration saved (one per component when it fitted several)."""
+    return f"{LRF}/{iter_dir(iteration)}" + (f"-{component}" if component else "")
+
+
+def weights(component: str, iteration: int) -> str:
+    """The LoRA adapters an iteration trained for `component`."""
+    return f"{WEIGHTS}/{component}/{iter_dir(iteration)}"
