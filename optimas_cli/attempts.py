@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from optimas_cli import jsonl
+from optimas_cli import jsonl, layout
 
-FILE = "attempts.jsonl"
+FILE = layout.ATTEMPTS
 LOG_STAMP = "%Y-%m-%d %H:%M:%S,%f"  # logging's asctime, the first 23 characters of a line
 
 
@@ -62,4 +62,4 @@ def active_seconds(records: list[dict[str, Any]], log: Path,
 
 def run_seconds(run_dir: Path, now: datetime | None = None) -> float | None:
     """The active wall time of the run in `run_dir` (see active_seconds)."""
-    return active_seconds(jsonl.read(run_dir / FILE), run_dir / "run.log", now)
+    return active_seconds(jsonl.read(run_dir / FILE), run_dir / layout.LOG, now)

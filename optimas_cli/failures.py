@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
+from optimas_cli import layout
 from optimas_cli.config import scrub
 
-FILE = "failures.jsonl"
+FILE = layout.FAILURES
 REPLAY_MISS = "cache miss in replay mode"  # the LM client's error for a request not recorded
 log = logging.getLogger("optimas.failures")
 

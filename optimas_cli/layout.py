@@ -1,6 +1,7 @@
 """Where everything lies in a run directory: the one place that spells artifact paths.
 
     config.yaml          the composed config, secrets redacted (a run directory's identity)
+    overrides.txt        the command-line overrides, one a line
     run.log              every process's log lines
     history.jsonl        one HistoryRecord per step (optimas_cli.history)
     spent.jsonl          one line per process: what it spent (optimas_cli.spend)
@@ -8,8 +9,11 @@
     attempts.jsonl       start/end of each process (optimas_cli.attempts)
     failures.jsonl       every failed example (optimas_cli.failures)
     metrics.json         `optimas evaluate CONFIG`: the evaluation's summary
+    predictions.jsonl    `optimas evaluate CONFIG`: one line per example (trace + score)
     summary.json         the final stage: test of initial and final, spend, contributions
     final/system.yaml    the final state, loadable with system_state=
+    test/<which>.json    the final stage's test of the initial and the final system
+    test/<which>_predictions.jsonl  their examples
     val_score.png        accepted validation score against system runs spent
     rollouts/iter_NNN/<component>[.roundK].jsonl   the Optimas method's rollouts
     lrf/iter_NNN[-<component>]/  its local reward models (metrics.json inside)
@@ -20,6 +24,7 @@
 from __future__ import annotations
 
 CONFIG = "config.yaml"
+OVERRIDES = "overrides.txt"
 LOG = "run.log"
 HISTORY = "history.jsonl"
 SPENT = "spent.jsonl"
@@ -27,6 +32,7 @@ SPENT_LIVE = "spent.live"
 ATTEMPTS = "attempts.jsonl"
 FAILURES = "failures.jsonl"
 METRICS = "metrics.json"
+PREDICTIONS = "predictions.jsonl"
 SUMMARY = "summary.json"
 FINAL_SYSTEM = "final/system.yaml"
 VAL_PLOT = "val_score.png"
@@ -35,6 +41,16 @@ LRF = "lrf"
 WEIGHTS = "weights"
 DONE, FAILED, STOPPED = "DONE", "FAILED", "STOPPED"
 MARKERS = (DONE, FAILED, STOPPED)
+
+
+def final_test(which: str) -> str:
+    """The final stage's test summary of the "initial" or the "final" system."""
+    return f"test/{which}.json"
+
+
+def final_test_predictions(which: str) -> str:
+    """Its per-example lines."""
+    return f"test/{which}_predictions.jsonl"
 
 
 def iter_dir(i: int) -> str:

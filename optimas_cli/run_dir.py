@@ -1,6 +1,6 @@
 """The run directory: created first, config written before any work, marker written last.
 
-Layout (every artifact is named after its stage):
+What lies in it (optimas_cli/layout.py names every artifact path; the others there):
   config.yaml        resolved config, secrets redacted
   overrides.txt      the command-line overrides, one a line
   run.log            the log of every stage
@@ -25,12 +25,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from optimas_cli import attempts, failures, jsonl
+from optimas_cli import failures, jsonl, layout
 from optimas_cli.config import Composed, redact, scrub, to_yaml
 from optimas_cli.lm.base import RunStopped
 
 log = logging.getLogger("optimas")
-MARKERS = ("DONE", "FAILED", "STOPPED")
 
 
 class _Scrubbing(logging.Formatter):
@@ -47,7 +46,7 @@ class RunDir:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._repaired: set[str] = set()  # JSONL files whose torn tail this process cut off
-        self.failures = failures.FailureLog(lambda r: self.append_jsonl(failures.FILE, r))
+        self.failures = failures.FailureLog(lambda r: self.append_jsonl(layout.FAILURES, r))
         # called before every write (optimas_cli.spend checkpoints what this process spent,
         # so a result on disk is never one whose cost a kill -9 left unrecorded)
         self.before_write: Callable[[], None] | None = None
@@ -67,8 +66,8 @@ class RunDir:
                 path = Path(run.run_root) / run.system.name / f"{stamp}_{n}"
         path.mkdir(parents=True, exist_ok=True)
         rd = cls(path.resolve())
-        rd.write_text("config.yaml", to_yaml(redact(composed.raw)))
-        rd.write_text("overrides.txt", "".join(o + "\n" for o in composed.overrides))
+        rd.write_text(layout.CONFIG, to_yaml(redact(composed.raw)))
+        rd.write_text(layout.OVERRIDES, "".join(o + "\n" for o in composed.overrides))
         return rd
 
     # ------------------------------------------------------------ files
@@ -113,7 +112,7 @@ class RunDir:
         return jsonl.read(self.path / name)
 
     def status(self) -> str:
-        for m in MARKERS:
+        for m in layout.MARKERS:
             if (self.path / m).exists():
                 return m
         return "RUNNING or KILLED"
@@ -123,31 +122,31 @@ class RunDir:
     @contextmanager
     def guard(self) -> Iterator[RunDir]:
         """Log to run.log; write DONE, STOPPED (RunStopped) or FAILED (traceback) at the end."""
-        for m in MARKERS:
+        for m in layout.MARKERS:
             (self.path / m).unlink(missing_ok=True)
-        handler = logging.FileHandler(self.path / "run.log", encoding="utf-8")
+        handler = logging.FileHandler(self.path / layout.LOG, encoding="utf-8")
         handler.setFormatter(_Scrubbing("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         token = failures.activate(self.failures)  # evaluations record their failures here
-        self.append_jsonl(attempts.FILE, {"start": datetime.now().isoformat()})
-        outcome = "DONE"
+        self.append_jsonl(layout.ATTEMPTS, {"start": datetime.now().isoformat()})
+        outcome = layout.DONE
         try:
             yield self
         except RunStopped as e:
-            outcome = "STOPPED"
-            self.write_text("STOPPED", f"{e}\n")
+            outcome = layout.STOPPED
+            self.write_text(layout.STOPPED, f"{e}\n")
             log.warning("stopped: %s", e)
             raise
         except BaseException:
-            outcome = "FAILED"
-            self.write_text("FAILED", traceback.format_exc())
+            outcome = layout.FAILED
+            self.write_text(layout.FAILED, traceback.format_exc())
             log.error("failed:\n%s", traceback.format_exc())
             raise
         else:
-            self.write_text("DONE", datetime.now().isoformat() + "\n")
+            self.write_text(layout.DONE, datetime.now().isoformat() + "\n")
         finally:
-            self.append_jsonl(attempts.FILE, {"end": datetime.now().isoformat(),
+            self.append_jsonl(layout.ATTEMPTS, {"end": datetime.now().isoformat(),
                                               "outcome": outcome})
             failures.deactivate(token)
             log.removeHandler(handler)
