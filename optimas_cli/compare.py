@@ -7,16 +7,13 @@ any `--by` keys; the runs of a group are its seeds. Per group:
 
   test         mean and std (sample, n-1) over seeds of summary.json test.final.mean
   initial      the same for test.initial.mean (the unoptimized system)
-  system runs  spent by the optimization (the last history.jsonl record; test
-               evaluation excluded), mean over seeds
-  LM calls     the same, for real model calls (cache hits are free)
-  LM requests  the same, for model calls + cache hits (a run with requests and no calls
-               was replayed from the cache: its costs are marked "replay")
+  spend        system runs, component calls, LM calls, requests and tokens of the
+               optimization (the last history record; test excluded; optimas_cli/budget.py
+               defines each), mean over seeds; "replay": requests and no calls
   wall time    per run, from the first run.log line to DONE, mean over seeds
 
-Written with --out DIR: compare.md, compare.csv (one row per group) and compare.png
-(the accepted validation score against system runs spent, one line per method:
-each seed thin, the mean over seeds by step bold; one panel per system).
+With --out DIR: compare.md, compare.csv (a row per group) and compare.png (accepted
+validation against system runs spent, a line per method, seeds thin, their mean bold).
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from optimas_cli.run_dir import RunDir
 from optimas_cli.stats import pooled_paired_diff
 
 COLUMNS = ("method", "system", "seeds", "test_mean", "test_std", "initial_mean", "initial_std",
-           "diff_mean", "diff_low", "diff_high", "diff_n", "system_runs", "lm_calls",
+           "diff_mean", "diff_low", "diff_high", "diff_n", "system_runs", "component_calls", "lm_calls",
            "lm_requests", "lm_tokens", "wall_time_s", "replayed", "test_metrics", "runs")
 
 
@@ -58,6 +55,7 @@ class Run:
     wall_time_s: float | None
     curve: list[tuple[int, float]] = field(default_factory=list)  # (system runs, accepted val)
     lm_tokens: int | None = None
+    component_calls: int = 0  # archived runs from before the Budget: 0
     # per test question, in the same order: the final and the initial system
     final_scores: list[float] | None = None
     initial_scores: list[float] | None = None
@@ -133,7 +131,7 @@ def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
         wall_time_s=summary.get("wall_time_s", _wall_time(rd)),
         curve=[(int(h["system_runs"]), float(accepted_val(h))) for h in history
                if "system_runs" in h],
-        lm_tokens=last.get("lm_tokens"),
+        lm_tokens=last.get("lm_tokens"), component_calls=int(last.get("component_calls", 0)),
         final_scores=summary["test"]["final"].get("scores"),
         initial_scores=summary["test"].get("initial", {}).get("scores"),
         data=json.dumps(cfg.get("data"), sort_keys=True),
@@ -202,6 +200,7 @@ def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
             "diff_mean": None, "diff_low": None, "diff_high": None, "diff_n": None,
             **paired_to_initial(rs),
             "system_runs": _mean([r.system_runs for r in rs]),
+            "component_calls": _mean([r.component_calls for r in rs]),
             "lm_calls": _mean([r.lm_calls for r in rs]),
             "lm_requests": _mean([r.lm_requests for r in rs]),
             "lm_tokens": _mean([r.lm_tokens for r in rs if r.lm_tokens is not None]),
@@ -233,8 +232,8 @@ def _display(row: dict[str, Any]) -> list[str]:
             f"{_fmt(row['initial_mean'])} ± {_fmt(row['initial_std'])}",
             (f"{row['diff_mean']:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
              if row["diff_mean"] is not None else "-"),
-            _fmt(row["system_runs"], 1), _fmt(row["lm_calls"], 1) + _replayed(row),
-            _fmt(row["lm_requests"], 1), _fmt(row["lm_tokens"], 0) + _replayed(row),
+            _fmt(row["system_runs"], 1), _fmt(row["component_calls"], 1), _fmt(row["lm_calls"], 1)
+            + _replayed(row), _fmt(row["lm_requests"], 1), _fmt(row["lm_tokens"], 0) + _replayed(row),
             _fmt(row["wall_time_s"], 1) + _replayed(row)]
 
 
@@ -243,7 +242,8 @@ def _replayed(row: dict[str, Any]) -> str:
 
 
 HEADERS = ("method", "system", "seeds", "test (mean ± std)", "initial test",
-           "final − initial [95% CI]", "system runs", "LM calls", "LM requests", "LM tokens",
+           "final − initial [95% CI]", "system runs", "component calls", "LM calls",
+           "LM requests", "LM tokens",
            "wall time s")
 
 
