@@ -58,8 +58,8 @@ def real_pairs(run_dirs: list[Path]) -> tuple[list, dict[str, str], RewardConfig
     """Distinct preference pairs of every rollout record under `run_dirs`, the components'
     descriptions, the first run's reward config, and the indices of the pairs with the gold
     answer on one side (`collect.add_gold`: the final component's gold output is a candidate)."""
-    from optimas_cli.rewards.pairs import canonical
     from optimas_cli.methods.optimas.collect import pairs_from_record
+    from optimas_cli.rewards.pairs import canonical
 
     cfg = yaml.safe_load((run_dirs[0] / "config.yaml").read_text())
     comps = cfg["system"]["components"]

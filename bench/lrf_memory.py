@@ -48,9 +48,9 @@ def hotpot_pairs(n: int) -> list:
 
 def measure(checkpointing: bool, questions: int) -> dict[str, float]:
     from optimas_cli import heap
+    from optimas_cli.methods.optimas import fit as fit_mod
     from optimas_cli.rewards import LocalRewardModel
     from optimas_cli.schema import RewardConfig
-    from optimas_cli.methods.optimas import fit as fit_mod
 
     cfg = RewardConfig(gradient_checkpointing=checkpointing)
     pairs = hotpot_pairs(questions)

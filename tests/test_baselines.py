@@ -351,9 +351,9 @@ def test_textgrad_with_an_embedded_model_as_tgd_optimizer(tmp_path, scripted_lm,
     our classification of the real reply. (Should an embedded model ever follow the
     format, this test fails, and so does the README's claim: update both.)
     """
+    from optimas_cli.lm import LMClient
     from optimas_cli.methods.textgrad import _tgd_template
     from optimas_cli.methods.textgrad_replies import FAILURES, TextGradFailure, reply_problem
-    from optimas_cli.lm import LMClient
 
     composed = load(WORDS, [f"run_root={tmp_path}", "optimizer=textgrad",
                             f"optimizer.options.engine_model={model}",

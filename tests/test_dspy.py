@@ -402,8 +402,8 @@ def test_optimize_prompt_dspy_finds_the_instruction_the_local_reward_prefers(sho
 
 
 def test_the_optimas_update_step_runs_dspy_when_configured(shout_rt):
-    from optimas_cli.schema import OptimizerConfig
     from optimas_cli.methods.optimas.update import update_component
+    from optimas_cli.schema import OptimizerConfig
 
     rt, _ = shout_rt()
     cfg = OptimizerConfig(update=UpdateConfig(prompt="copro", num_candidates=2, per_component_train_size=3))

@@ -14,13 +14,18 @@ from optimas_cli.config import load
 from optimas_cli.graph import is_per_input
 from optimas_cli.history import contributions
 from optimas_cli.methods.base import initial_record
-from optimas_cli.run_dir import RunDir
-from optimas_cli.runtime import build_runtime
 from optimas_cli.methods.optimas import loop as loop_mod
-from optimas_cli.methods.optimas.collect import collect_cost, pairs_from_record, tied_choices, value_returns
+from optimas_cli.methods.optimas.collect import (
+    collect_cost,
+    pairs_from_record,
+    tied_choices,
+    value_returns,
+)
 from optimas_cli.methods.optimas.loop import OptimasLoop
 from optimas_cli.methods.optimas.pairs import pairs_of
 from optimas_cli.methods.optimas.update import prompt_history
+from optimas_cli.run_dir import RunDir
+from optimas_cli.runtime import build_runtime
 
 
 def script(request):

@@ -21,6 +21,8 @@ import logging
 
 from pydantic import Field
 
+from optimas_cli.errors import ConfigError
+from optimas_cli.graph import State
 from optimas_cli.methods.base import Context, Method, Options
 from optimas_cli.methods.trial import (
     Trial,
@@ -28,9 +30,6 @@ from optimas_cli.methods.trial import (
     variables_of,
     with_values,
 )
-from optimas_cli.errors import ConfigError
-from optimas_cli.graph import State
-from optimas_cli.run_dir import RunDir
 
 log = logging.getLogger("optimas.baselines.llmselector")
 

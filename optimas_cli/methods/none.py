@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from optimas_cli.graph import State
-from optimas_cli.layout import HISTORY
+from optimas_cli.history import append_record
 from optimas_cli.methods.base import Context, Method
 
 
@@ -15,5 +15,5 @@ class NoneMethod(Method):
 
     def optimize(self, ctx: Context) -> State:
         if not ctx.history():
-            ctx.run_dir.append_jsonl(HISTORY, ctx.initial_record(ctx.initial))
+            append_record(ctx.run_dir, ctx.initial_record(ctx.initial))
         return ctx.initial

@@ -28,11 +28,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from optimas_cli.methods.base import Context, Method, Options
-from optimas_cli.methods.trial import Trial, variables_of, with_values
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
-from optimas_cli.run_dir import RunDir
+from optimas_cli.methods.base import Context, Method, Options
+from optimas_cli.methods.trial import Trial, variables_of, with_values
 from optimas_cli.schema import VariableConfig
 from optimas_cli.space import draw, grid
 

@@ -63,13 +63,10 @@ from typing import Any
 
 from pydantic import Field
 
+from optimas_cli.errors import ConfigError
+from optimas_cli.graph import State
+from optimas_cli.lm.base import LMError, LMRequest
 from optimas_cli.methods.base import Context, Method, Options
-from optimas_cli.methods.trial import (
-    Trial,
-    check_components,
-    variables_of,
-    with_values,
-)
 from optimas_cli.methods.textgrad_replies import (
     FAILURES,
     NO_TAGS,
@@ -78,9 +75,12 @@ from optimas_cli.methods.textgrad_replies import (
     reply_problem,
     tgd_counts,
 )
-from optimas_cli.errors import ConfigError
-from optimas_cli.graph import State
-from optimas_cli.lm.base import LMError, LMRequest
+from optimas_cli.methods.trial import (
+    Trial,
+    check_components,
+    variables_of,
+    with_values,
+)
 from optimas_cli.run_dir import RunDir
 from optimas_cli.stages.evaluate import evaluate_examples
 

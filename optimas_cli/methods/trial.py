@@ -29,7 +29,7 @@ from typing import Any
 
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
-from optimas_cli.history import accepted_scores, accepted_val, decide
+from optimas_cli.history import accepted_scores, accepted_val, append_record, decide
 from optimas_cli.history import short as _short
 from optimas_cli.layout import HISTORY
 from optimas_cli.methods.base import evaluate_val, initial_record
@@ -201,7 +201,7 @@ class Trial:
     # -------------------------------------------------------------- internals
 
     def _append(self, record: dict[str, Any]) -> None:
-        self.run_dir.append_jsonl(HISTORY, record)
+        append_record(self.run_dir, record)
         self.records.append(_jsonable(record))
         self._set_from(self.records[-1])
 

@@ -17,12 +17,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import dspy
 
-from optimas_cli.methods.base import Options
-from optimas_cli.methods.trial import Trial, state_diff
 from optimas_cli.dspy.budget import compile_within_budget
 from optimas_cli.dspy.lm import OptimasLM
 from optimas_cli.dspy.program import SystemProgram
@@ -30,7 +28,12 @@ from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State, System
 from optimas_cli.lm import check_credentials
 from optimas_cli.lm.base import LOCAL_PREFIX
+from optimas_cli.methods.base import Context, Method, Options
+from optimas_cli.methods.trial import Trial, state_diff
 from optimas_cli.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from optimas_cli.budget import Budget
 
 log = logging.getLogger("optimas.baselines")
 
@@ -186,3 +189,52 @@ def try_programs(trial: Trial, found: list[tuple[float | None, State]], origin: 
         # marks DSPy as done (a resume does not rerun it) and says why nothing changed
         trial.no_candidate("all", origin=f"{origin}: no program differs from the initial one",
                            dspy_val=None, changed_components=[], **extra)
+
+
+class DspyMethod(Method):
+    """The skeleton of a DSPy optimizer as a method (MiproMethod, GepaMethod fill it in).
+
+    `optimize` reads top to bottom: the proposer model, the program, a resume, the budget
+    plan (`plan`: the subclass's reserve and DSPy's own allowance, capped by the program's
+    RunCounter), the initial record, DSPy's search (`search`: build, compile, and read
+    back the programs it found), then our own evaluation of the best distinct programs.
+    """
+
+    model_option: ClassVar[str]  # the option naming the proposer/reflection model
+
+    def plan(self, options: Any, budget: Budget, spent: int, n_train: int, n_val: int,
+             n_predictors: int) -> tuple[Any, int | None]:
+        """(what `search` needs of the plan, the system-run allowance of DSPy's compile)."""
+        raise NotImplementedError
+
+    def search(self, ctx: Context, program: SystemProgram, plan: Any, model: str
+               ) -> tuple[list[tuple[float | None, Any]], dict[str, Any]]:
+        """Run DSPy; (its programs with DSPy's val score, what to record beside them)."""
+        raise NotImplementedError
+
+    def optimize(self, ctx: Context) -> State:
+        rt, run_dir, initial, options = ctx.rt, ctx.run_dir, ctx.initial, ctx.options
+        model = (getattr(options, self.model_option) or ctx.opt.update.proposer_model
+                 or ctx.run.lm.model)
+        check_models(rt, model)
+        program, train, val, trial, spent = prepare_program(rt, run_dir, initial, self.name,
+                                                            options.adapter)
+        if (resumed := resume(trial, run_dir, initial, self.name)) is not None:
+            return resumed
+        with planning(trial, spent, self.name):
+            plan, allowance = self.plan(options, rt.budget, spent, len(train), len(val),
+                                        len(program.prompt_components))
+        trial.start(initial, replay=False)
+        program.counter.limit = allowance
+        log.info("%s: %d predictors, plan %s, allowance %s system runs (%s)", self.name,
+                 len(program.prompt_components), plan, allowance, rt.budget.describe())
+        found, extra = self.search(ctx, program, plan, model)
+        found = distinct_states(found, [initial], options.max_candidates)
+        save_found(run_dir, self.name, found, extra)
+        try_programs(trial, found, self.name, extra)
+        return trial.state
+
+
+def seed_of(ctx: Context) -> int:
+    """The DSPy optimizer's seed: optimizer.options.seed, else the run's."""
+    return ctx.run.seed if ctx.options.seed is None else ctx.options.seed

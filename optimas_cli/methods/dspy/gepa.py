@@ -32,26 +32,20 @@ import dspy
 from dspy.teleprompt.gepa.instruction_proposal import InstructionProposer
 from pydantic import Field
 
-from optimas_cli.methods.base import Context, Method
-from optimas_cli.methods.dspy.common import (
-    DspyOptions,
-    check_models,
-    compile_dspy,
-    default_threads,
-    distinct_states,
-    end_to_end_metric,
-    planning,
-    prepare_program,
-    resume,
-    save_found,
-    system_examples,
-    try_programs,
-)
 from optimas_cli.dspy.adapters import proposer_adapter
 from optimas_cli.dspy.budget import DSPyOptimizerError
 from optimas_cli.dspy.lm import helper_lm, task_lm
 from optimas_cli.errors import ConfigError
-from optimas_cli.graph import State
+from optimas_cli.methods.base import Context
+from optimas_cli.methods.dspy.common import (
+    DspyMethod,
+    DspyOptions,
+    compile_dspy,
+    default_threads,
+    end_to_end_metric,
+    seed_of,
+    system_examples,
+)
 
 log = logging.getLogger("optimas.gepa")
 
@@ -147,30 +141,21 @@ def plan_budget(options: GepaOptions, budget: int | None, spent: int, n_val: int
     return {"max_metric_calls": calls}, allowance
 
 
-class GepaMethod(Method):
+class GepaMethod(DspyMethod):
     """DSPy GEPA over every llm component's prompt, by the end-to-end metric."""
 
     name = "gepa"
     Options = GepaOptions
+    model_option = "reflection_model"
 
-    def optimize(self, ctx: Context) -> State:
-        rt, run_dir, initial, options = ctx.rt, ctx.run_dir, ctx.initial, ctx.options
-        run = rt.composed.run
-        reflection_model = options.reflection_model or run.optimizer.update.proposer_model or run.lm.model
-        check_models(rt, reflection_model)
-        system = rt.system
-        program, train, val, trial, spent = prepare_program(rt, run_dir, initial, "gepa",
-                                                            options.adapter)
-        if (resumed := resume(trial, run_dir, initial, "gepa")) is not None:
-            return resumed
-        budget = rt.budget.limit
-        with planning(trial, spent, "gepa"):
-            budget_kwargs, allowance = plan_budget(options, budget, spent, len(val))
-        trial.start(initial, replay=False)
-        program.counter.limit = allowance
+    def plan(self, options, budget, spent, n_train, n_val, n_predictors):
+        return plan_budget(options, budget.limit, spent, n_val)
 
-        seed = run.seed if options.seed is None else options.seed
-        task = task_lm(system, run.lm, seed=seed)
+    def search(self, ctx: Context, program, plan, model):
+        rt, options, budget_kwargs, seed = ctx.rt, ctx.options, plan, seed_of(ctx)
+        system, train, val = rt.system, rt.splits["train"], rt.splits["val"]
+        reflection_model = model
+        task = task_lm(system, ctx.run.lm, seed=seed)
         reflection = helper_lm(rt.lm, reflection_model, component="dspy/reflection",
                                temperature=options.reflection_temperature,
                                max_tokens=options.reflection_max_tokens, seed=seed)
@@ -182,8 +167,6 @@ class GepaMethod(Method):
             candidate_selection_strategy=options.candidate_selection_strategy,
             skip_perfect_score=options.skip_perfect_score, use_merge=options.use_merge,
             num_threads=options.num_threads or default_threads(rt), track_stats=True, seed=seed)
-        log.info("gepa: %d predictors, %s, allowance %s system runs (budget %s)",
-                 len(program.prompt_components), budget_kwargs, allowance, budget)
 
         def compile_gepa():
             with dspy.context(lm=task):
@@ -209,7 +192,4 @@ class GepaMethod(Method):
             (None, best)]
         extra = {"dspy_runs": counter.used, "dspy_refused": counter.refused,
                  "proposals": proposer.calls, "proposal_failures": proposer.failures}
-        found = distinct_states(found, [initial], options.max_candidates)
-        save_found(run_dir, "gepa", found, extra)
-        try_programs(trial, found, "gepa", extra)
-        return trial.state
+        return found, extra

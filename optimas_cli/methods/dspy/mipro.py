@@ -26,26 +26,20 @@ import math
 import dspy
 from pydantic import Field
 
-from optimas_cli.methods.base import Context, Method
-from optimas_cli.methods.dspy.common import (
-    DspyOptions,
-    check_models,
-    compile_dspy,
-    default_threads,
-    distinct_states,
-    end_to_end_metric,
-    planning,
-    prepare_program,
-    resume,
-    save_found,
-    system_examples,
-    try_programs,
-)
 from optimas_cli.dspy.adapters import proposer_adapter
 from optimas_cli.dspy.budget import MAX_ERRORS
 from optimas_cli.dspy.lm import helper_lm, task_lm
 from optimas_cli.errors import ConfigError
-from optimas_cli.graph import State
+from optimas_cli.methods.base import Context
+from optimas_cli.methods.dspy.common import (
+    DspyMethod,
+    DspyOptions,
+    compile_dspy,
+    default_threads,
+    end_to_end_metric,
+    seed_of,
+    system_examples,
+)
 
 log = logging.getLogger("optimas.mipro")
 
@@ -115,32 +109,21 @@ def plan_budget(options: MiproOptions, budget: int | None, spent: int, n_train: 
     return trials, allowance
 
 
-class MiproMethod(Method):
+class MiproMethod(DspyMethod):
     """DSPy MIPROv2 over every llm component's prompt, by the end-to-end metric."""
 
     name = "mipro"
     Options = MiproOptions
+    model_option = "prompt_model"
 
-    def optimize(self, ctx: Context) -> State:
-        rt, run_dir, initial, options = ctx.rt, ctx.run_dir, ctx.initial, ctx.options
-        run = rt.composed.run
-        prompt_model = options.prompt_model or run.optimizer.update.proposer_model or run.lm.model
-        check_models(rt, prompt_model)
-        system = rt.system
-        program, train, val, trial, spent = prepare_program(rt, run_dir, initial, "mipro",
-                                                            options.adapter)
-        if (resumed := resume(trial, run_dir, initial, "mipro")) is not None:
-            return resumed
-        budget = rt.budget.limit
-        with planning(trial, spent, "mipro"):
-            trials, allowance = plan_budget(options, budget, spent, len(train), len(val),
-                                            len(program.prompt_components))
-        trial.start(initial, replay=False)
-        program.counter.limit = allowance
+    def plan(self, options, budget, spent, n_train, n_val, n_predictors):
+        return plan_budget(options, budget.limit, spent, n_train, n_val, n_predictors)
 
-        seed = run.seed if options.seed is None else options.seed
-        task = task_lm(system, run.lm, seed=seed)
-        proposer = helper_lm(rt.lm, prompt_model, component="dspy/proposer",
+    def search(self, ctx: Context, program, plan, model):
+        rt, options, trials, seed = ctx.rt, ctx.options, plan, seed_of(ctx)
+        system, train, val = rt.system, rt.splits["train"], rt.splits["val"]
+        task = task_lm(system, ctx.run.lm, seed=seed)
+        proposer = helper_lm(rt.lm, model, component="dspy/proposer",
                              max_tokens=options.prompt_max_tokens, seed=seed)
         optimizer = dspy.MIPROv2(
             metric=end_to_end_metric(rt), prompt_model=proposer, task_model=task, auto=options.auto,
@@ -149,29 +132,23 @@ class MiproMethod(Method):
             max_bootstrapped_demos=options.max_bootstrapped_demos,
             max_labeled_demos=options.max_labeled_demos, init_temperature=options.init_temperature,
             verbose=False, track_stats=True, log_dir=None)
-        log.info("mipro: %d predictors, %s trials, allowance %s system runs (budget %s)",
-                 len(program.prompt_components), trials, allowance, budget)
-        meta = proposer_adapter(options.proposer_adapter, prompt_model)
+        meta = proposer_adapter(options.proposer_adapter, model)
 
         def compile_mipro():
             with dspy.context(lm=task, **({"adapter": meta} if meta else {})):
                 return optimizer.compile(
-                    program, trainset=system_examples(train, system), valset=system_examples(val, system),
-                    num_trials=trials, minibatch=False,
+                    program, trainset=system_examples(train, system),
+                    valset=system_examples(val, system), num_trials=trials, minibatch=False,
                     program_aware_proposer=options.program_aware_proposer,
                     data_aware_proposer=options.data_aware_proposer,
                     tip_aware_proposer=options.tip_aware_proposer,
                     fewshot_aware_proposer=options.fewshot_aware_proposer)
 
-        best = compile_dspy("DSPy MIPROv2", prompt_model, "prompt_model", meta, [task, proposer],
+        best = compile_dspy("DSPy MIPROv2", model, "prompt_model", meta, [task, proposer],
                             compile_mipro)
         counter = program.counter
         log.info("mipro: MIPRO used %d system runs (%d refused by the budget cap)", counter.used,
                  counter.refused)
         found = [(c["score"] / 100.0, c["program"]) for c in getattr(best, "candidate_programs", [])]
         found = found or [(getattr(best, "score", 0.0) / 100.0, best)]
-        extra = {"dspy_runs": counter.used, "dspy_refused": counter.refused}
-        found = distinct_states(found, [initial], options.max_candidates)
-        save_found(run_dir, "mipro", found, extra)
-        try_programs(trial, found, "mipro", extra)
-        return trial.state
+        return found, {"dspy_runs": counter.used, "dspy_refused": counter.refused}

@@ -40,16 +40,17 @@ from typing import TYPE_CHECKING, Any
 
 from optimas_cli import layout
 from optimas_cli.graph import State
-from optimas_cli.history import accepted_scores, accepted_val, decide, steps_of, validated_before
-from optimas_cli.layout import HISTORY, iter_dir
+from optimas_cli.history import (accepted_scores, accepted_val, append_record, decide, steps_of,
+                                 validated_before)
+from optimas_cli.layout import HISTORY
 from optimas_cli.methods.base import Context, evaluate_val, initial_record
-from optimas_cli.rewards import LocalRewardModel
-from optimas_cli.run_dir import RunDir
 from optimas_cli.methods.optimas.collect import collect_cost, collect_rollouts, tied_choices
 from optimas_cli.methods.optimas.fit import fit_local_rewards, new_reward_model, save_reward_model
 from optimas_cli.methods.optimas.pairs import pairs_of, pick_component, preference_gaps
 from optimas_cli.methods.optimas.probe import barren_components, next_probe, probed_state
 from optimas_cli.methods.optimas.update import prompt_history, ranks_own_outputs, update_component
+from optimas_cli.rewards import LocalRewardModel
+from optimas_cli.run_dir import RunDir
 
 if TYPE_CHECKING:
     from optimas_cli.runtime import Runtime
@@ -262,7 +263,7 @@ class OptimasLoop:
         return self.history[-1]["state"]
 
     def _append(self, record: dict[str, Any]) -> None:
-        self.run_dir.append_jsonl(HISTORY, record)
+        append_record(self.run_dir, record)
         self.history.append(record)
 
     def run(self, initial: State) -> State:

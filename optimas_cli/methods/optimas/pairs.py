@@ -12,9 +12,9 @@ import math
 import random
 from typing import TYPE_CHECKING
 
+from optimas_cli.methods.optimas.collect import pairs_from_record
 from optimas_cli.rewards import PreferencePair
 from optimas_cli.run_dir import RunDir
-from optimas_cli.methods.optimas.collect import pairs_from_record
 
 if TYPE_CHECKING:
     from optimas_cli.runtime import Runtime

@@ -23,9 +23,9 @@ from typing import Any
 
 from optimas_cli.graph import State, System
 from optimas_cli.history import steps_of, validated_before
+from optimas_cli.methods.optimas.update import ORDER
 from optimas_cli.schema import OptimizerConfig
 from optimas_cli.space import alternatives
-from optimas_cli.methods.optimas.update import ORDER
 
 PROBE = "probe: no preference pairs on this system; a choice validated directly"
 

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from optimas_cli import space
-from optimas_cli.graph import State, System, is_per_input
-from optimas_cli.methods.optimas.updaters.common import best_of, lrf_score_values
-from optimas_cli.schema import UpdateConfig
-
-if TYPE_CHECKING:
-    from optimas_cli.rewards import LocalRewardModel
+from optimas_cli.graph import State, is_per_input
+from optimas_cli.methods.optimas.updaters.common import UpdateContext, best_of, lrf_score_values
 
 
-def optimize_choice(system: System, name: str, vname: str, records: list[dict],
-                    lrf: LocalRewardModel, state: State,
-                    cfg: UpdateConfig, rng: random.Random, workers: int = 4,
+def optimize_choice(ctx: UpdateContext, vname: str, rng: random.Random, *,
                     reward_dir: Path | None = None,
                     rejected: list[State] = ()) -> dict[str, Any]:
-    """Best value of variable `vname` of component `name`; the current value is a candidate.
+    """Best value of variable `vname` of component `ctx.name`; the current value is a candidate.
 
     A value that would make the system a state validation already rejected (`rejected`) is
     scored and listed ("rejected_before") but not chosen: validation measured it on more
@@ -30,6 +24,7 @@ def optimize_choice(system: System, name: str, vname: str, records: list[dict],
     with probability proportional to exp(LRF / choice_temperature), using the reward model
     saved in `reward_dir`.
     """
+    system, name, state, cfg = ctx.system, ctx.name, ctx.state, ctx.cfg
     var = system.cfg.components[name].variables[vname]
     current = state[name][vname]
     if is_per_input(current):
@@ -37,8 +32,8 @@ def optimize_choice(system: System, name: str, vname: str, records: list[dict],
     values = [current] + space.alternatives(var, current, cfg.max_choices, rng)
     candidates = []
     for value in values:
-        scored = lrf_score_values(system, name, {**state[name], vname: value}, records, lrf, state,
-                                  workers)
+        scored = lrf_score_values(system, name, {**state[name], vname: value}, ctx.records,
+                                  ctx.lrf, state, ctx.workers)
         again = value != current and {**state, name: {**state[name], vname: value}} in rejected
         candidates.append({"value": value, **scored, **({"rejected_before": True} if again else {})})
     best = best_of([c for c in candidates if not c.get("rejected_before")])

@@ -5,12 +5,38 @@ from __future__ import annotations
 import json
 import statistics
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from optimas_cli.graph import State, System
 
 if TYPE_CHECKING:
+    from optimas_cli.lm.base import LM
     from optimas_cli.rewards import LocalRewardModel
+    from optimas_cli.schema import UpdateConfig
+
+
+@dataclass(frozen=True)
+class UpdateContext:
+    """What every updater of one component's variables works with.
+
+    `records`: the component's rollout records (the inputs candidates are scored on, and
+    the rolled-out outputs); `lrf`: its local reward (anything with
+    `.score(component, inputs, outputs) -> list[float]`); `state`: the system's values,
+    the variables updated before this one included; `cfg`: optimizer.update; `lm`: the
+    LM requests go through; `seed`: the update's seed (a weights update's sampling and
+    training); `workers`: component runs in flight at once while scoring.
+    """
+
+    system: System
+    name: str
+    records: list[dict]
+    lrf: LocalRewardModel
+    state: State
+    cfg: UpdateConfig
+    lm: LM
+    seed: int = 0
+    workers: int = 4
 
 
 def component_outputs(system: System, name: str, values: dict[str, Any], records: list[dict],

@@ -32,8 +32,7 @@ from optimas_cli.dspy.lm import OptimasLM, helper_lm
 from optimas_cli.dspy.predict import component_predict, llm_component, prompt_value, prompt_variable
 from optimas_cli.dspy.program import KeepRef, run_predictor
 from optimas_cli.graph import Call, State, System
-from optimas_cli.lm.base import LM
-from optimas_cli.methods.optimas.updaters.common import best_of, lrf_score_values
+from optimas_cli.methods.optimas.updaters.common import UpdateContext, best_of, lrf_score_values
 from optimas_cli.methods.optimas.updaters.prompt import split_records
 from optimas_cli.schema import UpdateConfig
 
@@ -122,17 +121,17 @@ def _compile(cfg: UpdateConfig, program: ComponentProgram, metric: Any, task: Op
                                  eval_kwargs={"num_threads": 1, "display_progress": False})
 
 
-def optimize_prompt_dspy(system: System, name: str, vname: str, records: list[dict],
-                    lrf: LocalRewardModel,
-                         state: State, cfg: UpdateConfig, lm: LM, rng: random.Random,
+def optimize_prompt_dspy(ctx: UpdateContext, vname: str, rng: random.Random,
                          adapter: str = DEFAULT_ADAPTER,
                          adapter_for_proposer: str = "auto") -> dict[str, Any]:
-    """Best prompt value for `name`.`vname` found by DSPy (cfg.prompt: mipro | copro).
+    """Best prompt value for `ctx.name`.`vname` found by DSPy (ctx.cfg.prompt: mipro | copro).
 
     Returns optimize_prompt's shape: {"variable", "type": "prompt", "best",
     "candidates": [{"value", "origin", "lrf", "failed", "scores", "dspy_score"}]}
     plus "dspy": what DSPy did (optimizer, calls, failures, proposer calls).
     """
+    system, name, records, lrf, state, cfg = (ctx.system, ctx.name, ctx.records, ctx.lrf,
+                                              ctx.state, ctx.cfg)
     if cfg.prompt not in ("mipro", "copro"):
         raise ValueError(f"optimize_prompt_dspy runs mipro or copro, not {cfg.prompt!r}")
     comp = llm_component(system, name)
@@ -148,8 +147,8 @@ def optimize_prompt_dspy(system: System, name: str, vname: str, records: list[di
     stats = {"calls": 0, "failures": 0}
     program = ComponentProgram(system, name, state, adapter, stats)
     model = comp.default_model
-    task = OptimasLM(lm, model, component=f"dspy/{name}")
-    proposer: OptimasLM = helper_lm(lm, cfg.proposer_model or model, component=f"dspy/{name}/proposer")
+    task = OptimasLM(ctx.lm, model, component=f"dspy/{name}")
+    proposer: OptimasLM = helper_lm(ctx.lm, cfg.proposer_model or model, component=f"dspy/{name}/proposer")
     metric = lrf_metric(name, lrf, comp.outputs)
     seed = rng.randrange(1 << 30)
 

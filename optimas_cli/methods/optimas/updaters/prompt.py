@@ -17,10 +17,14 @@ import random
 import re
 from typing import TYPE_CHECKING, Any
 
-from optimas_cli.graph import State, System
+from optimas_cli.graph import System
 from optimas_cli.lm.base import LM, LMRequest
-from optimas_cli.methods.optimas.updaters.common import beats_incumbent, best_of, lrf_score_values
-from optimas_cli.schema import UpdateConfig
+from optimas_cli.methods.optimas.updaters.common import (
+    UpdateContext,
+    beats_incumbent,
+    best_of,
+    lrf_score_values,
+)
 
 if TYPE_CHECKING:
     from optimas_cli.rewards import LocalRewardModel
@@ -112,18 +116,18 @@ def bootstrap_demos(system: System, name: str, records: list[dict],
     return [demo for *_, demo in best[:k]]
 
 
-def optimize_prompt(system: System, name: str, vname: str, records: list[dict],
-                    lrf: LocalRewardModel,
-                    state: State, cfg: UpdateConfig, lm: LM, proposer_model: str,
-                    history: list[tuple[str, float]], rng: random.Random,
-                    workers: int = 4) -> dict[str, Any]:
-    """Best prompt value for variable `vname` of component `name`, with every candidate's score."""
+def optimize_prompt(ctx: UpdateContext, vname: str, rng: random.Random, proposer_model: str,
+                    history: list[tuple[str, float]]) -> dict[str, Any]:
+    """Best prompt value for variable `vname` of component `ctx.name`, with every candidate's
+    score. `proposer_model` writes the instructions; `history`: (instruction, LRF score) of
+    the component's earlier candidates."""
+    system, name, state, cfg, lrf = ctx.system, ctx.name, ctx.state, ctx.cfg, ctx.lrf
     current = state[name][vname]
-    pool, eval_records = split_records(records, cfg.per_component_train_size, rng)
+    pool, eval_records = split_records(ctx.records, cfg.per_component_train_size, rng)
 
     def score(value: dict[str, Any], origin: str, rnd: int) -> dict[str, Any]:
         scored = lrf_score_values(system, name, {**state[name], vname: value}, eval_records, lrf,
-                                  state, workers)
+                                  state, ctx.workers)
         return {"value": value, "origin": origin, "round": rnd, **scored}
 
     candidates = [score(current, "current", 0)]
@@ -132,7 +136,7 @@ def optimize_prompt(system: System, name: str, vname: str, records: list[dict],
         # this search's own candidates, scored on the same inputs, carry the most weight
         past = list(history) + [(c["value"]["instruction"], c["lrf"]) for c in candidates
                                 if c["lrf"] is not None]
-        for text in propose_instructions(lm, proposer_model, system, name, past,
+        for text in propose_instructions(ctx.lm, proposer_model, system, name, past,
                                          cfg.num_candidates, seed=rng.randrange(1 << 30)):
             if text.strip().lower() not in tried:
                 tried.add(text.strip().lower())

@@ -26,16 +26,17 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from optimas_cli.graph import Call, State, System
+from optimas_cli.graph import Call, System
 from optimas_cli.heap import peak_rss_mb
 from optimas_cli.lm.base import LM
-from optimas_cli.methods.optimas.updaters.common import beats_incumbent, lrf_score_values
-from optimas_cli.schema import UpdateConfig, WeightsUpdateConfig
-
-if TYPE_CHECKING:
-    from optimas_cli.rewards import LocalRewardModel
+from optimas_cli.methods.optimas.updaters.common import (
+    UpdateContext,
+    beats_incumbent,
+    lrf_score_values,
+)
+from optimas_cli.schema import WeightsUpdateConfig
 
 log = logging.getLogger("optimas.weights")
 
@@ -62,13 +63,14 @@ def sample_texts(system: System, name: str, inputs: list[dict], values: dict[str
     return [texts[i * cfg.samples:(i + 1) * cfg.samples] for i in range(len(inputs))]
 
 
-def train_adapter(system: System, name: str, vname: str, inputs: list[dict], lrf: Any,
-                  values: dict[str, Any], cfg: WeightsUpdateConfig, lm: LM, out_dir: Path,
-                  seed: int = 0, workers: int = 4) -> dict[str, Any]:
-    """Train `name`'s adapter from its current value on `inputs`; save it to `out_dir`.
+def train_adapter(ctx: UpdateContext, vname: str, inputs: list[dict],
+                  out_dir: Path) -> dict[str, Any]:
+    """Train `ctx.name`'s adapter from its current value on `inputs`; save it to `out_dir`.
 
-    `lrf` needs only `.score(component, inputs, outputs) -> list[float]`. Returns what
-    the update did: method, pairs or per-step log, KL, seconds, peak memory.
+    The component's values are `ctx.state`'s, the method and its settings
+    `ctx.cfg.weights`; `ctx.lrf` needs only `.score(component, inputs, outputs) ->
+    list[float]` (`ctx.records` is not read). Returns what the update did: method, pairs
+    or per-step log, KL, seconds, peak memory.
     """
     import torch
 
@@ -77,6 +79,8 @@ def train_adapter(system: System, name: str, vname: str, inputs: list[dict], lrf
     from optimas_cli.weights.methods import METHODS
     from optimas_cli.weights.task import TrainTask, prompt_text, stop_token_ids
 
+    system, name, lm, seed, cfg = ctx.system, ctx.name, ctx.lm, ctx.seed, ctx.cfg.weights
+    values = dict(ctx.state[name])
     comp = system.components[name]
     var = comp.variables[vname]
     t0, cpu0 = time.perf_counter(), cpu_seconds()
@@ -90,14 +94,14 @@ def train_adapter(system: System, name: str, vname: str, inputs: list[dict], lrf
 
         def reward(indices: list[int], texts: list[str]) -> list[float]:
             outs = [comp.parse(t) for t in texts]
-            return [float(s) for s in lrf.score(name, [inputs[i] for i in indices], outs)]
+            return [float(s) for s in ctx.lrf.score(name, [inputs[i] for i in indices], outs)]
 
         task = TrainTask(prompts=prompts, reward=reward, stop=requests[0].stop,
                          max_new_tokens=requests[0].max_tokens)
         info: dict[str, Any] = {"method": cfg.method, "prompts": len(prompts),
                                 "torch_threads": torch.get_num_threads()}
         if cfg.method == "dpo":
-            samples = sample_texts(system, name, inputs, values, lm, cfg, seed, workers)
+            samples = sample_texts(system, name, inputs, values, lm, cfg, seed, ctx.workers)
             for i, texts in enumerate(samples):
                 scores = reward([i] * len(texts), texts)
                 best, worst = scores.index(max(scores)), scores.index(min(scores))
@@ -121,20 +125,21 @@ def train_adapter(system: System, name: str, vname: str, inputs: list[dict], lrf
     return info
 
 
-def optimize_weights(system: System, name: str, vname: str, records: list[dict],
-                     lrf: LocalRewardModel, state: State, cfg: UpdateConfig, lm: LM, seed: int = 0,
-                     out_dir: Path | None = None, workers: int = 4) -> dict[str, Any]:
-    """One adapter update of `name.vname`; the new adapter is `best` only if the KL bound holds
-    and it beats the current one by the local reward on most of the scoring inputs."""
+def optimize_weights(ctx: UpdateContext, vname: str,
+                     out_dir: Path | None = None) -> dict[str, Any]:
+    """One adapter update of `ctx.name`.`vname`, saved to `out_dir`; the new adapter is `best`
+    only if the KL bound holds and it beats the current one by the local reward on most of
+    the scoring inputs."""
     from optimas_cli.weights.adapter import META, read_meta
 
-    wcfg = cfg.weights
+    system, name, lrf, state, workers = ctx.system, ctx.name, ctx.lrf, ctx.state, ctx.workers
+    wcfg = ctx.cfg.weights
     current = state[name][vname]
     result: dict[str, Any] = {"variable": vname, "type": "weights", "method": wcfg.method,
                               "best": current, "candidates": []}
     if out_dir is None:
         return result | {"skipped": "no directory to save adapters in (weights/ of a run)"}
-    records = records[:cfg.per_component_train_size]
+    records = ctx.records[:ctx.cfg.per_component_train_size]
     comp = system.cfg.components[name]
     inputs = [{k: r["fields"][k] for k in comp.inputs} for r in records]
     values = dict(state[name])
@@ -143,8 +148,7 @@ def optimize_weights(system: System, name: str, vname: str, records: list[dict],
     if (out_dir / META).exists():  # trained before a restart
         info = read_meta(out_dir)["update"]
     else:
-        info = train_adapter(system, name, vname, inputs, lrf, values, wcfg, lm, out_dir, seed,
-                             workers)
+        info = train_adapter(ctx, vname, inputs, out_dir)
     if "skipped" in info:
         return result | {"update": info, "candidates": [incumbent], "refused": info["skipped"]}
     new = str(out_dir.resolve())
