@@ -39,11 +39,13 @@ def _target(target: str, overrides: list[str]) -> tuple[str, list[str], bool]:
     """A run directory stands for its own config.yaml, resumed in place."""
     from pathlib import Path
 
+    from optimas_cli.layout import CONFIG
+
     p = Path(target)
     if p.is_dir():
-        if not (p / "config.yaml").exists():
+        if not (p / CONFIG).exists():
             _fail(ConfigError(f"{p} is a directory but not a run directory (no config.yaml)"))
-        return str(p / "config.yaml"), [*overrides, f"resume={p.resolve()}"], True
+        return str(p / CONFIG), [*overrides, f"resume={p.resolve()}"], True
     return target, overrides, False
 
 

@@ -30,7 +30,7 @@ import typer
 import yaml
 from rich.markup import escape
 
-from optimas_cli import versus
+from optimas_cli import layout, versus
 from optimas_cli.history import accepted_val
 from optimas_cli.run_dir import RunDir
 from optimas_cli.stats import pooled_paired_diff
@@ -73,10 +73,10 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if not p.is_dir():
             raise FileNotFoundError(f"{p} is not a directory")
-        if (p / "config.yaml").is_file():
+        if (p / layout.CONFIG).is_file():
             found[p.resolve()] = None
             continue
-        for cfg in sorted(p.rglob("config.yaml")):
+        for cfg in sorted(p.rglob(layout.CONFIG)):
             rel = cfg.parent.relative_to(p).parts
             if any(part.startswith(".") for part in rel):
                 continue  # e.g. Hydra's .hydra/config.yaml
@@ -95,7 +95,7 @@ def _get(cfg: dict[str, Any], dotted: str) -> Any:
 
 def _wall_time(rd: RunDir) -> float | None:
     """Seconds from the first run.log line to the time in DONE (a resumed run: first start)."""
-    log, done = rd.path / "run.log", rd.path / "DONE"
+    log, done = rd.path / layout.LOG, rd.path / layout.DONE
     if not (log.exists() and done.exists()):
         return None
     try:
@@ -110,11 +110,11 @@ def _wall_time(rd: RunDir) -> float | None:
 def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
     """One run's numbers; None when it has no summary.json (unfinished or `evaluate` only)."""
     rd = RunDir(path)
-    if not (path / "summary.json").exists():
+    if not (path / layout.SUMMARY).exists():
         return None
-    cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
-    summary = rd.read_json("summary.json")
-    history = rd.read_jsonl("history.jsonl")
+    cfg = yaml.safe_load((path / layout.CONFIG).read_text(encoding="utf-8")) or {}
+    summary = rd.read_json(layout.SUMMARY)
+    history = rd.read_jsonl(layout.HISTORY)
     last = history[-1] if history else {}
     return Run(
         path=path,

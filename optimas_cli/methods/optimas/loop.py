@@ -40,8 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 from optimas_cli import layout
 from optimas_cli.graph import State
-from optimas_cli.history import (accepted_scores, accepted_val, append_record, decide, steps_of,
-                                 validated_before)
+from optimas_cli.history import (
+    accepted_scores,
+    accepted_val,
+    append_record,
+    decide,
+    steps_of,
+    validated_before,
+)
 from optimas_cli.layout import HISTORY
 from optimas_cli.methods.base import Context, evaluate_val, initial_record
 from optimas_cli.methods.optimas.collect import collect_cost, collect_rollouts, tied_choices
@@ -235,9 +241,11 @@ class OptimasLoop:
 
     def update(self, it: int, name: str, records: list[dict], lrf_dir: str,
                state: State, evidence: bool = True) -> dict[str, Any]:
-        return update_component(self.rt.system, name, [r for r in records if r["candidates"]],
-                                self.lrf, state, self.opt, self.rt.lm, self.run_cfg.lm.model,
-                                prompt_history(self.history, name), seed=self.run_cfg.seed + it,
+        ctx = UpdateContext(self.rt.system, name, [r for r in records if r["candidates"]],
+                            self.lrf, state, self.opt.update, self.rt.lm,
+                            seed=self.run_cfg.seed + it, workers=self.opt.collect.workers)
+        return update_component(ctx, default_model=self.run_cfg.lm.model,
+                                prompt_history=prompt_history(self.history, name),
                                 reward_dir=self.run_dir.path / lrf_dir,
                                 weights_dir=self.run_dir.path / layout.weights(name, it),
                                 rejected=[h["tried"] for h in self.history

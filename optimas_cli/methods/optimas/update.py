@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from optimas_cli.graph import State, System
+from optimas_cli.graph import State
 from optimas_cli.history import steps_of
-from optimas_cli.lm.base import LM
 from optimas_cli.methods.optimas.updaters.choice import optimize_choice
+from optimas_cli.methods.optimas.updaters.common import UpdateContext
 from optimas_cli.methods.optimas.updaters.prompt import optimize_prompt
-from optimas_cli.schema import OptimizerConfig
-
-if TYPE_CHECKING:
-    from optimas_cli.rewards import LocalRewardModel
 
 # the engine first (model, then hyperparameters), then the prompt for that engine
 ORDER = {"model": 0, "hyperparameter": 1, "prompt": 2, "weights": 3}
@@ -29,52 +26,50 @@ def ranks_own_outputs(heldout: dict[str, Any] | None) -> bool:
     return bool(((heldout or {}).get("sampled") or {}).get("beats_chance"))
 
 
-def update_component(system: System, name: str, records: list[dict],
-                    lrf: LocalRewardModel, state: State,
-                     cfg: OptimizerConfig, lm: LM, default_model: str,
-                     prompt_history: list[tuple[str, float]], seed: int,
-                     reward_dir: Path | None = None,
-                     weights_dir: Path | None = None,
+def update_component(ctx: UpdateContext, *, default_model: str,
+                     prompt_history: list[tuple[str, float]] = (),
+                     reward_dir: Path | None = None, weights_dir: Path | None = None,
                      rejected: list[State] = (), evidence: bool = True) -> dict[str, Any]:
-    """A new state for `name` (others untouched) and, per variable, the candidates tried.
+    """A new state for `ctx.name` (others untouched) and, per variable, the candidates tried.
 
-    `weights_dir`: where a `weights` variable's new adapter is saved (the run's
-    weights/<component>/iter_NNN/); without it weights variables are left as they are.
-    `rejected`: the states validation rejected so far; a model or hyperparameter choice does
-    not lead back to one of them. `evidence`: whether the component's reward head ranks its
-    own outputs (`ranks_own_outputs`); without it a prompt is kept when
-    `update.prompt_needs_evidence`.
+    `ctx.state` is the state to start from (left as it is); each variable is optimized in
+    turn (ORDER), against the state with the variables before it updated. `default_model`:
+    the OPRO proposer when `update.proposer_model` is unset; `prompt_history`: the prompts
+    tried for the component so far (`prompt_history`). `reward_dir`: the reward model a
+    per-input choice reads. `weights_dir`: where a `weights` variable's new adapter is
+    saved (the run's weights/<component>/iter_NNN/); without it weights variables are left
+    as they are. `rejected`: the states validation rejected so far; a model or
+    hyperparameter choice does not lead back to one of them. `evidence`: whether the
+    component's reward head ranks its own outputs (`ranks_own_outputs`); without it a
+    prompt is kept when `update.prompt_needs_evidence`.
     """
-    rng = random.Random(f"{seed}:update:{name}")
-    new_state = {c: dict(v) for c, v in state.items()}
+    system, name, cfg = ctx.system, ctx.name, ctx.cfg
+    rng = random.Random(f"{ctx.seed}:update:{name}")
+    new_state = {c: dict(v) for c, v in ctx.state.items()}
+    ctx = replace(ctx, state=new_state)  # each updater sees the variables before it updated
     results = []
     variables = sorted(system.cfg.components[name].variables.items(), key=lambda kv: ORDER[kv[1].type])
     for vname, var in variables:
-        if var.type == "prompt" and cfg.update.prompt_needs_evidence and not evidence:
+        if var.type == "prompt" and cfg.prompt_needs_evidence and not evidence:
             results.append({"variable": vname, "type": "prompt", "best": new_state[name][vname],
                             "candidates": [], "held": "the reward head has not beaten chance on "
                                                       "held-out pairs of the component's own "
                                                       "outputs (update.prompt_needs_evidence)"})
             continue
         if var.type == "prompt":
-            if cfg.update.prompt != "opro":
+            if cfg.prompt != "opro":
                 from optimas_cli.methods.optimas.updaters.dspy_prompt import optimize_prompt_dspy
 
-                res = optimize_prompt_dspy(system, name, vname, records, lrf, new_state, cfg.update,
-                                           lm, rng)
+                res = optimize_prompt_dspy(ctx, vname, rng)
             else:
-                res = optimize_prompt(system, name, vname, records, lrf, new_state, cfg.update, lm,
-                                      cfg.update.proposer_model or default_model, prompt_history,
-                                      rng, workers=cfg.collect.workers)
+                res = optimize_prompt(ctx, vname, rng, cfg.proposer_model or default_model,
+                                      prompt_history)
         elif var.type in ("hyperparameter", "model"):
-            res = optimize_choice(system, name, vname, records, lrf, new_state, cfg.update, rng,
-                                  workers=cfg.collect.workers, reward_dir=reward_dir,
-                                  rejected=rejected)
+            res = optimize_choice(ctx, vname, rng, reward_dir=reward_dir, rejected=rejected)
         else:  # weights: torch, peft and TRL are imported only when one is optimized
             from optimas_cli.methods.optimas.updaters.weights import optimize_weights
 
-            res = optimize_weights(system, name, vname, records, lrf, new_state, cfg.update, lm,
-                                   seed=seed, out_dir=weights_dir, workers=cfg.collect.workers)
+            res = optimize_weights(ctx, vname, out_dir=weights_dir)
         new_state[name][vname] = res["best"]
         results.append(res)
     return {"state": new_state, "variables": results}
