@@ -80,7 +80,7 @@ def _dispatch(command: str, target: str, overrides: list[str] | None, multirun: 
 @app.command()
 def run(config: str = CONFIG, overrides: list[str] = OVERRIDES, multirun: bool = MULTIRUN,
         quiet: bool = QUIET):
-    """Run the Optimas loop: collect rollouts, fit local rewards, update components, evaluate.
+    """Run the configured method (`optimizer=`, default the Optimas loop), then test initial and final.
 
     Examples: `optimas run configs/hotpotqa.yaml optimizer.num_iterations=6`;
     resume a killed run: `optimas run configs/hotpotqa.yaml resume=runs/hotpotqa/<stamp>`
@@ -108,11 +108,11 @@ def _stage_command(stage: str, doc: str):
     app.command(name=stage)(command)
 
 
-_stage_command("collect", "Collect rollouts for every optimizable component (stage 1 of run).\n\n"
-               "Example: `optimas collect runs/hotpotqa/<stamp>`")
-_stage_command("fit", "Fit the local reward functions on the collected rollouts (stage 2 of run).")
-_stage_command("update", "Run the loop's iterations: select, collect, adapt, update, accept or "
-               "revert (stage 3 of run).")
+_stage_command("collect", "Optimas method: collect rollouts for every optimizable component "
+               "(its eager start).\n\nExample: `optimas collect runs/hotpotqa/<stamp>`")
+_stage_command("fit", "Optimas method: fit the local reward functions on the collected rollouts.")
+_stage_command("update", "Run the method's optimization without the test evaluation (Optimas: "
+               "its iterations of select, collect, adapt, update, accept or revert).")
 
 
 @app.command()

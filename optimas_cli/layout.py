@@ -23,6 +23,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 CONFIG = "config.yaml"
 OVERRIDES = "overrides.txt"
 LOG = "run.log"
@@ -53,8 +55,19 @@ def final_test_predictions(which: str) -> str:
     return f"test/{which}_predictions.jsonl"
 
 
+ITER_PREFIX = "iter_"
+
+
 def iter_dir(i: int) -> str:
-    return f"iter_{i:03d}"
+    return f"{ITER_PREFIX}{i:03d}"
+
+
+def iter_dirs(parent: Path) -> list[tuple[int, Path]]:
+    """(iteration, directory) of the iter_NNN directories in `parent` (e.g. the run
+    directory's rollouts/), in iteration order."""
+    found = [(int(d.name.removeprefix(ITER_PREFIX)), d) for d in parent.glob(f"{ITER_PREFIX}*")
+             if d.is_dir() and d.name.removeprefix(ITER_PREFIX).isdigit()]
+    return sorted(found)
 
 
 def rollouts(iteration: int, component: str, round_: int = 0) -> str:

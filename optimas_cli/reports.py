@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from optimas_cli import failures, iterations
+from optimas_cli import failures, iterations, layout
 from optimas_cli.run_dir import RunDir
 
 SHOW_FAILURES = 3  # failures quoted in full; the rest are counted per stage
@@ -32,22 +32,22 @@ def _usage_table(title: str, per_component: dict[str, dict[str, float]]) -> Tabl
 def print_summary(path: str | Path, console: Console) -> None:
     """Status, system, LM, scores and spend of one run directory."""
     rd = RunDir(Path(path))
-    if not (rd.path / "config.yaml").exists():
-        raise FileNotFoundError(f"{rd.path} is not a run directory (no config.yaml)")
-    cfg = yaml.safe_load((rd.path / "config.yaml").read_text())
+    if not (rd.path / layout.CONFIG).exists():
+        raise FileNotFoundError(f"{rd.path} is not a run directory (no {layout.CONFIG})")
+    cfg = yaml.safe_load((rd.path / layout.CONFIG).read_text())
     console.print(f"[bold]{rd.path}[/]  status: [bold]{rd.status()}[/]")
     console.print(f"system: {cfg['system']['name']}   lm: {cfg['lm']['model']}")
-    if (rd.path / "STOPPED").exists():
-        console.print(f"[yellow]stopped:[/] {(rd.path / 'STOPPED').read_text().strip()}")
-    if (rd.path / "summary.json").exists():
-        s = rd.read_json("summary.json")
+    if (rd.path / layout.STOPPED).exists():
+        console.print(f"[yellow]stopped:[/] {(rd.path / layout.STOPPED).read_text().strip()}")
+    if (rd.path / layout.SUMMARY).exists():
+        s = rd.read_json(layout.SUMMARY)
         console.print_json(json.dumps(_without_scores({k: v for k, v in s.items()
                                                        if k != "per_component"}), default=str))
-    history = rd.read_jsonl("history.jsonl") if (rd.path / "history.jsonl").exists() else []
+    history = rd.read_jsonl(layout.HISTORY) if (rd.path / layout.HISTORY).exists() else []
     if any(h.get("kind") == "iteration" for h in history):
         console.print(iterations.rich_table(history))
-    if (rd.path / "metrics.json").exists():
-        m = rd.read_json("metrics.json")
+    if (rd.path / layout.METRICS).exists():
+        m = rd.read_json(layout.METRICS)
         if "mean" in m:
             line = (f"{m['split']}: score {m['mean']:.4f} ± {m['std']:.4f}  n={m['n']}  "
                     f"failed={m['failed']}  repeats={m.get('repeats', 1)}")
@@ -65,10 +65,10 @@ def print_summary(path: str | Path, console: Console) -> None:
 
 def iterations_markdown(path: str | Path) -> str:
     """The iterations table of a run directory as markdown (`optimas show --markdown`)."""
-    history = Path(path) / "history.jsonl"
+    history = Path(path) / layout.HISTORY
     if not history.exists():
         raise FileNotFoundError(f"{history} does not exist: not a run with a history")
-    return iterations.to_markdown(RunDir(Path(path)).read_jsonl("history.jsonl"))
+    return iterations.to_markdown(RunDir(Path(path)).read_jsonl(layout.HISTORY))
 
 
 def _without_scores(data):

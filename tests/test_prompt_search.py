@@ -8,7 +8,12 @@ import pytest
 from test_baselines import SMOL, WORDS, component_script
 
 from optimas_cli.config import load
-from optimas_cli.methods.optimas.updaters.common import beats_incumbent, best_of, observed_return
+from optimas_cli.methods.optimas.updaters.common import (
+    UpdateContext,
+    beats_incumbent,
+    best_of,
+    observed_return,
+)
 from optimas_cli.methods.optimas.updaters.prompt import (
     bootstrap_demos,
     clean_instruction,
@@ -77,8 +82,8 @@ def test_opro_rounds_see_earlier_candidates_scored_on_the_same_inputs():
     rt = build_runtime(load(WORDS, []), lm=_lm())
     state = rt.system.initial_state()
     cfg = UpdateConfig(num_candidates=1, opro_rounds=2, per_component_train_size=4, max_demos=1)
-    res = optimize_prompt(rt.system, "upper", "prompt", RECORDS, CapsReward(), state, cfg, rt.lm,
-                          SMOL, [], random.Random(0))
+    ctx = UpdateContext(rt.system, "upper", RECORDS, CapsReward(), state, cfg, rt.lm)
+    res = optimize_prompt(ctx, "prompt", random.Random(0), SMOL, [])
     proposed = [c for c in res["candidates"] if c["origin"] == "proposed"]
     assert [c["round"] for c in proposed] == [1, 2]
     # round 2's meta-prompt lists round 1's instruction with its local reward on these inputs

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from optimas_cli import failures
+from optimas_cli import failures, layout
 from optimas_cli.data import Example
 from optimas_cli.graph import State, System
 from optimas_cli.lm.base import RunStopped
@@ -144,20 +144,20 @@ def run_evaluate(rt, run_dir, *, split: str | None = None, show_progress: bool =
     split = split or cfg.eval.split
     examples = rt.splits[split]
     log.info("evaluating %d %s examples with %d workers", len(examples), split, cfg.eval.workers)
-    (run_dir.path / "predictions.jsonl").unlink(missing_ok=True)
+    (run_dir.path / layout.PREDICTIONS).unlink(missing_ok=True)
     summary: dict[str, Any] = {}
     try:
         summary = evaluate_state(rt.system, rt.state, examples, rt.metric,
                                  workers=cfg.eval.workers, repeats=cfg.eval.repeats, label=split,
-                                 on_result=lambda r: run_dir.append_jsonl("predictions.jsonl", r),
+                                 on_result=lambda r: run_dir.append_jsonl(layout.PREDICTIONS, r),
                                  show_progress=show_progress)
     except RunStopped as e:
-        summary = {"stopped": str(e), "completed": len(run_dir.read_jsonl("predictions.jsonl"))}
+        summary = {"stopped": str(e), "completed": len(run_dir.read_jsonl(layout.PREDICTIONS))}
         raise
     finally:
         summary["split"] = split
         summary["lm"] = rt.lm.usage_summary() if hasattr(rt.lm, "usage_summary") else {}
-        run_dir.write_json("metrics.json", summary)
+        run_dir.write_json(layout.METRICS, summary)
     log.info("%s score %.4f ± %.4f over %d examples (%d failed)", split, summary["mean"],
              summary["std"], summary["n"], summary["failed"])
     return summary

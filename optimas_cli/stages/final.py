@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optimas_cli import attempts
+from optimas_cli import attempts, layout
 from optimas_cli.config import to_yaml
 from optimas_cli.graph import State
 from optimas_cli.heap import peak_rss_mb
@@ -27,25 +27,25 @@ if TYPE_CHECKING:
 def stage_final(rt: Runtime, run_dir: RunDir, initial: State, final: State) -> dict[str, Any]:
     """Test scores of the initial and final systems (eval.repeats each), summary and plot."""
     run = rt.composed.run
-    run_dir.write_text("final/system.yaml", to_yaml({"state": final}))
+    run_dir.write_text(layout.FINAL_SYSTEM, to_yaml({"state": final}))
     tests = {}
     for which, state in (("initial", initial), ("final", final)):
-        name = f"test/{which}.json"
+        name = layout.final_test(which)
         if (run_dir.path / name).exists() and run_dir.read_json(name).get("state") == state:
             tests[which] = run_dir.read_json(name)  # already evaluated (a resumed run)
             continue
-        (run_dir.path / f"test/{which}_predictions.jsonl").unlink(missing_ok=True)
+        (run_dir.path / layout.final_test_predictions(which)).unlink(missing_ok=True)
         s = evaluate_state(rt.system, state, rt.splits["test"], rt.metric, workers=run.eval.workers,
                            repeats=run.eval.repeats, label=f"test {which}",
                            on_result=lambda r, w=which: run_dir.append_jsonl(
-                               f"test/{w}_predictions.jsonl", r), show_progress=False)
+                               layout.final_test_predictions(w), r), show_progress=False)
         s["state"] = state
         run_dir.write_json(name, s)
         tests[which] = s
-    history = run_dir.read_jsonl("history.jsonl")
-    plot_val(history, run_dir.path / "val_score.png")
+    history = run_dir.read_jsonl(layout.HISTORY)
+    plot_val(history, run_dir.path / layout.VAL_PLOT)
     summary = build_summary(rt, run_dir, tests, history)
-    run_dir.write_json("summary.json", summary)
+    run_dir.write_json(layout.SUMMARY, summary)
     return summary
 
 
@@ -56,7 +56,7 @@ def wall_time(run_dir: RunDir) -> float | None:
     if active is not None:
         return active
     try:
-        first = (run_dir.path / "run.log").read_text().split(" INFO", 1)[0]
+        first = (run_dir.path / layout.LOG).read_text().split(" INFO", 1)[0]
         return round((datetime.now() - datetime.strptime(first[:19], "%Y-%m-%d %H:%M:%S"))
                      .total_seconds(), 1)
     except (OSError, ValueError):
@@ -64,8 +64,8 @@ def wall_time(run_dir: RunDir) -> float | None:
 
 
 def build_summary(rt: Runtime, run_dir: RunDir, tests: dict, history: list[dict]) -> dict[str, Any]:
-    fit0 = run_dir.read_json("lrf/iter_000/metrics.json") if (
-        run_dir.path / "lrf" / "iter_000" / "metrics.json").exists() else {}
+    fit0_path = f"{layout.lrf(0)}/{layout.METRICS}"
+    fit0 = run_dir.read_json(fit0_path) if (run_dir.path / fit0_path).exists() else {}
     lm_usage = rt.lm.usage_summary() if hasattr(rt.lm, "usage_summary") else {}
     iters = [h for h in history if h.get("kind") == "iteration"]
     keys = ("mean", "std", "n", "failed", "repeats", "repeat_means", "metrics", "scores")

@@ -8,6 +8,7 @@ from typing import Any
 
 from optimas_cli import heap
 from optimas_cli.graph import System
+from optimas_cli.layout import METRICS
 from optimas_cli.rewards import LocalRewardModel, PreferencePair, fit_reward_model
 from optimas_cli.schema import RewardConfig
 
@@ -60,7 +61,7 @@ def fit_local_rewards(lrf: LocalRewardModel, pairs: list[PreferencePair], cfg: R
 
 def save_reward_model(lrf: LocalRewardModel, directory: Path, result: dict[str, Any], run_dir) -> None:
     lrf.save(directory)
-    run_dir.write_json(str(directory.relative_to(run_dir.path) / "metrics.json"), result)
+    run_dir.write_json(str(directory.relative_to(run_dir.path) / METRICS), result)
 
 
 def _fmt(x: Any) -> str:

@@ -55,6 +55,7 @@ from optimas_cli.methods.optimas.fit import fit_local_rewards, new_reward_model,
 from optimas_cli.methods.optimas.pairs import pairs_of, pick_component, preference_gaps
 from optimas_cli.methods.optimas.probe import barren_components, next_probe, probed_state
 from optimas_cli.methods.optimas.update import prompt_history, ranks_own_outputs, update_component
+from optimas_cli.methods.optimas.updaters.common import UpdateContext
 from optimas_cli.rewards import LocalRewardModel
 from optimas_cli.run_dir import RunDir
 

@@ -12,6 +12,7 @@ import math
 import random
 from typing import TYPE_CHECKING
 
+from optimas_cli import layout
 from optimas_cli.methods.optimas.collect import pairs_from_record
 from optimas_cli.rewards import PreferencePair
 from optimas_cli.run_dir import RunDir
@@ -30,15 +31,15 @@ def load_records(run_dir: RunDir, component: str,
     and every choice made with it, must not depend on thread timing.
     """
     out = []
-    for d in sorted((run_dir.path / "rollouts").glob("iter_*")):
-        if before is not None and int(d.name[5:]) >= before:
+    for it, d in layout.iter_dirs(run_dir.path / layout.ROLLOUTS):
+        if before is not None and it >= before:
             continue
         for f in sorted(d.glob(f"{component}*.jsonl")):
             if f.stem != component and not f.stem.startswith(f"{component}.round"):
                 continue
-            records = run_dir.read_jsonl(f"rollouts/{d.name}/{f.name}")
+            records = run_dir.read_jsonl(f"{layout.ROLLOUTS}/{d.name}/{f.name}")
             for r in sorted(records, key=lambda r: str(r.get("example_id"))):
-                out.append((int(d.name[5:]), r))
+                out.append((it, r))
     return out
 
 
