@@ -147,12 +147,10 @@ def cross_validate(pairs: list, comps: dict[str, str], reward: RewardConfig, set
         model.split = InputSplit(heldout=set(fold), train=train_keys)
         heads = setting == "heads"
         t0 = time.perf_counter()
-        fit_reward_model(
-            model, pairs, epochs=reward.adapt_epochs if heads else reward.epochs,
-            max_epochs=None, lr=reward.lr, head_lr=reward.adapt_head_lr if heads else reward.head_lr,
-            batch_size=reward.batch_size, weight_by_gap=reward.weight_by_gap,
-            gap_floor=reward.gap_floor, train_backbone=not heads, seed=seed,
-            gradient_checkpointing=reward.gradient_checkpointing)
+        # a backbone fit stops at reward.epochs (max_epochs = epochs: no epochs added until
+        # the heads beat chance); every input has its side already, so reward.holdout is unused
+        fit_reward_model(model, pairs, reward.model_copy(update={"max_epochs": reward.epochs}),
+                         train_backbone=not heads, seed=seed)
         seconds += time.perf_counter() - t0
         held = [i for i, p in enumerate(pairs) if input_key(p) in fold]
         scores = model.score_items([(pairs[i].component, pairs[i].inputs, out) for i in held

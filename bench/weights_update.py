@@ -78,8 +78,9 @@ def one_update(args: argparse.Namespace) -> dict[str, Any]:
     """Child process: one update, its cost and effect."""
     import torch
 
+    from optimas_cli.methods.optimas.updaters.common import UpdateContext
     from optimas_cli.methods.optimas.updaters.weights import train_adapter
-    from optimas_cli.schema import WeightsUpdateConfig
+    from optimas_cli.schema import UpdateConfig, WeightsUpdateConfig
 
     torch.set_num_threads(args.threads)
     system, lm, examples = build(args.context_words)
@@ -88,8 +89,9 @@ def one_update(args: argparse.Namespace) -> dict[str, Any]:
     before = blue_rate(system, lm, examples, None)
     cfg = WeightsUpdateConfig(method=args.method, steps=args.steps, lr=args.lr, samples=4,
                               batch_size=2, threads=args.threads, kl_samples=2)
-    info = train_adapter(system, "painter", "adapter", examples, BlueReward(), {"adapter": None},
-                         cfg, lm, Path(args.adapter_out), seed=0, workers=1)
+    ctx = UpdateContext(system, "painter", [], BlueReward(), {"painter": {"adapter": None}},
+                        UpdateConfig(weights=cfg), lm, seed=0, workers=1)
+    info = train_adapter(ctx, "adapter", examples, Path(args.adapter_out))
     after = blue_rate(system, lm, examples, args.adapter_out)
     return {"method": args.method, "steps": args.steps, "prompt_tokens": prompt_tokens,
             "reward_before": before, "reward_after": after,

@@ -44,7 +44,7 @@ def _target(target: str, overrides: list[str]) -> tuple[str, list[str], bool]:
     p = Path(target)
     if p.is_dir():
         if not (p / CONFIG).exists():
-            _fail(ConfigError(f"{p} is a directory but not a run directory (no config.yaml)"))
+            _fail(ConfigError(f"{p} is a directory but not a run directory (no {CONFIG})"))
         return str(p / CONFIG), [*overrides, f"resume={p.resolve()}"], True
     return target, overrides, False
 

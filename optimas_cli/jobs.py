@@ -65,7 +65,7 @@ def open_run_dir(composed: Composed) -> RunDir:
     if composed.run.resume:
         rd = RunDir(Path(composed.run.resume).resolve())
         if not (rd.path / layout.CONFIG).exists():
-            raise ConfigError(f"resume: {rd.path} is not a run directory (no config.yaml)")
+            raise ConfigError(f"resume: {rd.path} is not a run directory (no {layout.CONFIG})")
         return rd
     return RunDir.create(composed)
 

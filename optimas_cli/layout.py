@@ -18,6 +18,8 @@
     rollouts/iter_NNN/<component>[.roundK].jsonl   the Optimas method's rollouts
     lrf/iter_NNN[-<component>]/  its local reward models (metrics.json inside)
     weights/<component>/iter_NNN/  its trained LoRA adapters
+    <origin>_found.json  a DSPy baseline's compiled programs, before they are evaluated
+    textgrad/            the TextGrad baseline: its logger, each step, the counts
     DONE | FAILED | STOPPED  how the last process ended
 """
 
@@ -41,6 +43,9 @@ VAL_PLOT = "val_score.png"
 ROLLOUTS = "rollouts"
 LRF = "lrf"
 WEIGHTS = "weights"
+TEXTGRAD_LOG = "textgrad/textgrad.jsonl"
+TEXTGRAD_STEPS = "textgrad/steps.jsonl"
+TEXTGRAD_STATS = "textgrad/stats.json"
 DONE, FAILED, STOPPED = "DONE", "FAILED", "STOPPED"
 MARKERS = (DONE, FAILED, STOPPED)
 
@@ -53,6 +58,11 @@ def final_test(which: str) -> str:
 def final_test_predictions(which: str) -> str:
     """Its per-example lines."""
     return f"test/{which}_predictions.jsonl"
+
+
+def dspy_found(origin: str) -> str:
+    """The programs a DSPy baseline's compile found (methods/dspy/common.py save_found)."""
+    return f"{origin}_found.json"
 
 
 ITER_PREFIX = "iter_"

@@ -192,8 +192,11 @@ def method_knobs() -> list[Knob]:
     return out
 
 
-def all_knobs() -> list[Knob]:
-    return schema_knobs() + method_knobs()
+def all_knobs(group: str | None = None) -> list[Knob]:
+    """The schema's knobs, and the methods' options where GROUP may hold them (importing the
+    methods takes seconds)."""
+    wanted = not group or _matches("optimizer.options.<key>", group.strip("."))
+    return schema_knobs() + (method_knobs() if wanted else [])
 
 
 def _matches(key: str, group: str) -> bool:
@@ -201,7 +204,8 @@ def _matches(key: str, group: str) -> bool:
     ks, gs = key.split("."), group.split(".")
     if len(gs) > len(ks):
         return False
-    return all(k == g or (k.startswith("<") and k.endswith(">")) for k, g in zip(ks, gs))
+    return all(k == g or (k.startswith("<") and k.endswith(">"))
+               for k, g in zip(ks, gs, strict=False))
 
 
 def select(knobs: list[Knob], group: str | None) -> list[Knob]:
@@ -214,24 +218,28 @@ def select(knobs: list[Knob], group: str | None) -> list[Knob]:
     return [k for k in knobs if _matches(k.key, group)]
 
 
-def _instances(data: Any, parts: list[str], label: list[str]) -> list[tuple[str, Any]]:
-    """The values at a dotted path in composed data; <placeholder> parts expand to every key."""
+def _instances(data: Any, parts: list[str], label: list[str],
+               pins: list[str]) -> list[tuple[str, Any]]:
+    """The values at a dotted path in composed data; <placeholder> parts expand to every key,
+    or to the one `pins` names at that place (GROUP's segment, e.g. `retriever`)."""
     if not parts:
         return [(".".join(label), data)]
-    head, rest = parts[0], parts[1:]
+    head, rest, pin, pins = parts[0], parts[1:], (pins[0] if pins else "") or None, pins[1:]
     if not isinstance(data, dict):
         return []
     if head.startswith("<"):
-        return [x for name, sub in data.items() for x in _instances(sub, rest, [*label, name])]
-    return _instances(data[head], rest, label) if head in data else []
+        return [x for name, sub in data.items() if pin in (None, name)
+                for x in _instances(sub, rest, [*label, name], pins)]
+    return _instances(data[head], rest, label, pins) if head in data else []
 
 
 def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
-def attach_composed(knobs: list[Knob], config: str) -> None:
-    """Each knob's values in the composed CONFIG that differ from its default."""
+def attach_composed(knobs: list[Knob], config: str, group: str | None = None) -> None:
+    """Each knob's values in the composed CONFIG that differ from its default (of the
+    components and variables GROUP names, where it names some)."""
     from optimas_cli.config import load
 
     run = load(config, []).run
@@ -243,16 +251,18 @@ def attach_composed(knobs: list[Knob], config: str) -> None:
                 continue
             found = [("", run.optimizer.options[parts[-1]])]
         else:
-            found = _instances(data, parts, [])
+            found = _instances(data, parts, [], (group or "").strip(".").split("."))
         default = None if k.default is _UNSET else json.loads(json.dumps(k.default, default=str))
         k.composed = [(where, v) for where, v in found if k.default is _UNSET or not _same(v, default)]
 
 
-def composed_text(k: Knob, limit: int | None = None) -> str:
+def composed_text(k: Knob, limit: int | None = None, sep: str = "; ") -> str:
+    """The composed values (`instance=value` where the key has placeholders), each cut to
+    `limit` characters when one is given."""
     def cut(s: str) -> str:
         return s if limit is None or len(s) <= limit else s[:limit - 1] + "…"
 
-    return "; ".join(cut(f"{where}={fmt(v)}" if where else fmt(v)) for where, v in k.composed)
+    return sep.join(cut(f"{where}={fmt(v)}" if where else fmt(v)) for where, v in k.composed)
 
 
 def _tsv(knobs: list[Knob], with_composed: bool) -> str:
@@ -266,16 +276,17 @@ def _tsv(knobs: list[Knob], with_composed: bool) -> str:
 
 
 def _tables(knobs: list[Knob], with_composed: bool):
+    from rich.markup import escape
     from rich.table import Table
 
     def table(title: str | None) -> Table:
         t = Table(title=title, title_justify="left", show_lines=False)
         t.add_column("key", no_wrap=True, style="cyan")
-        t.add_column("type")
-        t.add_column("default")
+        t.add_column("type", overflow="fold")
+        t.add_column("default", overflow="fold")
         if with_composed:
-            t.add_column("composed", style="yellow")
-        t.add_column("help", ratio=1)
+            t.add_column("composed", style="yellow", overflow="fold", min_width=24)
+        t.add_column("help", ratio=1, min_width=30)
         return t
 
     groups: dict[str, list[Knob]] = {}
@@ -285,8 +296,8 @@ def _tables(knobs: list[Knob], with_composed: bool):
         t = table(f"optimizer.options of '{method}' (optimizer={method})" if method else None)
         for k in rows:
             cells = [k.key, k.type, k.default_text]
-            cells += [composed_text(k, CELL_CHARS)] if with_composed else []
-            t.add_row(*cells, k.help)
+            cells += [composed_text(k, CELL_CHARS, "\n")] if with_composed else []
+            t.add_row(*(escape(c) for c in [*cells, k.help]))  # `list[str]` is no markup
         yield t
 
 
@@ -313,7 +324,7 @@ def register(app: typer.Typer) -> None:
         from optimas_cli.errors import ConfigError
 
         err = Console(stderr=True)
-        knobs = select(all_knobs(), group)
+        knobs = select(all_knobs(group), group)
         if not knobs:
             tops = sorted({k.key.split(".")[0] for k in schema_knobs()})
             err.print(f"[red]error:[/] no key under '{escape(group or '')}' (top-level keys: "
@@ -324,7 +335,7 @@ def register(app: typer.Typer) -> None:
                 err.print(f"[red]error:[/] {escape(config)}: no such config file", soft_wrap=True)
                 raise typer.Exit(2)
             try:
-                attach_composed(knobs, config)
+                attach_composed(knobs, config, group)
             except ConfigError as e:
                 err.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
                 raise typer.Exit(2) from None

@@ -8,9 +8,9 @@ import fns
 import pytest
 
 from optimas_cli.config import load
+from optimas_cli.methods.optimas.collect import CollectContext, collect_rollouts, pairs_from_record
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import build_runtime
-from optimas_cli.methods.optimas.collect import collect_rollouts, pairs_from_record
 
 LINEAR = Path(__file__).parent / "linear.yaml"
 
@@ -43,7 +43,8 @@ def test_candidates_are_variable_values_scored_by_the_global_metric(rt, tmp_path
     rd = RunDir(tmp_path)
     ex = rt.splits["train"][:3]
     cfg = rt.composed.run.optimizer.collect
-    records = collect_rollouts(rt.system, "scale", ex, rt.state, rt.metric, cfg, rd, "r/scale.jsonl")
+    ctx = CollectContext(rt.system, "scale", rt.state, rt.metric, cfg)
+    records = collect_rollouts(ctx, ex, rd, "r/scale.jsonl")
     for r, e in zip(records, ex, strict=True):
         x = e.inputs["x"]
         by_source = {c["source"]: c for c in r["candidates"]}
@@ -59,8 +60,8 @@ def test_candidates_are_variable_values_scored_by_the_global_metric(rt, tmp_path
 def test_gold_is_a_top_candidate_of_the_final_component(rt, tmp_path):
     cfg = rt.composed.run.optimizer.collect
     ex = rt.splits["train"][:2]
-    records = collect_rollouts(rt.system, "finish", ex, rt.state, rt.metric, cfg, RunDir(tmp_path),
-                               "r/finish.jsonl")
+    ctx = CollectContext(rt.system, "finish", rt.state, rt.metric, cfg)
+    records = collect_rollouts(ctx, ex, RunDir(tmp_path), "r/finish.jsonl")
     for r, e in zip(records, ex, strict=True):
         gold = [c for c in r["candidates"] if c["source"] == "gold"]
         assert gold and gold[0]["outputs"] == {"out": e.target["out"]} and gold[0]["score"] == 1.0
@@ -84,11 +85,12 @@ def test_collection_resumes_without_redoing_finished_inputs(rt, tmp_path, monkey
 
     fns.CALLS["scale"] = 0
     monkeypatch.setattr(rt.system.components["scale"], "fn", killed_after(6))  # 3 values x 2 inputs
+    ctx = CollectContext(rt.system, "scale", rt.state, rt.metric, cfg)
     with pytest.raises(KeyboardInterrupt):
-        collect_rollouts(rt.system, "scale", ex, rt.state, rt.metric, cfg, rd, "r/scale.jsonl")
+        collect_rollouts(ctx, ex, rd, "r/scale.jsonl")
     assert len(rd.read_jsonl("r/scale.jsonl")) == 2
     fns.CALLS["scale"] = 0
     monkeypatch.setattr(rt.system.components["scale"], "fn", real)
-    records = collect_rollouts(rt.system, "scale", ex, rt.state, rt.metric, cfg, rd, "r/scale.jsonl")
+    records = collect_rollouts(ctx, ex, rd, "r/scale.jsonl")
     assert [r["example_id"] for r in records] == [e.id for e in ex]
     assert fns.CALLS["scale"] == 3 * 3  # only the three unfinished inputs were run

@@ -382,13 +382,14 @@ def shout_records(words):
 def test_optimize_prompt_dspy_finds_the_instruction_the_local_reward_prefers(shout_rt, method):
     import random
 
+    from optimas_cli.methods.optimas.updaters.common import UpdateContext
     from optimas_cli.methods.optimas.updaters.dspy_prompt import optimize_prompt_dspy
 
     rt, lm = shout_rt()
     cfg = UpdateConfig(prompt=method, num_candidates=2, per_component_train_size=4, max_demos=1)
     lrf = StubLRF()
-    res = optimize_prompt_dspy(rt.system, "shout", "prompt", shout_records(WORDS[:6]), lrf, rt.state,
-                               cfg, rt.lm, random.Random(0))
+    ctx = UpdateContext(rt.system, "shout", shout_records(WORDS[:6]), lrf, rt.state, cfg, rt.lm)
+    res = optimize_prompt_dspy(ctx, "prompt", random.Random(0))
     assert res["variable"] == "prompt" and res["type"] == "prompt"
     current = next(c for c in res["candidates"] if c["origin"] == "current")
     assert current["value"] == rt.state["shout"]["prompt"] and current["lrf"] == 0.0
@@ -403,12 +404,14 @@ def test_optimize_prompt_dspy_finds_the_instruction_the_local_reward_prefers(sho
 
 def test_the_optimas_update_step_runs_dspy_when_configured(shout_rt):
     from optimas_cli.methods.optimas.update import update_component
+    from optimas_cli.methods.optimas.updaters.common import UpdateContext
     from optimas_cli.schema import OptimizerConfig
 
     rt, _ = shout_rt()
     cfg = OptimizerConfig(update=UpdateConfig(prompt="copro", num_candidates=2, per_component_train_size=3))
-    out = update_component(rt.system, "shout", shout_records(WORDS[:3]), StubLRF(), rt.state, cfg,
-                           rt.lm, rt.composed.run.lm.model, [], seed=0)
+    ctx = UpdateContext(rt.system, "shout", shout_records(WORDS[:3]), StubLRF(), rt.state,
+                        cfg.update, rt.lm, seed=0, workers=cfg.collect.workers)
+    out = update_component(ctx, default_model=rt.composed.run.lm.model, prompt_history=[])
     assert out["state"]["shout"]["prompt"]["instruction"] == UPPER
     (var,) = out["variables"]
     assert var["dspy"]["optimizer"] == "copro" and {c["origin"] for c in var["candidates"]} == {
@@ -418,14 +421,16 @@ def test_the_optimas_update_step_runs_dspy_when_configured(shout_rt):
 def test_optimize_prompt_dspy_failure_of_dspys_format_is_explicit(shout_rt):
     import random
 
+    from optimas_cli.methods.optimas.updaters.common import UpdateContext
     from optimas_cli.methods.optimas.updaters.dspy_prompt import optimize_prompt_dspy
 
     # what a tiny model does with DSPy's chat format (verbatim from SmolLM2-135M, see slow test)
     rt, _ = shout_rt(proposal="You have the perfect recipe for a JSON object in Python.")
     cfg = UpdateConfig(prompt="mipro", num_candidates=2, per_component_train_size=4, max_demos=0)
     with pytest.raises(DSPyOptimizerError, match="did not produce output DSPy's adapter could parse"):
-        optimize_prompt_dspy(rt.system, "shout", "prompt", shout_records(WORDS[:4]), StubLRF(),
-                             rt.state, cfg, rt.lm, random.Random(0), adapter_for_proposer="dspy")
+        ctx = UpdateContext(rt.system, "shout", shout_records(WORDS[:4]), StubLRF(), rt.state,
+                            cfg, rt.lm)
+        optimize_prompt_dspy(ctx, "prompt", random.Random(0), adapter_for_proposer="dspy")
 
 
 # ---------------------------------------------------------------- baselines

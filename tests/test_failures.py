@@ -15,9 +15,9 @@ from optimas_cli import failures
 from optimas_cli.cli import app
 from optimas_cli.config import load
 from optimas_cli.jobs import execute
+from optimas_cli.methods.optimas.collect import CollectContext, collect_rollouts
 from optimas_cli.run_dir import RunDir
 from optimas_cli.runtime import build_runtime
-from optimas_cli.methods.optimas.collect import collect_rollouts
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -155,8 +155,10 @@ def test_failed_rollouts_candidates_and_downstream_runs_are_recorded(numbers, tm
     rd = RunDir(tmp_path)
     examples = [e for e in rt.dataset.examples if e.id in ("x1", "x5", "x7")]
     cfg = rt.composed.run.optimizer.collect.model_copy(update={"workers": 2})
-    collect_rollouts(rt.system, "scale", examples, rt.state, rt.metric, cfg, rd, "r/scale.jsonl")
-    collect_rollouts(rt.system, "finish", examples, rt.state, rt.metric, cfg, rd, "r/finish.jsonl")
+    scale = CollectContext(rt.system, "scale", rt.state, rt.metric, cfg)
+    collect_rollouts(scale, examples, rd, "r/scale.jsonl")
+    collect_rollouts(CollectContext(rt.system, "finish", rt.state, rt.metric, cfg), examples, rd,
+                     "r/finish.jsonl")
     got = sorted((r["label"], r["example_id"], r["component"], r.get("candidate"), r["error"])
                  for r in read(tmp_path / failures.FILE))
     assert got == [
@@ -173,7 +175,7 @@ def test_failed_rollouts_candidates_and_downstream_runs_are_recorded(numbers, tm
     x7 = next(r for r in read(tmp_path / "r/scale.jsonl") if r["example_id"] == "x7")
     assert x7["failures"] == [{"component": "finish", "error": "finish: ValueError: finish cannot "
                                "take 21", "rollout": 0, "candidate": "factor=3"}]
-    collect_rollouts(rt.system, "scale", examples, rt.state, rt.metric, cfg, rd, "r/scale.jsonl")
+    collect_rollouts(scale, examples, rd, "r/scale.jsonl")
     assert len(read(tmp_path / failures.FILE)) == len(got)
 
 
@@ -198,10 +200,10 @@ def test_replay_misses_are_recorded_and_named_by_reproduce(tmp_path):
 
 
 def test_nothing_is_recorded_outside_a_run_directory(numbers, tmp_path, monkeypatch):
-    from optimas_cli.stages.evaluate import evaluate_examples
+    from optimas_cli.stages.evaluate import EvalOptions, evaluate_examples
 
     monkeypatch.chdir(tmp_path)
     rt = build_runtime(load(numbers))
     results = evaluate_examples(rt.system, rt.state, rt.dataset.examples[:10], rt.metric,
-                                show_progress=False)
+                                EvalOptions(show_progress=False))
     assert bad_ids(results) == {"x5", "x10"} and not list(tmp_path.rglob(failures.FILE))

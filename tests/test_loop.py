@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from optimas_cli.cli import app
 from optimas_cli.config import load
 from optimas_cli.jobs import execute
-from optimas_cli.rewards import LocalRewardModel
-from optimas_cli.run_dir import RunDir
 from optimas_cli.methods.optimas import loop
 from optimas_cli.methods.optimas.pairs import pick_component
+from optimas_cli.rewards import LocalRewardModel
+from optimas_cli.run_dir import RunDir
 
 LINEAR = Path(__file__).parent / "linear.yaml"
 
@@ -63,7 +63,7 @@ def test_loop_finds_the_better_value_and_writes_every_artifact(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("proposed,accepted", [(2, True), (3, False)])
 def test_change_is_accepted_only_if_validation_improves(tmp_path, monkeypatch, proposed, accepted):
-    def fake_update(system, name, records, lrf, state, *a, **k):
+    def fake_update(ctx, **k):
         return {"state": {"scale": {"factor": proposed}}, "variables": []}
 
     monkeypatch.setattr(loop, "update_component", fake_update)
@@ -78,7 +78,7 @@ def test_change_is_accepted_only_if_validation_improves(tmp_path, monkeypatch, p
 def test_a_rejected_proposal_made_again_is_not_validated_again(tmp_path, monkeypatch):
     """Iteration 2 proposes the state iteration 1 validated and rejected: it is decided on
     the scores already measured, and no validation run is paid twice."""
-    def fake_update(system, name, records, lrf, state, *a, **k):
+    def fake_update(ctx, **k):
         return {"state": {"scale": {"factor": 3}}, "variables": []}
 
     evaluations = []

@@ -12,7 +12,7 @@ from test_baselines import GEMMA, SMOL, WORDS, component_script
 
 from optimas_cli.config import load
 from optimas_cli.graph import is_per_input
-from optimas_cli.history import contributions
+from optimas_cli.history import accepted_val, contributions
 from optimas_cli.methods.base import initial_record
 from optimas_cli.methods.optimas import loop as loop_mod
 from optimas_cli.methods.optimas.collect import (
@@ -45,6 +45,16 @@ def make_loop(tmp_path, *overrides, lm=None):
     lp = OptimasLoop(rt, run_dir)
     lp._append(initial_record(rt, rt.state))
     return lp
+
+
+def record(lp, it, **fields):
+    """A history record of iteration `it` that validated nothing, with `fields` set (the
+    loop validates what it appends: a record has every field of HistoryRecord's kind)."""
+    val = accepted_val(lp.history[-1])
+    steps = fields.get("steps") or [{"component": "exclaim"}]
+    return {"iteration": it, "kind": "iteration",
+            "component": "+".join(s["component"] for s in steps), "val_before": val,
+            "val_after": val, "changed": False, "accepted": False, "state": lp.current, **fields}
 
 
 def test_select_takes_uncollected_components_final_first_then_by_gaps(tmp_path):
@@ -87,15 +97,14 @@ def test_select_leaves_out_a_component_without_pairs_until_a_change_is_accepted(
         return sorted(n for n, _ in lp.select(it))
 
     assert picked(1) == ["exclaim", "upper"]  # no iteration has collected upper yet
-    lp._append({"kind": "iteration", "iteration": 1, "accepted": False,
-                "steps": [{"component": "exclaim"}, {"component": "upper", "skipped": "0 pairs"}]})
+    lp._append(record(lp, 1, accepted=False,
+                      steps=[{"component": "exclaim"}, {"component": "upper", "skipped": "0 pairs"}]))
     assert picked(2) == ["exclaim"]  # the system upper gave no pair on: only exclaim
-    lp._append({"kind": "iteration", "iteration": 2, "accepted": True,
-                "steps": [{"component": "exclaim"}]})
+    lp._append(record(lp, 2, accepted=True, steps=[{"component": "exclaim"}]))
     assert picked(3) == ["exclaim", "upper"]  # a change was accepted since: upper again
     gaps["exclaim"] = 0.0  # neither has pairs, nothing accepted since: the loop ends
-    lp._append({"kind": "iteration", "iteration": 3, "accepted": False,
-                "steps": [{"component": "exclaim"}, {"component": "upper"}]})
+    lp._append(record(lp, 3, accepted=False,
+                      steps=[{"component": "exclaim"}, {"component": "upper"}]))
     assert lp.select(4) == []
 
 
@@ -297,8 +306,8 @@ def test_the_whole_loop_never_spends_past_its_budget(tmp_path, monkeypatch):
     for budget in (5, 9, 17, 30):
         lp = make_loop(tmp_path / str(budget), f"optimizer.budget_system_runs={budget}",
                        "optimizer.num_iterations=5", "optimizer.min_pairs=1")
-        monkeypatch.setattr(loop_mod, "update_component", lambda *a, **k: {
-            "state": a[4], "variables": []})
+        monkeypatch.setattr(loop_mod, "update_component", lambda ctx, **k: {
+            "state": ctx.state, "variables": []})
         lp.run(lp.current)
         assert lp.budget.system_runs <= budget or len(lp.history) == 1
         assert all(h["system_runs"] <= max(budget, lp.history[0]["system_runs"])
@@ -333,8 +342,8 @@ def test_a_resumed_loop_goes_on_with_the_reward_model_saved_last(tmp_path, monke
     lp = make_loop(tmp_path)
     state = lp.current
     for it, lrf_dir in ((1, "lrf/iter_001"), (2, "lrf/iter_002"), (3, None)):
-        lp._append({"iteration": it, "kind": "iteration", "component": "exclaim", "state": state,
-                    **({"adapted": True, "lrf_dir": lrf_dir} if lrf_dir else {"skipped": "x"})})
+        lp._append(record(lp, it, component="exclaim", state=state,
+                          **({"adapted": True, "lrf_dir": lrf_dir} if lrf_dir else {"skipped": "x"})))
     resumed = OptimasLoop(lp.rt, lp.run_dir, lrf="the eager start's model")
     assert loaded == [] and built == []  # nothing loaded before it is needed
     assert resumed.lrf == "model of iter_002" and resumed.lrf == "model of iter_002"

@@ -4,7 +4,7 @@ optimas_cli/methods/optimas/probe.py): what the loop does when the rollouts tell
 from __future__ import annotations
 
 from test_baselines import GEMMA, SMOL
-from test_loop_steps import make_loop
+from test_loop_steps import make_loop, record
 
 from optimas_cli.methods.optimas import loop as loop_mod
 from optimas_cli.methods.optimas.probe import PROBE, barren_components, probe_values
@@ -13,10 +13,9 @@ from optimas_cli.methods.optimas.probe import PROBE, barren_components, probe_va
 def _barren(monkeypatch, lp, gaps):
     monkeypatch.setattr(loop_mod, "preference_gaps", lambda *a, **k: dict(gaps))
     # both collected in iteration 1 without a pair and nothing accepted: both barren
-    lp._append({"kind": "iteration", "iteration": 1, "accepted": False, "changed": False,
-                "val_before": lp.history[0]["val"]["mean"], "state": lp.current,
-                "steps": [{"component": "exclaim", "skipped": "0 pairs"},
-                          {"component": "upper", "skipped": "0 pairs", "tied": {"model": [GEMMA, SMOL]}}]})
+    lp._append(record(lp, 1, steps=[
+        {"component": "exclaim", "skipped": "0 pairs"},
+        {"component": "upper", "skipped": "0 pairs", "tied": {"model": [GEMMA, SMOL]}}]))
 
 
 def test_without_probes_a_run_of_barren_components_ends(tmp_path, monkeypatch):
@@ -73,7 +72,6 @@ def test_probe_values_put_the_latest_tie_first(tmp_path):
                    f"system.components.upper.variables.model.choices=[{SMOL},{GEMMA},{qwen}]")
     assert probe_values(lp.rt.system, "upper", lp.current, lp.history, lp.opt, 0) == [
         ("model", GEMMA), ("model", qwen)]  # declaration order
-    lp._append({"kind": "iteration", "iteration": 1, "accepted": False, "state": lp.current,
-                "steps": [{"component": "upper", "tied": {"model": [qwen, SMOL]}}]})
+    lp._append(record(lp, 1, steps=[{"component": "upper", "tied": {"model": [qwen, SMOL]}}]))
     assert probe_values(lp.rt.system, "upper", lp.current, lp.history, lp.opt, 0) == [
         ("model", qwen), ("model", GEMMA)]  # what tied with the current value first

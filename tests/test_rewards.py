@@ -31,6 +31,16 @@ from optimas_cli.rewards import (  # noqa: E402
     split_by_input,
 )
 from optimas_cli.rewards.io import ADAPTER_DIR, BACKBONE_DIR, CONFIG_FILE  # noqa: E402
+from optimas_cli.schema import RewardConfig  # noqa: E402
+
+
+def fit_cfg(**kw) -> RewardConfig:
+    """A reward config for `fit_reward_model` in these tests, `kw` over: no gap weights, no
+    activation checkpointing, no epochs past `epochs` (max_epochs 1) and heads adapted at
+    1e-3 (the settings these tests were written with)."""
+    return RewardConfig(**{"weight_by_gap": False, "gradient_checkpointing": False,
+                           "max_epochs": 1, "adapt_head_lr": 1e-3, **kw})
+
 
 # ------------------------------------------------------------------ synthetic data
 
@@ -308,7 +318,8 @@ def test_save_load_round_trip(tiny_backbone, tmp_path, mode):
     src = shutil.copytree(tiny_backbone, tmp_path / "bb")  # private copy, deleted below
     m = LocalRewardModel(COMPS, backbone=str(src), max_length=40, **kw)
     pairs = keyword_pairs(8) + keyword_pairs(6, "critic", seed=1)
-    fit_reward_model(m, pairs, epochs=1, lr=5e-3, batch_size=8, train_backbone=mode != "reference")
+    fit_reward_model(m, pairs, fit_cfg(epochs=1, adapt_epochs=1, lr=5e-3, batch_size=8),
+                     train_backbone=mode != "reference")
     d = m.save(tmp_path / "lrf")
     assert (d / CONFIG_FILE).exists()
     assert (d / BACKBONE_DIR).exists() == (mode == "full")
@@ -349,7 +360,7 @@ def test_decoder_backbone_uses_last_token_pooling(tmp_path, tiny_backbone):
         m.clear_cache()
         singles.append(m.score("writer", [i], [o])[0])
     assert batch == pytest.approx(singles, abs=1e-5)
-    res = fit_reward_model(m, keyword_pairs(6), epochs=1, lr=1e-3, holdout=0.0)
+    res = fit_reward_model(m, keyword_pairs(6), fit_cfg(epochs=1, lr=1e-3, holdout=0.0))
     assert res["train_backbone"] and res["steps"] > 0
 
 

@@ -11,12 +11,12 @@ import time
 
 import pytest
 import torch
-from test_rewards import COMPS, keyword_pairs, make_tiny_backbone
+from test_rewards import COMPS, fit_cfg, keyword_pairs, make_tiny_backbone
 
+from optimas_cli.methods.optimas.fit import fit_local_rewards
 from optimas_cli.rewards import LocalRewardModel, fit_reward_model, input_key, split_by_input
 from optimas_cli.rewards import train as train_mod
 from optimas_cli.schema import RewardConfig
-from optimas_cli.methods.optimas.fit import fit_local_rewards
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def test_head_only_adaptation_touches_only_that_head(tiny_backbone):
         _params(m.head("critic")),
     )
     pairs = keyword_pairs(10) + keyword_pairs(10, "critic", seed=2)
-    res = fit_reward_model(m, pairs, components=["writer"], train_backbone=False, epochs=2)
+    res = fit_reward_model(m, pairs, fit_cfg(adapt_epochs=2), components=["writer"],
+                           train_backbone=False)
     assert res["components"] == ["writer"] and res["train_backbone"] is False
     assert set(res["heldout"]) == {"writer"} and res["steps"] > 0
     for k, v in _params(m.backbone).items():
@@ -51,7 +52,7 @@ def test_head_only_adaptation_touches_only_that_head(tiny_backbone):
         assert torch.equal(v, before_c[k]), k
     assert any(not torch.equal(v, before_w[k]) for k, v in _params(m.head("writer")).items())
     with pytest.raises(KeyError):
-        fit_reward_model(m, pairs, components=["nope"])
+        fit_reward_model(m, pairs, fit_cfg(), components=["nope"])
 
 
 def test_fit_is_seeded_and_backbone_training_moves_backbone(tiny_backbone):
@@ -60,8 +61,8 @@ def test_fit_is_seeded_and_backbone_training_moves_backbone(tiny_backbone):
     for _ in range(2):
         m = LocalRewardModel(COMPS, backbone=tiny_backbone)
         bb = _params(m.backbone)
-        res = fit_reward_model(m, pairs, epochs=1, lr=1e-3, batch_size=8, weight_by_gap=True,
-                               seed=5)
+        res = fit_reward_model(m, pairs, fit_cfg(epochs=1, lr=1e-3, batch_size=8,
+                                                 weight_by_gap=True), seed=5)
         assert any(not torch.equal(v, bb[k]) for k, v in _params(m.backbone).items())
         runs.append(
             (
@@ -87,8 +88,8 @@ def test_checkpointed_backbone_fit_trains_the_same_model(tiny_backbone):
     for checkpointing in (False, True):
         m = LocalRewardModel(COMPS, backbone=tiny_backbone)
         m.backbone.config.hidden_dropout_prob = 0.1  # dropout on: the masks must be replayed
-        res = fit_reward_model(m, pairs, epochs=2, lr=1e-3, batch_size=8, seed=3,
-                               gradient_checkpointing=checkpointing)
+        res = fit_reward_model(m, pairs, fit_cfg(epochs=2, lr=1e-3, batch_size=8,
+                                                 gradient_checkpointing=checkpointing), seed=3)
         assert not any(getattr(mod, "gradient_checkpointing", False) for mod in m.backbone.modules())
         fits.append((res["loss_history"], _params(m.backbone)))
     assert fits[0][0] == pytest.approx(fits[1][0], rel=1e-5)
@@ -103,10 +104,10 @@ def test_feature_cache_follows_backbone_training(tiny_backbone):
     s0 = m.score("writer", ins, outs)
     assert m._feat_cache and m.score("writer", ins, outs) == s0
     critic = keyword_pairs(6, "critic", seed=4)
-    fit_reward_model(m, critic, components=["critic"], train_backbone=False, epochs=1,
-                     holdout=0.0)
+    fit_reward_model(m, critic, fit_cfg(adapt_epochs=1, holdout=0.0), components=["critic"],
+                     train_backbone=False)
     assert m.score("writer", ins, outs) == s0  # other head, same backbone
-    fit_reward_model(m, pairs, epochs=1, lr=1e-2, holdout=0.0)
+    fit_reward_model(m, pairs, fit_cfg(epochs=1, lr=1e-2, holdout=0.0))
     s1 = m.score("writer", ins, outs)
     assert s1 != pytest.approx(s0, abs=1e-4)
     m.clear_cache()
@@ -124,7 +125,7 @@ def test_lrf_recovers_keyword_preference():
     _, held = split_by_input(pairs, holdout=0.2, seed=0)
     before = m.evaluate(held)["writer"]
     t0 = time.perf_counter()
-    res = fit_reward_model(m, pairs, epochs=3, seed=0, holdout=0.2)
+    res = fit_reward_model(m, pairs, fit_cfg(epochs=3, holdout=0.2), seed=0)
     took = time.perf_counter() - t0
     after = res["heldout"]["writer"]
     print(f"\nkeyword LRF: before {before} after {after} fit {took:.1f}s")
@@ -141,8 +142,8 @@ def test_minilm_head_only_adaptation_recovers_preference():
     pairs = keyword_pairs(40)
     m = LocalRewardModel({"writer": "Answers a question in one sentence."}, max_length=64)
     t0 = time.perf_counter()
-    res = fit_reward_model(m, pairs, components=["writer"], train_backbone=False, epochs=30,
-                           head_lr=1e-2)
+    res = fit_reward_model(m, pairs, fit_cfg(adapt_epochs=30, adapt_head_lr=1e-2),
+                           components=["writer"], train_backbone=False)
     print(f"\nhead-only LRF: {res['heldout']['writer']} fit {time.perf_counter() - t0:.1f}s")
     after = res["heldout"]["writer"]
     assert after["pairwise_accuracy"] > 0.8 and after["spearman"] > 0.5
@@ -154,8 +155,8 @@ def test_minilm_head_only_adaptation_recovers_preference():
 def test_backbone_fit_trains_on_until_heldout_beats_chance(tiny_backbone):
     """One epoch is not enough here; the stage's backbone fit goes on until it is."""
     pairs = keyword_pairs(20)
-    short = fit_reward_model(LocalRewardModel(COMPS, backbone=tiny_backbone), pairs, epochs=1,
-                             lr=1e-3, head_lr=1e-2, batch_size=8)
+    short = fit_reward_model(LocalRewardModel(COMPS, backbone=tiny_backbone), pairs,
+                             fit_cfg(epochs=1, lr=1e-3, head_lr=1e-2, batch_size=8))
     assert short["epochs"] == 1 and short["heldout"]["writer"]["beats_chance"] is False
     m = LocalRewardModel(COMPS, backbone=tiny_backbone)
     res = fit_local_rewards(m, pairs, stage_cfg(tiny_backbone, epochs=1, max_epochs=15))
@@ -173,8 +174,8 @@ def test_fit_records_that_it_did_not_beat_chance(tiny_backbone):
     pairs = [p if rng.random() < 0.5 else type(p)(p.component, p.inputs, p.rejected, p.chosen,
                                                    p.score_chosen, p.score_rejected, p.example_id)
              for p in keyword_pairs(20)]
-    res = fit_reward_model(LocalRewardModel(COMPS, backbone=tiny_backbone), pairs, epochs=1,
-                           max_epochs=4, lr=1e-3, head_lr=1e-2, batch_size=8)
+    res = fit_reward_model(LocalRewardModel(COMPS, backbone=tiny_backbone), pairs,
+                           fit_cfg(epochs=1, max_epochs=4, lr=1e-3, head_lr=1e-2, batch_size=8))
     held = res["heldout"]["writer"]
     assert res["epochs"] == 4 and res["heldout_looks"] == 3
     assert held["beats_chance"] is False and held["p_value"] >= 0.05
@@ -184,7 +185,7 @@ def test_fit_records_that_it_did_not_beat_chance(tiny_backbone):
 def test_too_few_heldout_pairs_to_beat_chance_add_no_epochs(tiny_backbone):
     """One held-out input has 3 pairs: even 3 of 3 right is p = 0.125, so training stops."""
     res = fit_reward_model(LocalRewardModel(COMPS, backbone=tiny_backbone), keyword_pairs(5),
-                           epochs=2, max_epochs=10, lr=1e-3, head_lr=1e-2)
+                           fit_cfg(epochs=2, max_epochs=10, lr=1e-3, head_lr=1e-2))
     held = res["heldout"]["writer"]
     assert res["epochs"] == 2 and res["heldout_looks"] == 0
     assert held["n_pairs"] == 3 and held["beats_chance"] is False and held["p_value"] >= 0.125

@@ -56,12 +56,15 @@ def lm():
 @pytest.fixture(scope="module")
 def trained(lm, tmp_path_factory):
     """One DPO update from the base weights: (system, adapter dir, what the update did)."""
+    from optimas_cli.methods.optimas.updaters.common import UpdateContext
     from optimas_cli.methods.optimas.updaters.weights import train_adapter
 
     system = colour_system(lm)
     out = tmp_path_factory.mktemp("weights") / "painter" / "iter_001"
-    info = train_adapter(system, "painter", "adapter", INPUTS, BlueReward(), {"adapter": None},
-                         WeightsUpdateConfig(method="dpo", **FAST), lm, out, seed=0, workers=2)
+    ctx = UpdateContext(system, "painter", [], BlueReward(), {"painter": {"adapter": None}},
+                        UpdateConfig(weights=WeightsUpdateConfig(method="dpo", **FAST)), lm,
+                        seed=0, workers=2)
+    info = train_adapter(ctx, "adapter", INPUTS, out)
     return system, out, info
 
 
@@ -176,6 +179,7 @@ def adapter_tensors(directory):
 
 
 def test_update_starts_from_the_current_adapter_and_a_refused_one_is_not_served(trained, lm):
+    from optimas_cli.methods.optimas.updaters.common import UpdateContext
     from optimas_cli.methods.optimas.updaters.weights import optimize_weights
 
     system, first, _ = trained
@@ -185,8 +189,9 @@ def test_update_starts_from_the_current_adapter_and_a_refused_one_is_not_served(
     cfg = UpdateConfig(weights=WeightsUpdateConfig(method="dpo", **(FAST | {"steps": 1}),
                                                    max_kl=1e-9))
     out = first.parent / "iter_002"
-    res = optimize_weights(system, "painter", "adapter", records, BlueReward(), state, cfg, lm,
-                           seed=1, out_dir=out, workers=2)
+    ctx = UpdateContext(system, "painter", records, BlueReward(), state, cfg, lm, seed=1,
+                        workers=2)
+    res = optimize_weights(ctx, "adapter", out_dir=out)
     # the KL bound refuses the new adapter: the state keeps serving the previous one, unchanged
     assert res["best"] == str(first) and "max_kl" in res["refused"]
     assert {p.name: p.read_bytes() for p in first.iterdir()} == before

@@ -28,7 +28,7 @@ from optimas_cli.graph import State
 from optimas_cli.history import short
 from optimas_cli.layout import HISTORY
 from optimas_cli.run_dir import RunDir
-from optimas_cli.stages.evaluate import evaluate_state
+from optimas_cli.stages.evaluate import EvalOptions, evaluate_state
 
 if TYPE_CHECKING:
     from optimas_cli.budget import Budget
@@ -101,7 +101,8 @@ class Context(Generic[OptionsT]):
 def evaluate_val(rt: Runtime, state: State, label: str) -> dict[str, Any]:
     """`state` on the validation split (one system run per example)."""
     return evaluate_state(rt.system, state, rt.splits["val"], rt.metric,
-                          workers=rt.composed.run.eval.workers, label=label, show_progress=False)
+                          EvalOptions(workers=rt.composed.run.eval.workers, label=label,
+                                      show_progress=False))
 
 
 def initial_record(rt: Runtime, state: State) -> dict[str, Any]:

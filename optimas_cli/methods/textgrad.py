@@ -65,6 +65,7 @@ from pydantic import Field
 
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
+from optimas_cli.layout import TEXTGRAD_LOG, TEXTGRAD_STATS, TEXTGRAD_STEPS
 from optimas_cli.lm.base import LMError, LMRequest
 from optimas_cli.methods.base import Context, Method, Options
 from optimas_cli.methods.textgrad_replies import (
@@ -82,7 +83,7 @@ from optimas_cli.methods.trial import (
     with_values,
 )
 from optimas_cli.run_dir import RunDir
-from optimas_cli.stages.evaluate import evaluate_examples
+from optimas_cli.stages.evaluate import EvalOptions, evaluate_examples
 
 # textgrad opens a log file under $TEXTGRAD_LOG_DIR (default ./logs/) when imported;
 # keep it out of the working directory. Each run logs to RUN_DIR/textgrad/ instead.
@@ -230,7 +231,7 @@ def _textgrad_logs(run_dir: RunDir):
     """textgrad's logger writes to RUN_DIR/textgrad/textgrad.jsonl during this run only."""
     logger = logging.getLogger("textgrad")
     saved = (list(logger.handlers), logger.propagate)
-    handler = logging.FileHandler(run_dir.file("textgrad/textgrad.jsonl"), encoding="utf-8")
+    handler = logging.FileHandler(run_dir.file(TEXTGRAD_LOG), encoding="utf-8")
     handler.setFormatter(tg.CustomJsonFormatter())
     for h in saved[0]:
         logger.removeHandler(h)
@@ -311,8 +312,8 @@ def _step(rt, run_dir, trial: Trial, engine: OptimasEngine, params, optimizers, 
     detail: dict[str, Any] = {"iteration": it, "batch": [ex.id for ex in batch]}
     try:
         results = evaluate_examples(rt.system, trial.state, batch, rt.metric,
-                                    workers=rt.composed.run.eval.workers,
-                                    label=f"textgrad {it} batch", show_progress=False)
+                                    EvalOptions(workers=rt.composed.run.eval.workers,
+                                                label=f"textgrad {it} batch", show_progress=False))
         detail["batch_score"] = sum(r["score"] for r in results) / len(results)
         llm_call = LLMCall(engine)
         engine.phase = "loss"
@@ -353,7 +354,7 @@ def _step(rt, run_dir, trial: Trial, engine: OptimasEngine, params, optimizers, 
         detail["error"] = f"model call failed: {e}"
         updates = {}
     detail["lm_calls_so_far"] = dict(engine.calls)
-    run_dir.append_jsonl("textgrad/steps.jsonl", detail)
+    run_dir.append_jsonl(TEXTGRAD_STEPS, detail)
     changes = {(c, pvars[c]): {**trial.state[c][pvars[c]], "instruction": u["instruction"]}
                for c, u in updates.items() if u.get("status") == "updated"}
     summary = {"batch_score": detail.get("batch_score"),
@@ -380,7 +381,7 @@ def _summarize(run_dir: RunDir, trial: Trial, engine: OptimasEngine) -> None:
               "accepted": sum(1 for r in steps if r["accepted"]),
               **{k: n[k] for k in ("tgd_calls", "parsed", *FAILURES.values(), "lm_errors")},
               "lm_calls_this_process": dict(engine.calls), "stopped": trial.stopped}
-    run_dir.write_json("textgrad/stats.json", result)
+    run_dir.write_json(TEXTGRAD_STATS, result)
     errors = [r["textgrad"]["error"] for r in steps if r.get("textgrad", {}).get("error")]
     failure = no_usable_update(n, engine.model_string, errors, str(run_dir.path))
     if failure is not None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from optimas_cli.layout import TEXTGRAD_STATS, TEXTGRAD_STEPS
+
 TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
 NO_TAGS = "no <IMPROVED_VARIABLE> tags"
 UNCLOSED = "no </IMPROVED_VARIABLE> after the opening tag"
@@ -73,4 +75,4 @@ def no_usable_update(n: Counter[str], engine_model: str, errors: list[str],
         + (f" (first: {errors[0]})" if errors else "")
         + ". TextGrad needs an optimizer model that follows its output format: set "
         "optimizer.options.engine_model to a stronger model. Replies and feedback: "
-        f"{where}/textgrad/steps.jsonl; counts: textgrad/stats.json")
+        f"{where}/{TEXTGRAD_STEPS}; counts: {TEXTGRAD_STATS}")

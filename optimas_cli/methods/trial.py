@@ -1,14 +1,10 @@
 """The baselines' shared step: a Trial scores candidates on val within the budget.
 
-A Trial owns a baseline's `history.jsonl`, in the Optimas loop's record format, so
+A Trial owns a baseline's `history.jsonl`, in the Optimas loop's record format
+(optimas_cli.history.HistoryRecord, documented there; a baseline's iteration adds
+"candidate", what the tried state changes, and "val", its val summary), so
 `stage_final` (summary.json, val_score.png) and `optimas compare` read every method
-alike:
-
-    {"iteration": 0, "kind": "initial", "val": {mean, std, n, failed}, "state",
-     "system_runs", "lm_calls", "lm_requests"}
-    {"iteration": i, "kind": "iteration", "component", "val_before", "val_after",
-     "accepted", "changed", "state" (the accepted state after this step), "system_runs",
-     "lm_calls", "candidate" (what the tried state changes), "val", "seconds", ...}
+alike. Each record is validated as it is written (`history.append_record`).
 
 Every candidate is scored end to end on the val split (one system run per example).
 `try_state` accepts it by the same rule as the Optimas loop (`optimizer.accept_rule`:
@@ -129,7 +125,7 @@ class Trial:
         if self.disk:
             first = self.disk[0]
             if first.get("kind") != "initial":
-                raise ConfigError(f"resume: {self.run_dir.path}/history.jsonl does not start with "
+                raise ConfigError(f"resume: {self.run_dir.path}/{HISTORY} does not start with "
                                   "an initial record")
             self.records.append(first)
             self._set_from(first)
@@ -163,7 +159,7 @@ class Trial:
             record = self.disk[len(self.records)]
             if record.get("kind") != "iteration" or record.get("candidate") != _jsonable(diff):
                 raise ConfigError(
-                    f"resume: record {len(self.records)} of {self.run_dir.path}/history.jsonl tried "
+                    f"resume: record {len(self.records)} of {self.run_dir.path}/{HISTORY} tried "
                     f"{record.get('candidate')}, but this run proposes {diff} there; the config "
                     "changed since (resume with the original config)")
             self.records.append(record)

@@ -22,6 +22,7 @@ from torch import nn
 
 from optimas_cli.rewards.model import CHANCE_ALPHA, LocalRewardModel
 from optimas_cli.rewards.pairs import PreferencePair, canonical, input_key
+from optimas_cli.schema import RewardConfig
 
 log = logging.getLogger("optimas.rewards")
 
@@ -72,39 +73,38 @@ def _checkpointing(backbone: Any, on: bool) -> None:
 def fit_reward_model(
     model: LocalRewardModel,
     pairs: Sequence[PreferencePair],
+    cfg: RewardConfig,
     *,
     components: Sequence[str] | None = None,
-    epochs: int = 3,
-    max_epochs: int | None = None,
-    lr: float = 2e-5,
-    head_lr: float = 1e-3,
-    batch_size: int = 16,
-    weight_by_gap: bool = False,
-    gap_floor: float = 0.1,
     train_backbone: bool = True,
     seed: int = 0,
-    holdout: float = 0.2,
-    gradient_checkpointing: bool = False,
 ) -> dict[str, Any]:
-    """Train ``model``'s heads (and its backbone or LoRA adapters) on ``pairs``.
+    """Train ``model``'s heads (and its backbone or LoRA adapters) on ``pairs``, as ``cfg``
+    (the run's ``reward`` config) says.
 
     ``pairs`` are split by input into train and held-out (``model.split``: an input keeps
     its side for the model's life, so held-out pairs were never trained on by this fit
-    or an earlier one). ``components`` restricts training to those heads (the others are
-    untouched); ``train_backbone=False`` trains heads only, on cached features. Batches
-    hold all pairs of a few inputs (as in InstructGPT's reward model), so each distinct
-    text is encoded once per batch. AdamW, linear warmup and decay planned over
-    ``max_epochs`` (transformers' schedule), gradient norm clipped at 1.
+    or an earlier one; ``cfg.holdout`` of the inputs seen for the first time). ``components``
+    restricts training to those heads (the others are untouched). Batches of
+    ``cfg.batch_size`` pairs hold all pairs of a few inputs (as in InstructGPT's reward
+    model), so each distinct text is encoded once per batch; pairs are weighted by their
+    score gap when ``cfg.weight_by_gap`` (``gap_weights`` with ``cfg.gap_floor``). AdamW,
+    linear warmup and decay planned over the epochs (transformers' schedule), gradient
+    norm clipped at 1.
 
-    ``max_epochs`` > ``epochs``: after ``epochs``, keep training one epoch at a time
-    until every trained head beats chance on its held-out pairs (see ``evaluate``), up
-    to ``max_epochs``. Heads with too few held-out pairs to ever beat chance (5 are
-    needed) do not hold training up. ``heldout_looks`` counts the checks (each is a look
-    at the held-out pairs, so a p-value after several looks is optimistic). Seeded: ``seed``
-    drives the new inputs' split, batch order and dropout; the global RNG is untouched.
-    ``gradient_checkpointing``: a backbone fit recomputes each layer's activations in the
-    backward pass instead of keeping them (transformers' gradient checkpointing; the
-    dropout masks are replayed, so the result is the same): less peak memory, more time.
+    A backbone fit (``train_backbone``) trains the backbone at ``cfg.lr`` and the heads at
+    ``cfg.head_lr`` for ``cfg.epochs``; then, when ``cfg.max_epochs`` > ``cfg.epochs``, it
+    keeps training one epoch at a time until every trained head beats chance on its
+    held-out pairs (see ``evaluate``), up to ``cfg.max_epochs``. Heads with too few held-out
+    pairs to ever beat chance (5 are needed) do not hold training up. ``heldout_looks``
+    counts the checks (each is a look at the held-out pairs, so a p-value after several
+    looks is optimistic). ``train_backbone=False`` is the head-only adaptation: heads only,
+    on cached features, ``cfg.adapt_epochs`` at ``cfg.adapt_head_lr``, no more. Seeded:
+    ``seed`` drives the new inputs' split, batch order and dropout; the global RNG is
+    untouched. ``cfg.gradient_checkpointing``: a backbone fit recomputes each layer's
+    activations in the backward pass instead of keeping them (transformers' gradient
+    checkpointing; the dropout masks are replayed, so the result is the same): less peak
+    memory, more time.
 
     Returns ``{"heldout": {component: evaluate metrics}, "split": {component: pair and
     input counts}, "heldout_inputs": [held-out input keys among pairs], "loss_history":
@@ -112,22 +112,27 @@ def fit_reward_model(
     "components": [trained heads], "train_backbone": bool}``.
     """
     t0 = time.perf_counter()
+    if train_backbone:
+        epochs, max_epochs, head_lr = cfg.epochs, cfg.max_epochs, cfg.head_lr
+    else:
+        epochs, max_epochs, head_lr = cfg.adapt_epochs, None, cfg.adapt_head_lr
+    batch_size = cfg.batch_size
     trained = list(components) if components is not None else sorted({p.component for p in pairs})
     for c in trained:
         model.head(c)  # a KeyError for unknown components
     pairs = [p for p in pairs if p.component in set(trained)]
     if not pairs:
         raise ValueError("no preference pairs for the components to train")
-    train_pairs, held_pairs = model.split.assign(pairs, holdout=holdout, seed=seed)
+    train_pairs, held_pairs = model.split.assign(pairs, holdout=cfg.holdout, seed=seed)
     bb_params = model.backbone_trainable() if train_backbone and train_pairs else []
-    weights = (gap_weights([p.gap for p in train_pairs], floor=gap_floor).tolist()
-               if weight_by_gap else [1.0] * len(train_pairs))
+    weights = (gap_weights([p.gap for p in train_pairs], floor=cfg.gap_floor).tolist()
+               if cfg.weight_by_gap else [1.0] * len(train_pairs))
     data = _TrainingTexts(model, train_pairs, weights)
 
     param_groups: list[dict[str, Any]] = [
         {"params": [p for c in trained for p in model.head(c).parameters()], "lr": head_lr}]
     if bb_params:
-        param_groups.append({"params": bb_params, "lr": lr})
+        param_groups.append({"params": bb_params, "lr": cfg.lr})
     n_held = {c: sum(p.component == c for p in held_pairs) for c in trained}
     decisive = [c for c, n in n_held.items() if n and 0.5**n < CHANCE_ALPHA]
     cap = max(epochs, max_epochs or epochs) if decisive else epochs
@@ -149,7 +154,7 @@ def fit_reward_model(
     keep = {id(p) for p in bb_params}
     for p, _ in saved_flags:
         p.requires_grad_(id(p) in keep)
-    checkpointing = gradient_checkpointing and bool(bb_params)
+    checkpointing = cfg.gradient_checkpointing and bool(bb_params)
     if checkpointing:
         _checkpointing(model.backbone, True)
     with torch.random.fork_rng(devices=[]):

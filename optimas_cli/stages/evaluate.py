@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,6 +19,18 @@ from optimas_cli.lm.base import RunStopped
 
 log = logging.getLogger("optimas.evaluate")
 Metric = Callable[[Example, dict[str, Any]], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How an evaluation runs and reports: `workers` examples in flight at once; `label`
+    names its progress bar and its failures (failures.jsonl); `on_result` gets each
+    example's result as it finishes; `show_progress` draws the progress bar."""
+
+    workers: int = 4
+    label: str = "evaluate"
+    on_result: Callable[[dict[str, Any]], None] | None = None
+    show_progress: bool = True
 
 
 def evaluate_example(system: System, state: State, example: Example, metric: Metric,
@@ -36,17 +49,18 @@ def evaluate_example(system: System, state: State, example: Example, metric: Met
             "trace": trace.to_dict()}
 
 
-def evaluate_examples(system: System, state: State, examples: list[Example], metric: Metric, *,
-                      workers: int = 4, seed: int = 0, label: str = "evaluate",
-                      on_result: Callable[[dict[str, Any]], None] | None = None,
-                      show_progress: bool = True) -> list[dict[str, Any]]:
-    """Results in example order. Examples run `workers` at a time.
+def evaluate_examples(system: System, state: State, examples: list[Example], metric: Metric,
+                      opts: EvalOptions | None = None, *, seed: int = 0) -> list[dict[str, Any]]:
+    """Results in example order. Examples run `opts.workers` at a time, sampling with `seed`.
 
     RunStopped (a spent budget, a rejected key) stops submitting new work; the results
-    finished so far have already gone to `on_result`, then the exception propagates. Every
-    failed example goes to the run directory's failures.jsonl under `label`
+    finished so far have already gone to `opts.on_result`, then the exception propagates.
+    Every failed example goes to the run directory's failures.jsonl under `opts.label`
     (optimas_cli.failures).
     """
+    opts = opts or EvalOptions()
+    workers, label, on_result = opts.workers, opts.label, opts.on_result
+    show_progress = opts.show_progress
     results: dict[int, dict[str, Any]] = {}
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), disable=not show_progress, transient=True)
@@ -99,20 +113,20 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def evaluate_state(system: System, state: State, examples: list[Example], metric: Metric, *,
-                   workers: int, repeats: int = 1, label: str = "evaluate",
-                   on_result: Callable[[dict[str, Any]], None] | None = None,
-                   show_progress: bool = True) -> dict[str, Any]:
-    """Evaluate `repeats` times (sampling seed = repeat index); mean/std are over repeat means."""
+def evaluate_state(system: System, state: State, examples: list[Example], metric: Metric,
+                   opts: EvalOptions, *, repeats: int = 1) -> dict[str, Any]:
+    """Evaluate `repeats` times (sampling seed = repeat index); mean/std are over repeat means.
+    `opts.on_result` gets each result with its "repeat"."""
     t0 = time.perf_counter()
     per_repeat = []
+    label, on_result = opts.label, opts.on_result
     for rep in range(repeats):
         def tagged(r: dict[str, Any], rep: int = rep) -> None:
             if on_result:
                 on_result({"repeat": rep, **r})
-        results = evaluate_examples(system, state, examples, metric, workers=workers, seed=rep,
-                                    label=f"{label} {rep + 1}/{repeats}" if repeats > 1 else label,
-                                    on_result=tagged, show_progress=show_progress)
+        one = replace(opts, label=f"{label} {rep + 1}/{repeats}" if repeats > 1 else label,
+                      on_result=tagged)
+        results = evaluate_examples(system, state, examples, metric, one, seed=rep)
         per_repeat.append(summarize(results))
     means = [s["mean"] for s in per_repeat]
     out = dict(per_repeat[0]) if repeats == 1 else {
@@ -147,10 +161,11 @@ def run_evaluate(rt, run_dir, *, split: str | None = None, show_progress: bool =
     (run_dir.path / layout.PREDICTIONS).unlink(missing_ok=True)
     summary: dict[str, Any] = {}
     try:
-        summary = evaluate_state(rt.system, rt.state, examples, rt.metric,
-                                 workers=cfg.eval.workers, repeats=cfg.eval.repeats, label=split,
-                                 on_result=lambda r: run_dir.append_jsonl(layout.PREDICTIONS, r),
-                                 show_progress=show_progress)
+        opts = EvalOptions(workers=cfg.eval.workers, label=split,
+                           on_result=lambda r: run_dir.append_jsonl(layout.PREDICTIONS, r),
+                           show_progress=show_progress)
+        summary = evaluate_state(rt.system, rt.state, examples, rt.metric, opts,
+                                 repeats=cfg.eval.repeats)
     except RunStopped as e:
         summary = {"stopped": str(e), "completed": len(run_dir.read_jsonl(layout.PREDICTIONS))}
         raise

@@ -17,7 +17,7 @@ from optimas_cli.graph import State
 from optimas_cli.heap import peak_rss_mb
 from optimas_cli.history import accepted_val, contributions, steps_of
 from optimas_cli.run_dir import RunDir
-from optimas_cli.stages.evaluate import evaluate_state
+from optimas_cli.stages.evaluate import EvalOptions, evaluate_state
 from optimas_cli.stats import paired_diff
 
 if TYPE_CHECKING:
@@ -35,10 +35,11 @@ def stage_final(rt: Runtime, run_dir: RunDir, initial: State, final: State) -> d
             tests[which] = run_dir.read_json(name)  # already evaluated (a resumed run)
             continue
         (run_dir.path / layout.final_test_predictions(which)).unlink(missing_ok=True)
-        s = evaluate_state(rt.system, state, rt.splits["test"], rt.metric, workers=run.eval.workers,
-                           repeats=run.eval.repeats, label=f"test {which}",
+        opts = EvalOptions(workers=run.eval.workers, label=f"test {which}",
                            on_result=lambda r, w=which: run_dir.append_jsonl(
                                layout.final_test_predictions(w), r), show_progress=False)
+        s = evaluate_state(rt.system, state, rt.splits["test"], rt.metric, opts,
+                           repeats=run.eval.repeats)
         s["state"] = state
         run_dir.write_json(name, s)
         tests[which] = s

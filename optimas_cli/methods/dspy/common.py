@@ -26,6 +26,7 @@ from optimas_cli.dspy.lm import OptimasLM
 from optimas_cli.dspy.program import SystemProgram
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State, System
+from optimas_cli.layout import dspy_found
 from optimas_cli.lm import check_credentials
 from optimas_cli.lm.base import LOCAL_PREFIX
 from optimas_cli.methods.base import Context, Method, Options
@@ -148,8 +149,8 @@ def save_found(run_dir: RunDir, origin: str, found: list[tuple[float | None, Sta
     """DSPy's programs, kept before they are evaluated: a process killed during their
     evaluation resumes from them instead of compiling again (a compile cannot resume, and
     its runs are already spent)."""
-    run_dir.write_json(f"{origin}_found.json", {"found": [[v, s] for v, s in found],
-                                                "extra": extra})
+    run_dir.write_json(dspy_found(origin), {"found": [[v, s] for v, s in found],
+                                            "extra": extra})
 
 
 def resume(trial: Trial, run_dir: RunDir, initial: State, origin: str) -> State | None:
@@ -161,9 +162,9 @@ def resume(trial: Trial, run_dir: RunDir, initial: State, origin: str) -> State 
     if any(r.get("kind") == "iteration" for r in trial.disk):
         log.info("%s: history.jsonl is complete; returning its best state", origin)
         return trial.start(initial, replay=False)[0]
-    if not (run_dir.path / f"{origin}_found.json").exists():
+    if not (run_dir.path / dspy_found(origin)).exists():
         return None
-    saved = run_dir.read_json(f"{origin}_found.json")
+    saved = run_dir.read_json(dspy_found(origin))
     log.info("%s: DSPy's compile finished in an earlier process; evaluating its %d programs",
              origin, len(saved["found"]))
     trial.start(initial, replay=False)

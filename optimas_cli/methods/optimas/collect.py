@@ -17,7 +17,9 @@ import json
 import logging
 import random
 import statistics
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from optimas_cli import failures, space
@@ -28,6 +30,20 @@ from optimas_cli.schema import CollectConfig
 
 log = logging.getLogger("optimas.collect")
 MAX_RANGE_POINTS = 5  # values of a numeric range rolled out per input (a grid with both ends)
+
+
+@dataclass(frozen=True)
+class CollectContext:
+    """What one component's collection holds fixed: the system, run with `state`; the
+    component `name` whose candidate outputs are rolled out; the global `metric` that scores
+    a rollout (example, fields -> {"score": ...}); the sampling settings (`cfg`,
+    optimizer.collect)."""
+
+    system: System
+    name: str
+    state: State
+    metric: Callable[[Example, dict[str, Any]], dict[str, Any]]
+    cfg: CollectConfig
 
 
 def _key(outputs: dict[str, Any]) -> str:
@@ -90,12 +106,13 @@ def propose_candidates(system: System, name: str, fields: dict[str, Any], state:
     return list(seen.values())
 
 
-def score_candidate(system: System, name: str, fields: dict[str, Any], outputs: dict[str, Any],
-                    state: State, example: Example, metric, cfg: CollectConfig,
-                    errors: list[dict[str, Any]] | None = None) -> list[float]:
-    """Global metric of each downstream completion of one candidate output; a failed
-    completion scores 0, its error appended to `errors`."""
-    after = system.downstream(name)
+def score_candidate(ctx: CollectContext, fields: dict[str, Any], outputs: dict[str, Any],
+                    example: Example, errors: list[dict[str, Any]] | None = None) -> list[float]:
+    """Global metric of each downstream completion of one candidate output of `ctx.name`
+    (`outputs`, on its upstream `fields`); a failed completion scores 0, its error appended
+    to `errors`."""
+    system, state, metric, cfg = ctx.system, ctx.state, ctx.metric, ctx.cfg
+    after = system.downstream(ctx.name)
     known = {**fields, **outputs}
     if not after:
         return [float(metric(example, known)["score"])]
@@ -111,12 +128,12 @@ def score_candidate(system: System, name: str, fields: dict[str, Any], outputs: 
     return scores
 
 
-def collect_example(system: System, name: str, example: Example, state: State, metric,
-                    cfg: CollectConfig, seed: int | str) -> dict[str, Any]:
+def collect_example(ctx: CollectContext, example: Example, seed: int | str) -> dict[str, Any]:
     """The rollout record of one input: upstream fields, scored candidates.
 
     Sampling is seeded by (`seed`, component, input): the run seed and iteration go into
     `seed`, so the same input drawn in another iteration yields new candidates."""
+    system, name, state, metric, cfg = ctx.system, ctx.name, ctx.state, ctx.metric, ctx.cfg
     rng = random.Random(f"{seed}:{name}:{example.id}")
     sample_seed = rng.randrange(1 << 30)
     upstream = system.run_until(name, example.inputs, state)
@@ -128,8 +145,7 @@ def collect_example(system: System, name: str, example: Example, state: State, m
     for cand in propose_candidates(system, name, upstream.fields, state, cfg, rng, sample_seed,
                                    errors):
         failed = len(errors)
-        cand["scores"] = score_candidate(system, name, upstream.fields, cand["outputs"], state,
-                                         example, metric, cfg, errors)
+        cand["scores"] = score_candidate(ctx, upstream.fields, cand["outputs"], example, errors)
         for e in errors[failed:]:
             e["candidate"] = cand["source"]
         cand["score"] = statistics.fmean(cand["scores"])
@@ -205,20 +221,21 @@ def tied_choices(system: System, name: str, records: list[dict[str, Any]]) -> di
     return ties
 
 
-def collect_rollouts(system: System, name: str, examples: list[Example], state: State, metric,
-                     cfg: CollectConfig, run_dir, path: str, *,
+def collect_rollouts(ctx: CollectContext, examples: list[Example], run_dir, path: str, *,
                      seed: int | str = 0) -> list[dict[str, Any]]:
-    """Collect for `examples` into run_dir/path (JSON lines), skipping inputs already there.
+    """Collect for `ctx.name` on `examples` into run_dir/path (JSON lines), skipping inputs
+    already there.
 
     A failed input (upstream error) and every failed candidate or rollout also go to
     the run directory's failures.jsonl (stage "collect", label `path`)."""
+    system, name = ctx.system, ctx.name
     done = {r["example_id"]: r for r in run_dir.read_jsonl(path)}
     todo = [e for e in examples if e.id not in done]
     if done:
         log.info("%s: %d inputs already collected in %s, %d to go", name, len(done), path, len(todo))
 
     def work(example: Example) -> dict[str, Any]:
-        record = collect_example(system, name, example, state, metric, cfg, seed)
+        record = collect_example(ctx, example, seed)
         run_dir.append_jsonl(path, record)
         if record["error"]:
             failed.add(example.id, record["error"])
@@ -227,7 +244,7 @@ def collect_rollouts(system: System, name: str, examples: list[Example], state: 
         return record
 
     with failures.tally("collect", path, len(todo), run_dir.failures) as failed, \
-            ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+            ThreadPoolExecutor(max_workers=ctx.cfg.workers) as pool:
         for record in pool.map(work, todo):
             done[record["example_id"]] = record
     records = [done[e.id] for e in examples if e.id in done]

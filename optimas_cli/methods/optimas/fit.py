@@ -31,14 +31,8 @@ def fit_local_rewards(lrf: LocalRewardModel, pairs: list[PreferencePair], cfg: R
     is in the metrics (`beats_chance`, with accuracy, p-value and n). Head-only adaptation
     trains `cfg.adapt_epochs`. Inputs held out by an earlier fit of `lrf` stay held out.
     """
-    result = fit_reward_model(
-        lrf, pairs, components=components,
-        epochs=cfg.adapt_epochs if head_only else cfg.epochs,
-        max_epochs=None if head_only else cfg.max_epochs,
-        lr=cfg.lr, head_lr=cfg.adapt_head_lr if head_only else cfg.head_lr,
-        batch_size=cfg.batch_size, weight_by_gap=cfg.weight_by_gap, gap_floor=cfg.gap_floor,
-        train_backbone=not head_only, seed=seed, holdout=cfg.holdout,
-        gradient_checkpointing=cfg.gradient_checkpointing)
+    result = fit_reward_model(lrf, pairs, cfg, components=components, train_backbone=not head_only,
+                              seed=seed)
     heap.release()  # the fit's activations: freed, but kept by malloc until given back
     for comp, m in result["heldout"].items():
         log.info("LRF %s: held-out pairwise accuracy %s (p=%s vs chance), Spearman %s "

@@ -50,7 +50,12 @@ from optimas_cli.history import (
 )
 from optimas_cli.layout import HISTORY
 from optimas_cli.methods.base import Context, evaluate_val, initial_record
-from optimas_cli.methods.optimas.collect import collect_cost, collect_rollouts, tied_choices
+from optimas_cli.methods.optimas.collect import (
+    CollectContext,
+    collect_cost,
+    collect_rollouts,
+    tied_choices,
+)
 from optimas_cli.methods.optimas.fit import fit_local_rewards, new_reward_model, save_reward_model
 from optimas_cli.methods.optimas.pairs import pairs_of, pick_component, preference_gaps
 from optimas_cli.methods.optimas.probe import barren_components, next_probe, probed_state
@@ -78,8 +83,8 @@ def draw_inputs(rt: Runtime, iteration: int, component: str = "", n: int | None 
 def stage_collect(rt: Runtime, run_dir: RunDir, state: State) -> dict[str, list[dict]]:
     """Initial rollouts for every optimizable component (iteration 0)."""
     cfg = rt.composed.run.optimizer.collect
-    return {name: collect_rollouts(rt.system, name, draw_inputs(rt, 0), state, rt.metric, cfg,
-                                   run_dir, layout.rollouts(0, name),
+    return {name: collect_rollouts(CollectContext(rt.system, name, state, rt.metric, cfg),
+                                   draw_inputs(rt, 0), run_dir, layout.rollouts(0, name),
                                    seed=f"{rt.composed.run.seed}:0")
             for name in rt.system.optimizable}
 
@@ -202,10 +207,9 @@ class OptimasLoop:
                 return records, (f"budget: {self.left():.0f} system runs left, one input costs "
                                  f"up to {per_input} and validation {self.val_cost}")
             records += collect_rollouts(
-                self.rt.system, name, draw_inputs(self.rt, it * 100 + rnd, name, n),
-                state, self.rt.metric, cfg, self.run_dir,
-                layout.rollouts(it, name, rnd),
-                seed=f"{self.run_cfg.seed}:{it}:{rnd}")
+                CollectContext(self.rt.system, name, state, self.rt.metric, cfg),
+                draw_inputs(self.rt, it * 100 + rnd, name, n), self.run_dir,
+                layout.rollouts(it, name, rnd), seed=f"{self.run_cfg.seed}:{it}:{rnd}")
             rounds, before = rnd + 1, have
             have = self.counted_pairs(name)
             ties = tied_choices(self.rt.system, name, records) if cfg.adaptive_rounds else {}
