@@ -98,13 +98,24 @@ def _compose(path: Path, overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    hydra_args = hydra_overrides(overrides, path) + [f"hydra.searchpath=[{','.join(search_path(path))}]"]
+    # `~key` of a plain key resets it to the schema default; the YAML groups spell out only
+    # what differs from the schema, so such a key may be absent: then there is nothing to drop
+    resets = [o[1:] for o in overrides if o.startswith("~") and "=" not in o and "." in o]
+    rest = [o for o in overrides if o[1:] not in resets or not o.startswith("~")]
+    hydra_args = hydra_overrides(rest, path) + [f"hydra.searchpath=[{','.join(search_path(path))}]"]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(path.parent), version_base="1.3"):
-            return compose(config_name=path.stem, overrides=hydra_args, return_hydra_config=True)
+            cfg = compose(config_name=path.stem, overrides=hydra_args, return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
+    for key in resets:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent)
+        if node is not None and leaf in node:
+            with open_dict(node):
+                del node[leaf]
+    return cfg
 
 
 def _compose_error(e: Exception, path: Path, overrides: list[str]) -> ConfigError:

@@ -117,3 +117,13 @@ def test_redact_hides_secrets_only():
     out = redact(data)
     assert out["lm"]["api_key"] == "***" and out["lm"]["model"] == "openai/x"
     assert out["token"] == "" and out["list"][0]["secret"] == "***"
+
+
+def test_a_reset_key_takes_the_schema_default_whether_or_not_the_yaml_spells_it(tmp_path):
+    from optimas_cli.schema import RewardConfig
+
+    # reward.epochs is left to the schema by configs/reward/minilm.yaml; data.test_size is set
+    c = load(PROJECT_CONFIGS / "hotpotqa.yaml", ["~reward.epochs", "~data.test_size",
+                                                 f"run_root={tmp_path}"])
+    assert c.run.reward.epochs == RewardConfig().epochs
+    assert c.run.data.test_size == 30  # the schema's, not hotpotqa.yaml's 100

@@ -13,9 +13,9 @@ from typing import Any
 
 import dspy
 
+from optimas_cli.budget import Budget
 from optimas_cli.components.llm import LLMComponent
 from optimas_cli.dspy.adapters import ADAPTERS, make_adapter
-from optimas_cli.budget import Budget
 from optimas_cli.dspy.budget import RunCounter
 from optimas_cli.dspy.lm import request_defaults
 from optimas_cli.dspy.predict import (

@@ -35,7 +35,7 @@ def update_component(ctx: UpdateContext, *, default_model: str,
     `ctx.state` is the state to start from (left as it is); each variable is optimized in
     turn (ORDER), against the state with the variables before it updated. `default_model`:
     the OPRO proposer when `update.proposer_model` is unset; `prompt_history`: the prompts
-    tried for the component so far (`prompt_history`). `reward_dir`: the reward model a
+    tried for the component so far (this module's `prompt_history`). `reward_dir`: the reward model a
     per-input choice reads. `weights_dir`: where a `weights` variable's new adapter is
     saved (the run's weights/<component>/iter_NNN/); without it weights variables are left
     as they are. `rejected`: the states validation rejected so far; a model or
