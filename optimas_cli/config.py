@@ -100,7 +100,8 @@ def _compose(path: Path, overrides: list[str]) -> DictConfig:
 
     # `~key` of a plain key resets it to the schema default; the YAML groups spell out only
     # what differs from the schema, so such a key may be absent: then there is nothing to drop
-    resets = [o[1:] for o in overrides if o.startswith("~") and "=" not in o and "." in o]
+    resets = [o[1:] for o in overrides
+              if o.startswith("~") and "=" not in o and "." in o and _schema_default(o[1:])]
     rest = [o for o in overrides if o[1:] not in resets or not o.startswith("~")]
     hydra_args = hydra_overrides(rest, path) + [f"hydra.searchpath=[{','.join(search_path(path))}]"]
     GlobalHydra.instance().clear()
@@ -116,6 +117,21 @@ def _compose(path: Path, overrides: list[str]) -> DictConfig:
             with open_dict(node):
                 del node[leaf]
     return cfg
+
+
+def _schema_default(key: str) -> bool:
+    """Whether `key` (dotted) is a leaf of the run schema with a default."""
+    from pydantic import BaseModel
+
+    from optimas_cli.schema import RunConfig
+
+    model: Any = RunConfig
+    for part in key.split("."):
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return False
+        model = field.annotation
+    return not (isinstance(model, type) and issubclass(model, BaseModel)) and not field.is_required()
 
 
 def _compose_error(e: Exception, path: Path, overrides: list[str]) -> ConfigError:

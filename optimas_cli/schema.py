@@ -165,12 +165,6 @@ class CollectConfig(Strict):
                                                               "is deterministic)")
     add_gold: bool = Field(True, description="the gold answer as a top candidate of the final "
                                              "component")
-    # count: a pair with the gold answer on one side counts like any other; train_only: it
-    # trains the reward head but counts neither toward `min_pairs` nor toward the preference
-    # gap selection reads (why: BENCHMARKS.md, "Why the defaults are what they are")
-    gold_pairs: Literal["count", "train_only"] = Field(
-        "count", description="count: gold-answer pairs count like any other; train_only: they "
-                             "train the head but min_pairs and selection read sampled pairs")
     workers: int = Field(4, ge=1, description="rollouts in flight at once")
     # lazy: collect for a component when it is first selected (budget goes where it is used);
     # all: the paper's eager start, every component at iteration 0
@@ -189,11 +183,6 @@ class CollectConfig(Strict):
     adaptive_rounds: bool = Field(True, description="more rounds while a component's best "
                                                     "model/hyperparameter values tie; false: only "
                                                     "while pairs < min_pairs")
-
-    @property
-    def sampled_pairs_only(self) -> bool:
-        """Whether only pairs of sampled candidates count (toward min_pairs and the gaps)."""
-        return self.gold_pairs == "train_only"
 
 
 class WeightsUpdateConfig(Strict):
@@ -241,14 +230,6 @@ class UpdateConfig(Strict):
                                                          "lm.model)")
     max_choices: int = Field(8, ge=1, description="larger hyperparameter spaces are scored on a "
                                                   "seeded sample of this many values")
-    # true: a prompt (instruction and demonstrations) is changed only by a reward head that beat
-    # chance on its held-out pairs of the component's own outputs (the fit's one-sided binomial
-    # test; pairs against the gold answer do not count); otherwise it is kept,
-    # the step saying so. Model and hyperparameter choices that measured returns decide are
-    # not held (why opt-in: BENCHMARKS.md, "Why the defaults are what they are")
-    prompt_needs_evidence: bool = Field(
-        False, description="true: a prompt changes only by a reward head that beat chance on "
-                           "held-out pairs of the component's own outputs")
     choice_mode: Literal["best", "per_input"] = Field(
         "best", description="model/hyperparameter updates: best: the top value by the LRF; "
                             "per_input: sampled per input")
@@ -275,7 +256,7 @@ class OptimizerConfig(Strict):
                                "llmselector, search) or a Method's dotted path")
     num_iterations: int = Field(4, ge=0, description="optimas: at most this many iterations "
                                                      "(select, collect, adapt, update, validate)")
-    selection_temperature: float = Field(1.0, gt=0, description="softmax temperature over the "
+    selection_temperature: float = Field(0.5, gt=0, description="softmax temperature over the "
                                                                 "components' mean preference "
                                                                 "gaps; lower = greedier")
     replay_buffer_size: int = Field(256, ge=0, description="pairs per component kept from earlier "
@@ -293,6 +274,15 @@ class OptimizerConfig(Strict):
     probe_choices: int = Field(0, ge=0, description="optimas: model/hyperparameter values "
                                                     "validated directly for a barren component "
                                                     "(0: it waits)")
+    # What counts as evidence from a component's pairs. any: every pair, the gold answer's
+    # included. own_outputs: only pairs of the component's own sampled outputs count toward
+    # min_pairs and the preference gaps selection reads (gold pairs still train the head), and
+    # a prompt changes only by a head that beat chance on its held-out own-output pairs
+    # (model/hyperparameter choices measured by rollouts are not held). One policy for what
+    # were collect.gold_pairs and update.prompt_needs_evidence (BENCHMARKS.md)
+    evidence: Literal["any", "own_outputs"] = Field(
+        "any", description="optimas: any pair counts; own_outputs: only pairs of the "
+                           "component's own outputs count, and they must rank a prompt")
     # Acceptance compares candidate and incumbent on the same validation examples:
     # mean: mean gain > accept_threshold; bootstrap: the gain exceeds accept_threshold with
     # confidence accept_confidence (one-sided paired bootstrap bound); sign: more wins than

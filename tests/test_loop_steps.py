@@ -207,7 +207,7 @@ def test_update_step_alone_keeps_the_model_whose_outputs_scored_best(tmp_path):
 
 
 def test_a_prompt_waits_for_a_reward_head_that_beat_chance_when_asked(tmp_path):
-    lp = make_loop(tmp_path, "optimizer.min_pairs=1", "optimizer.update.prompt_needs_evidence=true")
+    lp = make_loop(tmp_path, "optimizer.min_pairs=1", "optimizer.evidence=own_outputs")
     records, _ = lp.collect(1, "exclaim", lp.current)
     lp.lrf = CapsAndBang()
     held = lp.update(1, "exclaim", records, "lrf/iter_001", lp.current, evidence=False)
@@ -221,7 +221,7 @@ def test_a_prompt_waits_for_a_reward_head_that_beat_chance_when_asked(tmp_path):
 
 
 def test_a_head_right_only_against_the_gold_answer_is_no_evidence_for_a_prompt(tmp_path):
-    lp = make_loop(tmp_path, "optimizer.min_pairs=1", "optimizer.update.prompt_needs_evidence=true")
+    lp = make_loop(tmp_path, "optimizer.min_pairs=1", "optimizer.evidence=own_outputs")
     lp.lrf = CapsAndBang()
     # held-out accuracy 1.0, beyond chance, but every held-out pair had the gold answer on
     # one side: nothing says the head ranks two of the component's own outputs
@@ -353,11 +353,11 @@ def test_a_resumed_loop_goes_on_with_the_reward_model_saved_last(tmp_path, monke
     assert fresh.lrf == "new model" and loaded == [lp.run_dir.path / "lrf/iter_002"]
 
 
-def test_gold_pairs_train_only_do_not_qualify_a_component_or_steer_selection(tmp_path):
+def test_under_own_outputs_evidence_gold_pairs_do_not_qualify_a_component_or_steer_selection(tmp_path):
     # every sampled candidate scores the same: the only pairs are the gold answer's
     lm = ScriptedLM(lambda r: "same")
     lp = make_loop(tmp_path, "optimizer.num_iterations=1", "optimizer.min_pairs=1", lm=lm)
-    assert lp.opt.collect.add_gold and lp.opt.collect.gold_pairs == "count"
+    assert lp.opt.collect.add_gold and lp.opt.evidence == "any"
     record = lp.iteration(1)  # counted: the gold pairs qualify the final component
     assert record["component"] == "exclaim" and record.get("adapted") and "skipped" not in record
     gold = pairs_of(lp.rt, lp.run_dir, "exclaim")
@@ -366,7 +366,7 @@ def test_gold_pairs_train_only_do_not_qualify_a_component_or_steer_selection(tmp
     assert loop_mod.preference_gaps(lp.rt, lp.run_dir)["exclaim"] > 0
 
     lp = make_loop(tmp_path / "b", "optimizer.num_iterations=1", "optimizer.min_pairs=1",
-                   "optimizer.collect.gold_pairs=train_only", lm=lm)
+                   "optimizer.evidence=own_outputs", lm=lm)
     record = lp.iteration(1)
     assert record["skipped"].startswith("0 preference pairs (gold pairs not counted) after")
     assert not record.get("adapted")

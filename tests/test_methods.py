@@ -99,8 +99,8 @@ class KeepMethod(Method):
 
 @pytest.mark.parametrize("preset,changed", [
     ("probes", {"probe_choices": 1}),
-    ("probe_evidence", {"probe_choices": 1, "update.prompt_needs_evidence": True}),
-    ("sampled_pairs", {"collect.gold_pairs": "train_only", "update.prompt_needs_evidence": True}),
+    ("probe_evidence", {"probe_choices": 1, "evidence": "own_outputs"}),
+    ("own_outputs", {"evidence": "own_outputs"}),
 ])
 def test_an_experiment_preset_changes_only_its_own_knobs(preset, changed):
     from optimas_cli.config import PROJECT_CONFIGS, load

@@ -149,5 +149,5 @@ def test_config_shows_composed_values_that_differ():
     assert data["data.seed"]["composed"] == ""  # the default: not repeated
     opt = {r["key"]: r for r in rows("optimizer", "--config",
                                      str(PROJECT_CONFIGS / "hotpotqa.yaml"))}
-    assert opt["optimizer.selection_temperature"]["composed"] == "0.5"  # configs/optimizer/optimas.yaml
+    assert opt["optimizer.num_iterations"]["composed"] == "8"  # configs/hotpotqa.yaml
     assert opt["optimizer.collect.temperature"]["composed"] == ""

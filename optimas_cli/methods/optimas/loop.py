@@ -180,9 +180,9 @@ class OptimasLoop:
         return picks
 
     def counted_pairs(self, name: str) -> int:
-        """The pairs of `name` that count toward `min_pairs` (`collect.gold_pairs`)."""
+        """The pairs of `name` that count toward `min_pairs` (`optimizer.evidence`)."""
         return len(pairs_of(self.rt, self.run_dir, name, self.opt.replay_buffer_size,
-                            sampled_only=self.opt.collect.sampled_pairs_only))
+                            sampled_only=self.opt.evidence == "own_outputs"))
 
     def collect(self, it: int, name: str, state: State) -> tuple[list[dict], str | None]:
         """Fresh rollouts of `name` for iteration `it`, in rounds of new inputs while it has
@@ -221,7 +221,7 @@ class OptimasLoop:
                 log.info("%s: best values tie on measured returns (%s): another round", name, ties)
         if have >= self.opt.min_pairs:
             return records, None
-        gold = " (gold pairs not counted)" if self.opt.collect.sampled_pairs_only else ""
+        gold = " (gold pairs not counted)" if self.opt.evidence == "own_outputs" else ""
         return records, (f"{have} preference pairs{gold} after {rounds} collection round(s), "
                          f"fewer than optimizer.min_pairs={self.opt.min_pairs}")
 
@@ -316,7 +316,8 @@ class OptimasLoop:
             log.info("iteration %d: %s skipped: %s", it, name, skip)
             return step, state
         update = self.update(it, name, records, step["lrf_dir"], state,
-                             evidence=ranks_own_outputs(step.get("lrf")))
+                             evidence=self.opt.evidence == "any"
+                             or ranks_own_outputs(step.get("lrf")))
         step["update"] = update | {"state": None}
         return step, update["state"]
 

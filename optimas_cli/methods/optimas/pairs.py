@@ -74,9 +74,9 @@ def preference_gaps(rt: Runtime, run_dir: RunDir,
                     before: int | None = None) -> dict[str, float | None]:
     """Mean score gap of each component's pairs (None: never collected), from the
     rollouts of the iterations before `before` (all of them if None); with
-    `collect.gold_pairs: train_only`, of its sampled pairs (0.0 when it has none)."""
+    `optimizer.evidence: own_outputs`, of its sampled pairs (0.0 when it has none)."""
     limit = rt.composed.run.optimizer.replay_buffer_size
-    sampled = rt.composed.run.optimizer.collect.sampled_pairs_only
+    sampled = rt.composed.run.optimizer.evidence == "own_outputs"
     gaps: dict[str, float | None] = {}
     for name in rt.system.optimizable:
         records = load_records(run_dir, name, before)

@@ -40,8 +40,9 @@ def update_component(ctx: UpdateContext, *, default_model: str,
     saved (the run's weights/<component>/iter_NNN/); without it weights variables are left
     as they are. `rejected`: the states validation rejected so far; a model or
     hyperparameter choice does not lead back to one of them. `evidence`: whether the
-    component's reward head ranks its own outputs (`ranks_own_outputs`); without it a
-    prompt is kept when `update.prompt_needs_evidence`.
+    prompt may change: False when `optimizer.evidence: own_outputs` and the component's
+    reward head has not shown it ranks its own outputs (`ranks_own_outputs`); the prompt
+    is then kept, the step saying why.
     """
     system, name, cfg = ctx.system, ctx.name, ctx.cfg
     rng = random.Random(f"{ctx.seed}:update:{name}")
@@ -50,11 +51,11 @@ def update_component(ctx: UpdateContext, *, default_model: str,
     results = []
     variables = sorted(system.cfg.components[name].variables.items(), key=lambda kv: ORDER[kv[1].type])
     for vname, var in variables:
-        if var.type == "prompt" and cfg.prompt_needs_evidence and not evidence:
+        if var.type == "prompt" and not evidence:
             results.append({"variable": vname, "type": "prompt", "best": new_state[name][vname],
                             "candidates": [], "held": "the reward head has not beaten chance on "
                                                       "held-out pairs of the component's own "
-                                                      "outputs (update.prompt_needs_evidence)"})
+                                                      "outputs (optimizer.evidence)"})
             continue
         if var.type == "prompt":
             if cfg.prompt != "opro":
