@@ -11,6 +11,12 @@ lm_calls         real model calls; lm_tokens their prompt + completion tokens
 lm_requests      model calls + cache hits: the same whether answers come from the model or
                  from a recorded cache, so a replayed run reproduces it
 
+The optimization's spend and the test evaluations' are reported apart: summary.json's
+`system_runs` (and each unit above) is the optimization's, the test evaluations excluded, as
+in history.jsonl's last record and `optimas compare`; `test_system_runs` (`test_<unit>`) is
+what the final stage's test of the initial and final systems added
+(`optimization_and_test`). The budget caps the optimization only.
+
 Every method asks `affords(n)` (or reads `left()`) before it spends and records through
 `record_system_run` / `record_component_call`; `graph.System` does the recording for the
 runs it executes, the DSPy bridge's `RunCounter` for the runs DSPy drives. A resumed run
@@ -93,3 +99,14 @@ class Budget:
                 "lm_calls": calls + off.get("lm_calls", 0),
                 "lm_tokens": tokens + off.get("lm_tokens", 0),  # of real calls
                 "lm_requests": calls + int(total.get("cache_hits", 0)) + off.get("lm_requests", 0)}
+
+
+def optimization_and_test(total: dict[str, int], optimization: dict[str, Any] | None
+                          ) -> dict[str, int]:
+    """A finished run's spend, reported apart (summary.json, `optimas show`, README): each
+    SPENT_KEYS key is the optimization's, as of `optimization` (the last history record, which
+    `optimas compare` reads too; the test evaluations excluded), and `test_<key>` what the
+    final stage's test evaluations added, the rest of `total` (Budget.spent())."""
+    record = optimization or {}
+    opt = {k: int(record.get(k) or 0) for k in SPENT_KEYS}
+    return opt | {f"test_{k}": total[k] - opt[k] for k in SPENT_KEYS}

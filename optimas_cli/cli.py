@@ -10,21 +10,21 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
+from optimas_cli.console import make_console  # noqa: E402
 from optimas_cli.errors import ConfigError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Optimize compound AI systems with globally aligned local rewards (Optimas).")
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 CONFIG = typer.Argument(..., help="A run config YAML, e.g. configs/hotpotqa.yaml")
 TARGET = typer.Argument(..., help="A run config YAML, or an existing run directory")
 OVERRIDES = typer.Argument(None, help="Hydra overrides: key=value, +key=value, ~key, group=option")
 MULTIRUN = typer.Option(False, "--multirun", "-m",
                         help="Sweep: run every combination of a=1,2 b=x,y, each in its own run dir")
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress on stderr (stages, budget, bars)")
 
 
 def _fail(e: Exception, code: int = 2) -> None:
@@ -50,6 +50,7 @@ def _target(target: str, overrides: list[str]) -> tuple[str, list[str], bool]:
 
 
 def _dispatch(command: str, target: str, overrides: list[str] | None, multirun: bool, quiet: bool):
+    from optimas_cli.failures import EvaluationFailed
     from optimas_cli.jobs import execute
     from optimas_cli.lm.base import RunStopped
     from optimas_cli.methods import load_checked as load
@@ -71,10 +72,12 @@ def _dispatch(command: str, target: str, overrides: list[str] | None, multirun: 
         _fail(e)
     except RunStopped:
         raise typer.Exit(3) from None
+    except EvaluationFailed as e:  # too many failed examples: the one line from FAILED
+        _fail(e, code=1)
     except Exception as e:  # noqa: BLE001 - the traceback is in FAILED; say what broke
         _fail(f"{type(e).__name__}: {e}", code=1)
     else:
-        print_summary(path, console)
+        print_summary(path, make_console(stderr=True))  # its width: where stderr is now
 
 
 @app.command()
@@ -117,12 +120,13 @@ _stage_command("update", "Run the method's optimization without the test evaluat
 
 @app.command()
 def validate(config: str = CONFIG, overrides: list[str] = OVERRIDES):
-    """Compose and check a config (schemas and graph) without running anything."""
+    """Check a config without running a model, and list every problem: the schemas, the graph,
+    every dotted path, the model names against `choices`, and the loader's first example."""
     from optimas_cli.graph import topological_order
     from optimas_cli.methods import load_checked as load
 
     try:
-        composed = load(config, list(overrides or []))
+        composed = load(config, list(overrides or []), read_data=True)
     except ConfigError as e:
         _fail(e)
     except Exception as e:  # noqa: BLE001 - nothing runs here: whatever broke is the config's
@@ -134,25 +138,32 @@ def validate(config: str = CONFIG, overrides: list[str] = OVERRIDES):
 @app.command()
 def show(run_dir: str = typer.Argument(..., help="A run directory"),
          markdown: bool = typer.Option(False, "--markdown",
-                                       help="Only the iterations table, as markdown")):
-    """Print a run's status, config summary, metrics and what each iteration did."""
-    from optimas_cli.reports import iterations_markdown, print_summary
+                                       help="Only the iterations table, as markdown"),
+         as_json: bool = typer.Option(False, "--json",
+                                      help="summary.json as written (an evaluation: metrics.json)")):
+    """Print a run's status (a failed run's error), method, validation and test before -> after
+    with the paired interval, spend, and what each iteration did."""
+    from optimas_cli.reports import iterations_markdown, print_summary, raw_summary
 
     try:
-        if markdown:
-            typer.echo(iterations_markdown(run_dir), nl=False)
+        if markdown or as_json:
+            typer.echo(iterations_markdown(run_dir) if markdown else raw_summary(run_dir), nl=False)
             return
-        print_summary(run_dir, console)
+        print_summary(run_dir, make_console())
     except FileNotFoundError as e:
         _fail(e)
 
 
 def _register_extensions() -> None:
     from optimas_cli.compare import register
+    from optimas_cli.data_files import register as register_data
     from optimas_cli.options import register as register_options
+    from optimas_cli.scaffold import register as register_init
 
     register(app)
     register_options(app)
+    register_data(app)
+    register_init(app)
 
 
 _register_extensions()
@@ -167,6 +178,10 @@ def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminated)
+    # A config's dotted paths (loader, metric, python functions) may name the user's own
+    # modules beside it: import them from the working directory, as `python -m` does, but
+    # after the installed packages, so that a file there cannot shadow one optimas needs.
+    sys.path.append(os.getcwd())
     try:
         app()
     except KeyboardInterrupt:

@@ -18,7 +18,6 @@ validation against system runs spent, a line per method, seeds thin, their mean 
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -30,14 +29,12 @@ import typer
 import yaml
 from rich.markup import escape
 
-from optimas_cli import layout, versus
+from optimas_cli import datasets_registry, layout, versus
+from optimas_cli.compare_tables import rich_table, to_markdown, write_csv
 from optimas_cli.history import accepted_val
 from optimas_cli.run_dir import RunDir
+from optimas_cli.schema import RunConfig
 from optimas_cli.stats import pooled_paired_diff
-
-COLUMNS = ("method", "system", "seeds", "test_mean", "test_std", "initial_mean", "initial_std",
-           "diff_mean", "diff_low", "diff_high", "diff_n", "system_runs", "component_calls", "lm_calls",
-           "lm_requests", "lm_tokens", "wall_time_s", "replayed", "test_metrics", "runs")
 
 
 @dataclass
@@ -120,7 +117,7 @@ def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
         path=path,
         method=summary.get("optimizer") or _get(cfg, "optimizer.name") or "optimas",
         system=_get(cfg, "system.name") or "?",
-        seed=cfg.get("seed"),
+        seed=cfg.get("seed", RunConfig.model_fields["seed"].default),  # a YAML may leave it out
         key=tuple(str(_get(cfg, k)) for k in by),
         test=float(summary["test"]["final"]["mean"]),
         initial=(float(summary["test"]["initial"]["mean"]) if "initial" in summary["test"]
@@ -134,7 +131,7 @@ def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
         lm_tokens=last.get("lm_tokens"), component_calls=int(last.get("component_calls", 0)),
         final_scores=summary["test"]["final"].get("scores"),
         initial_scores=summary["test"].get("initial", {}).get("scores"),
-        data=json.dumps(cfg.get("data"), sort_keys=True),
+        data=json.dumps(datasets_registry.with_registered_path(cfg.get("data")), sort_keys=True),
         metrics={k: float(v["mean"]) for k, v in
                  summary["test"]["final"].get("metrics", {}).items()
                  if k != "score" and isinstance(v, dict) and "mean" in v},
@@ -218,92 +215,6 @@ def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ writing
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def _display(row: dict[str, Any]) -> list[str]:
-    return [row["method"], row["system"], str(row["seeds"]),
-            f"{_fmt(row['test_mean'])} ± {_fmt(row['test_std'])}",
-            f"{_fmt(row['initial_mean'])} ± {_fmt(row['initial_std'])}",
-            (f"{row['diff_mean']:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
-             if row["diff_mean"] is not None else "-"),
-            _fmt(row["system_runs"], 1), _fmt(row["component_calls"], 1), _fmt(row["lm_calls"], 1)
-            + _replayed(row), _fmt(row["lm_requests"], 1), _fmt(row["lm_tokens"], 0) + _replayed(row),
-            _fmt(row["wall_time_s"], 1) + _replayed(row)]
-
-
-def _replayed(row: dict[str, Any]) -> str:
-    return f" (replay: {row['replayed']} of {row['seeds']})" if row.get("replayed") else ""
-
-
-HEADERS = ("method", "system", "seeds", "test (mean ± std)", "initial test",
-           "final − initial [95% CI]", "system runs", "component calls", "LM calls",
-           "LM requests", "LM tokens",
-           "wall time s")
-
-
-def _metrics_text(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "-"
-
-
-def to_markdown(rows: list[dict[str, Any]]) -> str:
-    extra = any(r["test_metrics"] for r in rows)  # a column only when a system reports any
-    headers = HEADERS + (("final test metrics",) if extra else ())
-    lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2) + ["---"] * extra) + "|"]
-    lines += ["| " + " | ".join(_display(r) + ([_metrics_text(r["test_metrics"])] if extra
-                                               else [])) + " |" for r in rows]
-    note = ("\nTest score: mean ± std (sample, n-1) over seeds of summary.json test.final.mean. "
-            "final − initial: the paired difference to the unoptimized system per test "
-            "question (seeds that share a split averaged per question, seeds on other splits "
-            "pooled), with its 95% bootstrap interval over questions; a gain is beyond noise "
-            "only when the interval is above 0. LM tokens: prompt + completion tokens of real "
-            "calls. "
-            "System runs, LM calls (real model calls) and LM requests (calls + cache hits): "
-            "spent by the optimization (test evaluation excluded), mean over seeds. "
-            "Wall time: per run, mean over seeds."
-            + (" (replay: k of n): k seeds made no model call, every LM request a cache hit "
-               "of an earlier run of the same config, so their LM calls, tokens and wall time "
-               "are a replay's, not the method's cost." if any(r.get("replayed") for r in rows)
-               else "")
-            + (" Final test metrics: the system's other metrics of the optimized system on "
-               "test, mean over seeds (those equal to the score left out)." if extra else "")
-            + "\n")
-    return "\n".join(lines) + "\n" + note
-
-
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r[k] is None else json.dumps(r[k]) if isinstance(r[k], dict)
-                            else r[k]) for k in COLUMNS})
-
-
-RICH_HEADERS = ("method", "system", "seeds", "test", "± std", "initial", "runs", "LM calls",
-                "wall s")
-
-
-def rich_table(rows: list[dict[str, Any]]):
-    from rich.table import Table
-
-    t = Table(title="test score over seeds; system runs and LM calls spent optimizing")
-    for i, h in enumerate(RICH_HEADERS):
-        t.add_column(h, justify="left" if i < 2 else "right", no_wrap=i >= 2,
-                     overflow="fold", ratio=1 if i < 2 else None)
-    for r in rows:
-        t.add_row(escape(r["method"]), escape(r["system"]), str(r["seeds"]),
-                  _fmt(r["test_mean"], 3), _fmt(r["test_std"], 3), _fmt(r["initial_mean"], 3),
-                  _fmt(r["system_runs"], 0), _fmt(r["lm_calls"], 0), _fmt(r["wall_time_s"], 0))
-    return t
-
-
 def plot(runs: list[Run], path: Path, by: tuple[str, ...] = ()) -> None:
     """Accepted val score against system runs spent: seeds thin, mean by step bold."""
     import matplotlib
@@ -381,10 +292,9 @@ def register(app: typer.Typer) -> None:
         Examples: `optimas compare runs/hotpotqa/<stamp>_multirun --out reports/`;
         `optimas compare runs/hotpotqa --by lm.model`
         """
-        from rich.console import Console
+        from optimas_cli.console import make_console
 
-        console = Console()
-        err = Console(stderr=True)
+        console, err = make_console(), make_console(stderr=True)
         try:
             rows, skipped = compare(dirs, out, tuple(by))
         except FileNotFoundError as e:

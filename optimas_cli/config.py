@@ -7,7 +7,6 @@ dir, and the project's `configs/` is on the search path so defaults such as
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,10 +17,10 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pydantic import ValidationError
 
-from optimas_cli.data import resolve_data_path
+from optimas_cli import checks
+from optimas_cli.checks import import_dotted
 from optimas_cli.errors import ConfigError
-from optimas_cli.graph import check_graph
-from optimas_cli.schema import RunConfig
+from optimas_cli.schema import DataConfig, RunConfig, SystemConfig
 
 __all__ = ["ConfigError", "Composed", "load"]
 
@@ -59,17 +58,41 @@ def hydra_overrides(overrides: list[str], config_path: Path) -> list[str]:
 
     `key=value` on a key the YAML does not spell out (but the schema defaults)
     becomes `++key=value`, so every schema key is overridable without Hydra's
-    `+`; group choices (`lm=openai`) and explicit `+`/`~`/`++` stay as given.
-    Unknown keys are then refused by the schema, with the key named.
+    `+`; a group choice (`lm=openai`) of a group the config's defaults list does not
+    choose (a user's config without one) becomes `+lm=openai`; explicit `+`/`~`/`++`
+    stay as given. Unknown keys are then refused by the schema, with the key named.
     """
     roots = [config_path.parent] + [Path(p[len("file://"):]) for p in search_path(config_path)]
-    out = []
+    out, chosen = [], None
     for o in overrides:
         key = o.split("=", 1)[0]
         plain = "=" in o and not o.startswith(("+", "~")) and not key.startswith("hydra")
         is_group = "." not in key and any((r / key).is_dir() for r in roots)
-        out.append(f"++{o}" if plain and not is_group else o)
+        if plain and is_group:
+            chosen = _chosen_groups(config_path) if chosen is None else chosen
+            out.append(o if key in chosen else f"+{o}")
+        else:
+            out.append(f"++{o}" if plain else o)
     return out
+
+
+def _chosen_groups(config_path: Path) -> set[str]:
+    """The config groups CONFIG's defaults tree chooses an option of (all of them when that
+    cannot be told: Hydra then says what is wrong)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra job: leave its overrides be
+        return set(GROUPS)
+    try:
+        with initialize_config_dir(config_dir=str(config_path.parent), version_base="1.3"):
+            cfg = compose(config_name=config_path.stem, return_hydra_config=True, overrides=[
+                f"hydra.searchpath=[{','.join(search_path(config_path))}]"])
+        return set(cfg.hydra.runtime.choices)
+    except Exception:  # noqa: BLE001 - the config fails on its own: its compose says why
+        return set(GROUPS)
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def _check_yaml(path: Path) -> dict[str, Any]:
@@ -180,16 +203,20 @@ def _first_line(msg: str) -> str:
     return msg.strip().splitlines()[0] if msg.strip() else msg
 
 
-def load(config_path: str | Path, overrides: list[str] | None = None) -> Composed:
-    """Compose and validate; raises ConfigError naming file, key and value."""
+def load(config_path: str | Path, overrides: list[str] | None = None, *,
+         read_data: bool = False) -> Composed:
+    """Compose and validate; raises ConfigError naming file, key and value of every problem."""
     overrides = list(overrides or [])
     path = Path(config_path).resolve()
     cfg, choices = compose_raw(path, overrides)
-    return validate(cfg, path, overrides, choices)
+    return validate(cfg, path, overrides, choices, read_data=read_data)
 
 
-def validate(cfg: DictConfig, path: Path, overrides: list[str], choices: dict[str, str]) -> Composed:
-    """Validate an already composed config (a Hydra job's, or ours) against the schemas."""
+def validate(cfg: DictConfig, path: Path, overrides: list[str], choices: dict[str, str], *,
+             read_data: bool = False) -> Composed:
+    """Validate an already composed config (a Hydra job's, or ours) against the schemas and
+    optimas_cli.checks; ConfigError lists every problem. `read_data`: also read the loader
+    once (checks.data_problems, `optimas validate`)."""
     try:
         raw = OmegaConf.to_container(cfg, resolve=True)
     except Exception as e:  # interpolation errors: say which key holds the interpolation
@@ -198,13 +225,42 @@ def validate(cfg: DictConfig, path: Path, overrides: list[str], choices: dict[st
         raise ConfigError(f"{where(key, path, overrides, choices) if key else path}: "
                           f"{at}{_first_line(str(e))}") from None
     raw.pop("hydra", None)
+    unresolved = OmegaConf.to_container(cfg, resolve=False)
+    problems: list[tuple[str, str, bool]] = []  # (key, message, the key is missing)
+    run = None
     try:
         run = RunConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_explain(e, raw, path, overrides, choices)) from None
-    composed = Composed(path=path, overrides=list(overrides), raw=raw, run=run, choices=choices)
-    check_semantics(composed)
-    return composed
+        problems += _explain(e, raw, unresolved)
+    # the sections that passed their schema are checked further even when others failed
+    system = run.system if run else _section(SystemConfig, raw.get("system"))
+    data = run.data if run else _section(DataConfig, raw.get("data", {}))
+    semantic = checks.semantic_problems(system, data, raw.get("system"))
+    if read_data and system and data and not any(k == "system.loader" for k, _ in semantic):
+        semantic += checks.data_problems(system, data)
+    problems += [(key, msg, False) for key, msg in semantic]
+    if problems:
+        raise problems_error(problems, path, overrides, choices)
+    return Composed(path=path, overrides=list(overrides), raw=raw, run=run, choices=choices)
+
+
+def _section(model: Any, value: Any) -> Any:
+    """`value` validated by `model`, or None when it fails (the schema's errors say why)."""
+    try:
+        return model.model_validate(value)
+    except ValidationError:
+        return None
+
+
+def problems_error(problems: list[tuple[str, str, bool]], path: Path, overrides: list[str],
+                   choices: dict[str, str]) -> ConfigError:
+    """One ConfigError listing every problem, each on its own line after the file (or the
+    override) its key came from."""
+    lines = list(dict.fromkeys(f"{where(key, path, overrides, choices, missing=missing)}: {msg}"
+                               for key, msg, missing in problems))
+    if len(lines) == 1:
+        return ConfigError(lines[0])
+    return ConfigError(f"{len(lines)} problems:\n" + "\n".join(f"  {line}" for line in lines))
 
 
 def _lookup(raw: Any, loc: tuple) -> Any:
@@ -246,65 +302,37 @@ def where(key: str, path: Path, overrides: list[str], choices: dict[str, str],
     return str(path)
 
 
-def _explain(err: ValidationError, raw: dict, path: Path, overrides: list[str],
-             choices: dict[str, str]) -> str:
-    e = err.errors()[0]
-    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    key = ".".join(str(p) for p in loc) or "<top level>"
-    source = where(key, path, overrides, choices, missing=e["type"] == "missing")
-    if e["type"] == "extra_forbidden":
-        msg = f"unknown key '{key}'"
-    elif e["type"] == "missing":
-        msg = f"missing required value '{key}'"
-    else:
-        value = _lookup(raw, loc)
-        msg = f"bad value for '{key}': {value!r} ({e['msg']})"
-    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-    return f"{source}: {msg}{more}"
-
-
-def _import(dotted: str) -> Any:
-    """Import `pkg.mod:attr` (or `pkg.mod.attr`); ValueError saying why it cannot."""
-    mod_name, _, attr = dotted.partition(":") if ":" in dotted else dotted.rpartition(".")
-    if not mod_name or not attr:
-        raise ValueError(f"'{dotted}' is not a dotted path like 'package.module:name'")
-    try:
-        mod = importlib.import_module(mod_name)
-    except Exception as e:  # noqa: BLE001 - not found, or the module itself fails to import
-        raise ValueError(f"cannot import module '{mod_name}' ({type(e).__name__}: {e})") from None
-    try:
-        return getattr(mod, attr)
-    except AttributeError:
-        raise ValueError(f"module '{mod_name}' has no attribute '{attr}'") from None
+def _explain(err: ValidationError, raw: dict, unresolved: dict) -> list[tuple[str, str, bool]]:
+    """Every schema error as (key, message, the key is missing); model variables that start
+    from an lm.model outside their choices are one problem, worded by checks.lm_model_problem."""
+    out, follow_lm = [], []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        key = ".".join(str(p) for p in loc) or "<top level>"
+        if checks.follows_lm_model(raw, unresolved, loc):
+            follow_lm.append(key)
+        elif e["type"] == "extra_forbidden":
+            out.append((key, f"unknown key '{key}'", False))
+        elif e["type"] == "missing":
+            out.append((key, f"missing required value '{key}'", True))
+        else:
+            value = _lookup(raw, loc)
+            why = e["msg"].removeprefix("Value error, ")
+            # a section's own check (a variable's space) says what is wrong in its words
+            section = isinstance(value, dict) and e["type"] == "value_error"
+            shown = why if section else f"{value!r} ({why})"
+            out.append((key, f"bad value for '{key}': {shown}", False))
+    if follow_lm:
+        out.insert(0, (*checks.lm_model_problem(raw, unresolved, follow_lm), False))
+    return out
 
 
 def import_object(dotted: str, what: str) -> Any:
     """Import `pkg.mod:attr` (or `pkg.mod.attr`); ConfigError names `what` on failure."""
     try:
-        return _import(dotted)
+        return import_dotted(dotted)
     except ValueError as e:
         raise ConfigError(f"{what}: {e}") from None
-
-
-def check_semantics(c: Composed) -> None:
-    """Checks beyond types: the graph, each component kind's params, the loader and metric
-    paths, data.path (a method's options: methods.check_options)."""
-    problems = [(key, f"'{key}': {msg}") for key, msg in check_graph(c.run.system)]
-    for key, dotted in (("system.loader", c.run.system.loader), ("system.metric", c.run.system.metric)):
-        try:
-            if not callable(_import(dotted)):
-                raise ValueError("not callable")
-        except ValueError as e:
-            problems.append((key, f"bad value for '{key}': {dotted!r} ({e})"))
-    if c.run.data.path:
-        try:
-            resolve_data_path(c.run.data.path, c.run.data.path, "")
-        except FileNotFoundError as e:
-            problems.append(("data.path", f"bad value for 'data.path': {c.run.data.path!r} "
-                                          f"({str(e).strip().rstrip('.')})"))
-    if problems:
-        key, msg = problems[0]
-        raise ConfigError(f"{where(key, c.path, c.overrides, c.choices)}: {msg}")
 
 
 def redact(data: Any) -> Any:

@@ -1,13 +1,15 @@
-"""Examples, datasets and seeded train/val/test splits."""
+"""Examples, datasets, the loader contract, and seeded train/val/test splits."""
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optimas_cli import data_files, datasets_registry
 from optimas_cli.schema import DataConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +17,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class Example:
+    """One row of data.
+
+    id: unique in the dataset (failures, predictions and paired comparisons name it).
+    inputs: the system's input fields, one per name in `system.inputs` (a row that lacks
+    one fails that example, recorded with its id).
+    target: what the metric compares against, e.g. {"answer": "Paris"}.
+    meta: anything else; `meta["split"] = "test"` puts the example in the test split.
+    """
+
     id: str
     inputs: dict[str, Any]  # the system's input fields
     target: dict[str, Any]  # what the metric compares against
@@ -23,16 +34,28 @@ class Example:
 
 @dataclass
 class Dataset:
+    """What a loader returns: every example (splits are drawn from them, data.*_size), and
+    shared resources components read, e.g. {"corpus": [passages]} for a retriever."""
+
     examples: list[Example]
     resources: dict[str, Any] = field(default_factory=dict)  # e.g. {"corpus": [passages]}
 
 
-def resolve_data_path(configured: str | None, default_relative: str, hint: str) -> Path:
-    """The data file to read: the configured path, else the default under ../shared/data.
+# `system.loader`: the data config (data.path and the other data.* keys) -> the Dataset.
+# Built-in ones for JSONL, CSV and `datasets` saved to disk: optimas_cli.loaders.
+Loader = Callable[[DataConfig], Dataset]
 
-    Relative paths are tried from the working directory, then from the project root.
+
+def resolve_data_path(configured: str | None, default_relative: str, hint: str) -> Path:
+    """The data file to read: the configured one, else the default.
+
+    A registry name (`hotpotqa/hotpot_dev_distractor_1k.jsonl`, optimas_cli/datasets_registry.yaml)
+    is found or downloaded, and checked, by optimas_cli.data_files; any other value is a path,
+    tried from the working directory, then from the project root, and read as it is.
     """
     rel = configured or default_relative
+    if datasets_registry.entry(rel) is not None:
+        return data_files.resolve(rel)
     candidates = [Path(rel)] if Path(rel).is_absolute() else [Path.cwd() / rel, PROJECT_ROOT / rel]
     for c in candidates:
         if c.exists():

@@ -7,6 +7,13 @@ rollout file, e.g. "rollouts/iter_001/retriever.jsonl"). The component is the fa
 ErrorType: message"), or "metric" when the metric raised. Each evaluation or collection
 that had failures also logs one line to run.log: how many, and the first one.
 
+Runs fail loudly: an evaluation whose share of failed examples is over
+`eval.max_failed_share` (`optimas evaluate`, the final test, the validation of the starting
+system), or a validation of the starting system where every example failed, raises
+EvaluationFailed: one line naming the most common error and its count; the run ends FAILED
+(that line in RUN_DIR/FAILED) with exit code 1. A candidate's validation never does: its
+failures score 0 and the candidate is rejected.
+
 The run directory owns a FailureLog and makes it the current one while a command runs
 (RunDir.guard), so evaluations find it without being handed the run directory; outside
 a run directory nothing is recorded.
@@ -36,6 +43,20 @@ def component_of(error: str | None) -> str | None:
         return None
     head, sep, _ = error.partition(": ")
     return head if sep and head and " " not in head else None
+
+
+class EvaluationFailed(RuntimeError):
+    """Too many examples of one evaluation failed: the run cannot be trusted, it ends FAILED."""
+
+
+def kind_of(error: str) -> str:
+    """What failures are grouped by: "component: ErrorType" of a trace or metric error
+    ("component: ErrorType: message"), else the whole error."""
+    head, _, rest = error.partition(": ")
+    etype = rest.partition(": ")[0]
+    if component_of(error) and etype and " " not in etype and etype[:1].isupper():
+        return f"{head}: {etype}"
+    return error
 
 
 class FailureLog:
@@ -74,6 +95,8 @@ class Tally:
         self.first: dict[str, Any] | None = None
         self.count = 0
         self.examples: set[str] = set()
+        self.kinds: Counter = Counter()  # failures per kind_of(error)
+        self._first_of: dict[str, dict[str, Any]] = {}  # the first failure of each kind
         self._lock = threading.Lock()
 
     def add(self, example_id: str, error: str, component: str | None = None,
@@ -85,6 +108,9 @@ class Tally:
             self.count += 1
             self.examples.add(example_id)
             self.first = self.first or record
+            kind = kind_of(error)
+            self.kinds[kind] += 1
+            self._first_of.setdefault(kind, record)
         if self.sink is not None:
             self.sink.write(record)
 
@@ -95,6 +121,22 @@ class Tally:
         f = self.first
         return (f"{self.stage} {self.label}: {self.count} failure(s) in {len(self.examples)} of {total} "
                 f"example(s); first: example {f['example_id']} at {f['component']}: {f['error']}")
+
+    def check(self, total: int, max_share: float, *, all_failed: bool = False) -> None:
+        """EvaluationFailed when more than `max_share` of the `total` examples failed, or
+        (`all_failed`) every one of them did; the message names the most common error."""
+        n = len(self.examples)
+        if not total or not (n / total > max_share or (all_failed and n == total)):
+            return
+        kind, count = self.kinds.most_common(1)[0]
+        f = self._first_of[kind]
+        error = (f["error"].splitlines() or [""])[0][:300]  # one line, however long the error
+        why = (f"more than eval.max_failed_share={max_share:g}" if n / total > max_share
+               else "every example of a validation of the starting system")
+        raise EvaluationFailed(
+            f"{self.stage} {self.label}: {n} of {total} examples failed ({why}); most common "
+            f"error ({count} of {self.count} failures, first at example {f['example_id']}): "
+            f"{error} (each one in {FILE})")
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from optimas_cli.budget import Budget
 from optimas_cli.components import resolve_kind
 from optimas_cli.lm.base import LM, LMRequest, LMResponse, RunStopped, Usage
-from optimas_cli.schema import SystemConfig, VariableConfig
+from optimas_cli.schema import ComponentConfig, SystemConfig, VariableConfig
 
 State = dict[str, dict[str, Any]]
 # Exceptions that must stop a run rather than be recorded as a failed step.
@@ -93,6 +93,16 @@ def is_per_input(value: Any) -> bool:
 # ---------------------------------------------------------------- graph checks
 
 
+def component_problems(name: str, comp: ComponentConfig) -> list[tuple[str, str]]:
+    """One component's kind (importable) and what the kind checks: its params, variables."""
+    key = f"system.components.{name}"
+    try:
+        kind = resolve_kind(comp.kind)
+    except ValueError as e:
+        return [(f"{key}.kind", str(e))]
+    return [(f"{key}.{k}", m) for k, m in kind.check_config(name, comp)]
+
+
 def check_graph(cfg: SystemConfig) -> list[tuple[str, str]]:
     """Problems with the graph as (config key, message); empty when it is sound."""
     problems: list[tuple[str, str]] = []
@@ -104,12 +114,7 @@ def check_graph(cfg: SystemConfig) -> list[tuple[str, str]]:
                 problems.append((f"{key}.outputs", f"output '{out}' of component '{name}' is "
                                  f"already produced by '{producer[out]}'"))
             producer[out] = name
-        try:
-            kind = resolve_kind(comp.kind)
-        except ValueError as e:
-            problems.append((f"{key}.kind", str(e)))
-            continue
-        problems += [(f"{key}.{k}", m) for k, m in kind.check_config(name, comp)]
+        problems += component_problems(name, comp)
     for name, comp in cfg.components.items():
         for inp in comp.inputs:
             if inp not in producer:
@@ -276,8 +281,14 @@ class System:
                  stop_before: str | None = None) -> Trace:
         """Run `start` and every component after it, given the fields upstream produced.
 
-        Counts one (partial) system run, unless there is nothing to run."""
+        Counts one (partial) system run, unless there is nothing to run. Fields that lack a
+        system input fail the trace (nothing runs): the example's failure, not a crash."""
         trace = Trace(fields=dict(fields))
+        missing = [k for k in self.cfg.inputs if k not in fields]
+        if missing:
+            trace.error = (f"the example lacks system input(s) {missing} (system.inputs "
+                           f"{self.cfg.inputs}; it has {sorted(map(str, fields))})")
+            return trace
         end = self.order.index(stop_before) if stop_before else len(self.order)
         if end > self.order.index(start):
             self.count_run()

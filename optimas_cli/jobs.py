@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from optimas_cli import layout, spend
+from optimas_cli import layout, progress, spend
 from optimas_cli.config import Composed, scrub
 from optimas_cli.errors import ConfigError
 from optimas_cli.lm.base import RunStopped
@@ -70,23 +70,41 @@ def open_run_dir(composed: Composed) -> RunDir:
     return RunDir.create(composed)
 
 
+def _runtime(composed: Composed) -> tuple[Runtime | None, Exception | None]:
+    """The runtime, or the error that building it raised; a ConfigError propagates."""
+    try:
+        return build_runtime(composed), None
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - raised again inside the run directory's guard
+        return None, e
+
+
 def execute(command: str, composed: Composed, *, show_progress: bool = True) -> tuple[Path, dict]:
     """Open the run directory, run the command, and always say where the run directory is.
 
-    A command the method does not support fails before a run directory is made. A
-    resumed run, or a stage command on an existing run directory, counts on from what
-    earlier processes spent (optimas_cli.spend: a line per process, a SIGKILL-ed one's
-    from its last checkpoint).
+    A command the method does not support, or whose runtime fails on a ConfigError (a bad
+    data path, a loader's error, a missing API key), fails before a run directory is made:
+    nothing was done. Any other error building the runtime is recorded in a run directory's
+    FAILED, with its traceback. A resumed run, or a stage command on an existing run
+    directory, counts on from what earlier processes spent (optimas_cli.spend: a line per
+    process, a SIGKILL-ed one's from its last checkpoint). While it works it shows its
+    progress on stderr (optimas_cli.progress), unless not `show_progress` (-q).
     """
     check_command(command, composed)
-    run_dir = open_run_dir(composed)
+    resumed = open_run_dir(composed) if composed.run.resume else None  # checked before work
+    rt, error = _runtime(composed)
+    run_dir = resumed or open_run_dir(composed)
     summary: dict[str, Any] = {}
     try:
         with run_dir.guard():
             log.info("optimas %s %s %s", command, composed.path, " ".join(composed.overrides))
-            rt = build_runtime(composed)
+            if error is not None:
+                raise error
             rt.budget.resume(spend.spent_before(run_dir))
-            with spend.recording(run_dir, command, rt.budget.offset, rt.budget.spent):
+            with spend.recording(run_dir, command, rt.budget.offset, rt.budget.spent), \
+                    progress.reporting(None if command == "evaluate" else rt.budget,
+                                       quiet=not show_progress):
                 summary = run_command(command, rt, run_dir, show_progress)
     except RunStopped as e:
         console.print(f"[yellow]stopped:[/] {escape(scrub(str(e)))} (artifacts saved; "

@@ -8,7 +8,8 @@ What lies in it (optimas_cli/layout.py names every artifact path; the others the
   metrics.json       evaluate: mean, std, n, failures, LM usage, wall time
   failures.jsonl     every failed example of every stage, with its component and error
   attempts.jsonl     each process's start and end here (optimas_cli.attempts: wall time)
-  DONE | FAILED | STOPPED   how it ended (FAILED holds the traceback, STOPPED why the
+  DONE | FAILED | STOPPED   how it ended (FAILED holds the traceback, or the one line of
+                            failures.EvaluationFailed: too many examples failed; STOPPED why the
                             run could not go on: a spent budget, a rejected API key;
                             `resume=` continues it)
 """
@@ -137,6 +138,11 @@ class RunDir:
             outcome = layout.STOPPED
             self.write_text(layout.STOPPED, f"{e}\n")
             log.warning("stopped: %s", e)
+            raise
+        except failures.EvaluationFailed as e:  # the one line says it all: no traceback
+            outcome = layout.FAILED
+            self.write_text(layout.FAILED, f"{e}\n")
+            log.error("failed: %s", e)
             raise
         except BaseException:
             outcome = layout.FAILED

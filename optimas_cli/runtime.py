@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,7 @@ from optimas_cli.data import Dataset, Example, split
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State, System, build_components
 from optimas_cli.lm.base import LM
-
-Metric = Callable[[Example, dict[str, Any]], dict[str, float]]
+from optimas_cli.metrics import Metric
 
 
 @dataclass
@@ -96,16 +94,34 @@ def _adapter_value(path: Path, comp: str, var: str, value: Any, system: System) 
     return str(adapter.resolve())
 
 
+def checked_dataset(dataset: Any, loader: str) -> Dataset:
+    """What `system.loader` returned, if it is a Dataset of Examples; else a ConfigError
+    naming the loader and the type it must return."""
+    must = "it must return optimas_cli.api.Dataset (Dataset(examples=[Example(...)]))"
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"system.loader {loader} returned {type(dataset).__name__}; {must}")
+    if not isinstance(dataset.examples, (list, tuple)):
+        raise ConfigError(f"system.loader {loader} returned a Dataset whose examples are a "
+                          f"{type(dataset.examples).__name__}; {must}")
+    for i, ex in enumerate(dataset.examples):
+        if not isinstance(ex, Example):
+            raise ConfigError(f"system.loader {loader} returned a Dataset whose examples[{i}] is "
+                              f"a {type(ex).__name__}; {must}")
+    return dataset
+
+
 def build_runtime(composed: Composed, lm: LM | None = None) -> Runtime:
     """Load data, build the system and the LM client; errors name the config key at fault."""
     run = composed.run
     loader = import_object(run.system.loader, "system.loader")
     metric = import_object(run.system.metric, "system.metric")
     try:
-        dataset = loader(run.data)
+        dataset = checked_dataset(loader(run.data), run.system.loader)
         splits = split(dataset, run.data)
+    except ConfigError:
+        raise
     except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"data: {e}") from None
+        raise ConfigError(f"data: {str(e).removeprefix('data: ')}") from None
     lm = lm if lm is not None else make_lm(composed)
     resources = dict(dataset.resources, lm_config=run.lm)
     system = System(run.system, build_components(run.system, resources), lm,

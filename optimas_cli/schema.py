@@ -135,12 +135,24 @@ class SystemConfig(Strict):
 
 
 class DataConfig(Strict):
+    """`data:`, what a loader is given: where the data is, how it maps to examples (the
+    built-in loaders' inputs/target/id), and the sizes and seed of the splits."""
+
     path: str | None = Field(None, description="data file or name the loader reads (null: the "
                                                "loader's default location)")
     train_size: int = Field(30, ge=0, description="train examples: rollouts and reward training")
     val_size: int = Field(20, ge=0, description="validation examples: accept/revert decisions")
     test_size: int = Field(30, ge=0, description="test examples: the reported numbers")
     seed: int = Field(0, description="seed of the train/val/test split")
+    # the field mapping of the built-in loaders (optimas_cli.loaders: jsonl, csv, hf_disk);
+    # other loaders ignore these keys
+    inputs: dict[str, str] | None = Field(
+        None, description="built-in loaders: system input -> column, e.g. {question: q}")
+    target: str | dict[str, str] | None = Field(
+        None, description="built-in loaders: the target column (example.target = {column: "
+                          "value}), or target key -> column")
+    id: str | None = Field(None, description="built-in loaders: the column of example ids "
+                                             "(null: the row's line number)")
 
 
 class EvalConfig(Strict):
@@ -148,6 +160,12 @@ class EvalConfig(Strict):
                                                                       "evaluate` scores")
     workers: int = Field(4, ge=1, description="examples in flight at once")
     repeats: int = Field(1, ge=1, description="repeated evaluations (different sampling seeds)")
+    # optimas_cli.failures.EvaluationFailed: `optimas evaluate`, the final test and the
+    # validation of the starting system end the run FAILED past this share of failed examples
+    max_failed_share: float = Field(0.5, ge=0, le=1,
+                                    description="an evaluation with a larger share of failed "
+                                                "examples ends the run FAILED (1: only an "
+                                                "initial validation where all failed)")
 
 
 class CollectConfig(Strict):

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from optimas_cli import runtime
 from optimas_cli.cli import app
 from optimas_cli.config import PROJECT_CONFIGS, load
-from optimas_cli.data import PROJECT_ROOT, Example, split
+from optimas_cli.data import Example, split
+from optimas_cli.data_files import SHARED_DATA
 from optimas_cli.jobs import execute
 from optimas_cli.schema import DataConfig
 from systems.amazon import extract_choice, metric
@@ -25,7 +26,7 @@ from systems.amazon.data import FILES, session_text
 from systems.amazon.floors import floors, overlap_choice
 
 AMAZON = PROJECT_CONFIGS / "amazon.yaml"
-PRIMARY, MULTI = PROJECT_ROOT / FILES["primary"], PROJECT_ROOT / FILES["multilingual"]
+PRIMARY, MULTI = SHARED_DATA / FILES["primary"], SHARED_DATA / FILES["multilingual"]
 QWEN = "local/qwen2.5-coder-0.5b-instruct"
 HEADER = "question,choices,answer\n"
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from optimas_cli import runtime
 from optimas_cli.cli import app
 from optimas_cli.config import PROJECT_CONFIGS, load
-from optimas_cli.data import PROJECT_ROOT
+from optimas_cli.data_files import SHARED_DATA
 from optimas_cli.jobs import execute
 from optimas_cli.sandbox import Limits, Sandbox
 from optimas_cli.schema import DataConfig
@@ -24,7 +24,7 @@ from systems.bigcodebench.execution import run_tests
 from systems.bigcodebench.runner import clean_tests
 
 CONFIG = PROJECT_CONFIGS / "bigcodebench.yaml"
-FULL = PROJECT_ROOT / data.DEFAULT_PATH
+FULL = SHARED_DATA / data.DEFAULT_PATH
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_usable_reports_missing_libraries(tasks):
 
 
 def test_hard_subset_loads(tasks):
-    ds = data.load(DataConfig(path=str(PROJECT_ROOT / data.HARD_PATH)))
+    ds = data.load(DataConfig(path=str(SHARED_DATA / data.HARD_PATH)))
     assert 100 < len(ds.examples) <= 118
 
 

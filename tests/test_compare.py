@@ -185,3 +185,44 @@ def test_a_run_replayed_from_the_cache_has_its_costs_marked(sweep, tmp_path):
     none = next(x for x in md if x.startswith("| none"))
     assert search.count("(replay: 1 of 2)") == 3 and "replay" not in none
     assert any("cache hit" in x for x in md)
+
+
+def test_the_console_table_has_the_paired_interval_of_compare_md_in_full_rows(sweep, tmp_path,
+                                                                              monkeypatch):
+    """The console shows final − initial with its interval, as compare.md does; output that is
+    not a terminal gets every row whole (no cut at 80 columns)."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    app = typer.Typer()
+    register(app)
+    app.command()(lambda: None)  # a second command, so typer keeps `compare` as a subcommand
+    result = CliRunner().invoke(app, ["compare", str(sweep), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    rows, _ = compare([sweep])
+    md = (tmp_path / "o" / "compare.md").read_text()
+    assert "final − initial [95% CI]" in result.output
+    for r in rows:
+        interval = f"{r['diff_mean']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]"
+        row = next(line for line in result.output.splitlines() if f"│ {r['method']} " in line)
+        assert interval in row and len(row) > 80  # one line: nothing folded or cut
+        assert f"{r['diff_mean']:+.4f} [{r['diff_low']:+.4f}, {r['diff_high']:+.4f}]" in md
+
+
+def test_runs_whose_config_leaves_the_seed_to_the_schema_are_paired_as_seed_0(sweep, tmp_path):
+    """compare.md's versus table once said "seeds paired | None" for such runs."""
+    import shutil
+
+    from optimas_cli import versus
+    from optimas_cli.compare import group, load_run
+
+    runs = []
+    for i, run in enumerate(p for p in find_runs([sweep])
+                            if yaml.safe_load((p / "config.yaml").read_text())["seed"] == 0):
+        dst = tmp_path / f"r{i}"
+        shutil.copytree(run, dst)
+        cfg = yaml.safe_load((dst / "config.yaml").read_text())
+        del cfg["seed"]
+        (dst / "config.yaml").write_text(yaml.safe_dump(cfg))
+        runs.append(load_run(dst))
+    assert [r.seed for r in runs] == [0, 0]
+    md = versus.to_markdown(versus.versus(group(runs), reference="search"))
+    assert "| search − none | linear | 0 |" in md and "None" not in md

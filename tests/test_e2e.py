@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,15 +66,34 @@ def test_joblib_multirun_over_retriever_k(tmp_path, isolated_cache, hotpot_path)
     assert ctx[0] < ctx[1]  # k=10 puts more retrieved text in front of the answer generator
 
 
+def progress_lines(stderr: str) -> list[str]:
+    """The plain progress lines of a command's stderr (a pipe), without their time stamps."""
+    return [m.group(1) for m in re.finditer(r"^\[\d+:\d\d:\d\d\] (.*)$", stderr, re.M)]
+
+
 def test_run_optimas_loop_small_budget(tmp_path, isolated_cache, hotpot_path):
-    # hotpotqa_ci.yaml, cut further so the suite stays well inside CI's time on 2 cores
+    # hotpotqa_ci.yaml, cut further so the suite stays well inside CI's time on 2 cores; a
+    # budget that never binds here (10 system runs spent), so progress shows it against a total
     tiny = ["data.train_size=6", "data.val_size=3", "data.test_size=3",
             "optimizer.num_iterations=1", "optimizer.collect.num_inputs=2",
             "optimizer.collect.num_samples=1", "optimizer.update.num_candidates=1",
-            "optimizer.update.per_component_train_size=2"]
-    result = optimas("run", str(PROJECT_CONFIGS / "hotpotqa_ci.yaml"), f"run_root={tmp_path}", "-q",
+            "optimizer.update.per_component_train_size=2", "optimizer.budget_system_runs=40"]
+    result = optimas("run", str(PROJECT_CONFIGS / "hotpotqa_ci.yaml"), f"run_root={tmp_path}",
                      *tiny, cwd=tmp_path, cache=isolated_cache)
     assert result.returncode == 0, result.stderr[-3000:]
+    # stderr is a pipe: plain progress lines, in the order of the run's stages
+    shown = progress_lines(result.stderr)
+    order = [next(i for i, x in enumerate(shown) if x.startswith(start)) for start in (
+        "initial validation | 0/40 system runs", "val initial: 3/3 examples in",
+        "iteration 1/1 | collect | answer_generator", "collect answer_generator: 2/2 examples",
+        "iteration 1/1 | fit | answer_generator", "iteration 1/1 | update | answer_generator",
+        "iteration 1/1 | validate | answer_generator", "iteration 1/1 | kept the incumbent",
+        "test | initial system", "test initial: 3/3 examples in", "test | final system")]
+    assert order == sorted(order), shown
+    spent = [int(m.group(1)) for x in shown for m in [re.search(r" (\d+)/40 system runs", x)] if m]
+    assert spent[0] == 0 and spent == sorted(spent) and spent[-1] > 0, shown
+    # third-party noise a user cannot act on is silenced at its source
+    assert "use_cache" not in result.stderr and "Writing model shards" not in result.stderr
     run = only_run(tmp_path)
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["test"]) == {"initial", "final"}
@@ -101,6 +121,7 @@ def test_run_optimas_loop_small_budget(tmp_path, isolated_cache, hotpot_path):
                     f"system_state={run}/final/system.yaml", "-q", *tiny, cwd=tmp_path,
                     cache=isolated_cache)
     assert again.returncode == 0, again.stderr[-2000:]
+    assert progress_lines(again.stderr) == []  # -q: no progress
     (e,) = list((tmp_path / "e" / "hotpotqa").iterdir())
     assert json.loads((e / "metrics.json").read_text())["mean"] == pytest.approx(
         summary["test"]["final"]["mean"])

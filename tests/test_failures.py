@@ -182,8 +182,9 @@ def test_failed_rollouts_candidates_and_downstream_runs_are_recorded(numbers, tm
 def test_replay_misses_are_recorded_and_named_by_reproduce(tmp_path):
     """lm.cache.mode=replay with an empty cache: every request is a miss; each example's
     miss is in failures.jsonl at its component, and reproduce.py names every one."""
-    composed = load(ROOT / "tests" / "words.yaml",
-                    [f"run_dir={tmp_path / 'replay' / 'none'}", "lm.cache.mode=replay"])
+    composed = load(ROOT / "tests" / "words.yaml",  # every example fails: allowed here
+                    [f"run_dir={tmp_path / 'replay' / 'none'}", "lm.cache.mode=replay",
+                     "eval.max_failed_share=1"])
     path, summary = execute("evaluate", composed, show_progress=False)
     recorded = read(path / failures.FILE)
     assert summary["failed"] == summary["n"] == len(recorded) == 4

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from optimas_cli import runtime
 from optimas_cli.cli import app
 from optimas_cli.config import PROJECT_CONFIGS, load
-from optimas_cli.data import PROJECT_ROOT, Example, split
+from optimas_cli.data import Example, split
+from optimas_cli.data_files import SHARED_DATA
 from optimas_cli.jobs import execute
 from optimas_cli.schema import DataConfig
 from systems.pubmedqa import extract_label, metric
@@ -21,7 +22,7 @@ from systems.pubmedqa import load as load_pubmedqa
 from systems.pubmedqa.data import DEFAULT_PATH, TEST_PATH
 
 PUBMEDQA = PROJECT_CONFIGS / "pubmedqa.yaml"
-TRAIN, TEST = PROJECT_ROOT / DEFAULT_PATH, PROJECT_ROOT / TEST_PATH
+TRAIN, TEST = SHARED_DATA / DEFAULT_PATH, SHARED_DATA / TEST_PATH
 
 
 @pytest.fixture

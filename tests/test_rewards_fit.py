@@ -230,3 +230,27 @@ def test_later_fits_never_train_on_inputs_held_out_before(tiny_backbone, tmp_pat
         n_held = sum(input_key(p) in held for p in buffer)
         assert r["heldout"]["writer"]["n_pairs"] == n_held == r["split"]["writer"][
             "n_heldout_pairs"]
+
+
+def test_checkpointed_fit_and_save_print_no_transformers_noise(tiny_backbone, tmp_path, capfd):
+    """A backbone fit under gradient checkpointing, then its save: transformers says nothing
+    (no "use_cache=True is incompatible with gradient checkpointing", no shard-writing bar)."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.warning_once.cache_clear()  # "once" per process: an earlier test may have used it
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    hf_logger = logging.getLogger("transformers")  # its own handler, not propagated to root
+    hf_logger.addHandler(handler)
+    try:
+        m = LocalRewardModel(COMPS, backbone=tiny_backbone)
+        fit_reward_model(m, keyword_pairs(8), fit_cfg(epochs=1, lr=1e-3, batch_size=8,
+                                                      gradient_checkpointing=True), seed=0)
+        m.save(tmp_path / "lrf")
+    finally:
+        hf_logger.removeHandler(handler)
+    assert not [s for s in said if "use_cache" in s], said
+    assert "Writing model shards" not in capfd.readouterr().err

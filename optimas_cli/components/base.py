@@ -14,10 +14,14 @@ class NoParams(BaseModel):
 
 
 class BaseComponent:
-    """Subclass, set `Params` and `variable_types`, and implement `forward`.
+    """A component kind: subclass it, set `Params` and `variable_types`, implement `forward`,
+    and name the class in a config (`kind: mypkg.mymod:MyKind`).
 
+    `Params`: the pydantic model of the component's `params` (checked by `optimas validate`).
     `variable_types` maps an allowed variable type to the names it may take
     (None: any name), so a kind refuses variables it would silently ignore.
+    An instance has `name`, `description`, `inputs`, `outputs`, `variables` (from the
+    component's config) and `params` (a `Params`).
     """
 
     Params: ClassVar[type[BaseModel]] = NoParams
@@ -44,13 +48,15 @@ class BaseComponent:
         try:
             cls.Params.model_validate(cfg.params)
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown param '{loc}' for a {cfg.kind} component"
-            else:
-                msg = f"bad param '{loc}': {err.get('input')!r} ({err['msg']})"
-            problems.append((f"params.{loc}", f"component '{name}': {msg}"))
+            for err in e.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                if err["type"] == "extra_forbidden":
+                    msg = f"unknown param '{loc}' for a {cfg.kind} component"
+                elif err["type"] == "missing":
+                    msg = f"missing param '{loc}' of a {cfg.kind} component"
+                else:
+                    msg = f"bad param '{loc}': {err.get('input')!r} ({err['msg']})"
+                problems.append((f"params.{loc}", f"component '{name}': {msg}"))
         for vname, var in cfg.variables.items():
             allowed = cls.variable_types
             if var.type not in allowed:
@@ -62,6 +68,14 @@ class BaseComponent:
                                  f"component '{name}' ({cfg.kind}) has no {var.type} variable "
                                  f"'{vname}'; it takes {sorted(allowed[var.type])}"))
         return problems
+
+    def forward(self, inputs: dict[str, Any], values: dict[str, Any], call: Any) -> dict[str, Any]:
+        """One run of the component: `inputs` holds a value per name in `self.inputs`,
+        `values` the current value of each of its variables (by name), `call` the LM and
+        the sampling settings (optimas_cli.graph.Call: `call.complete(LMRequest(...))`).
+        Return a dict with a value per name in `self.outputs`; an exception fails the
+        example at this component (recorded, scored 0)."""
+        raise NotImplementedError(f"{type(self).__name__} implements no forward()")
 
     def values_of(self, values: dict[str, Any], vtype: str) -> list[tuple[str, Any]]:
         """(name, value) of this component's variables of one type."""

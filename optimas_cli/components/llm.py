@@ -3,7 +3,12 @@
 Two prompt styles. `completion` writes a few-shot document that ends with the
 first output's label, which small base and instruct models continue far more
 reliably than they follow chat instructions. `chat` sends the instruction as
-the system message. Several outputs are read from `Label: value` lines.
+the system message, each demonstration as a user turn (its inputs) and an assistant
+turn (its outputs as `Label: value` lines), then the input as the last user turn.
+`params.style: auto` (the default) leaves the choice to `lm.prompt_style` and then to
+the model (lm/style.py: completion for the embedded models, chat for API models).
+Either way the reply is read by `parse`: one output up to the stop string, several
+from `Label: value` lines.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from optimas_cli.components.base import BaseComponent
 from optimas_cli.graph import Call
 from optimas_cli.lm.base import LOCAL_PREFIX, LMRequest
+from optimas_cli.lm.style import PromptStyle, resolve_style
 
 
 class LLMParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    style: Literal["completion", "chat"] = "completion"
+    style: Literal["auto", "completion", "chat"] = "auto"  # auto: lm.prompt_style, then by model
     instruction: str = ""  # used when the component has no prompt variable
     demos: list[dict[str, Any]] = Field(default_factory=list)  # likewise: fixed demonstrations
     model: str | None = None  # used when it has no model variable; default lm.model
@@ -44,6 +50,7 @@ class LLMComponent(BaseComponent):
         self.default_model = self.params.model or (lm_cfg.model if lm_cfg else None)
         self.default_temperature = lm_cfg.temperature if lm_cfg else 0.0
         self.default_max_tokens = lm_cfg.max_tokens if lm_cfg else 64
+        self.lm_style = lm_cfg.prompt_style if lm_cfg else "auto"
         for vname, var in self.variables.items():
             model = var.base_model or self.default_model
             if var.type == "weights" and not (model or "").startswith(LOCAL_PREFIX):
@@ -71,6 +78,15 @@ class LLMComponent(BaseComponent):
         var = next((v for v in self.variables.values() if v.type == "weights"), None)
         return None if var is None else var.base_model or self.default_model
 
+    def model_of(self, values: dict[str, Any]) -> str | None:
+        """The model a call with these variable values goes to (None: none configured)."""
+        return self.weights_model() or next(
+            (v for _, v in self.values_of(values, "model")), self.default_model)
+
+    def prompt_style(self, model: str | None) -> PromptStyle:
+        """The prompt form of a call to `model`: params.style, lm.prompt_style, then by model."""
+        return resolve_style(model or "", self.params.style, self.lm_style)
+
     # ---------------------------------------------------------------- prompt
 
     def label(self, f: str) -> str:
@@ -88,11 +104,21 @@ class LLMComponent(BaseComponent):
             lines += [self._field(f, record.get(f, "")) for f in self.outputs]
         return "\n".join(lines)
 
-    def render(self, inputs: dict[str, Any], instruction: str, demos: list[dict]) -> LMRequest | dict:
-        """The prompt (completion) or messages (chat) for one call, as LMRequest kwargs."""
-        demo_text = "\n\n".join(self._block(d, True) for d in demos)
+    def _reply(self, record: dict[str, Any]) -> str:
+        """A demonstration's assistant turn: its outputs as `Label: value` lines, as in the
+        completion document (parse reads a reply either way). The label matters to small
+        models: SmolLM2 135M named 8 of 10 capitals after "Capital: Paris" turns, 2 of 10
+        after bare "Paris" ones (tests/lm/test_served_lm.py's questions)."""
+        return "\n".join(self._field(f, record.get(f, "")) for f in self.outputs)
+
+    def render(self, inputs: dict[str, Any], instruction: str, demos: list[dict],
+               style: PromptStyle | None = None) -> dict[str, Any]:
+        """The prompt (completion) or messages (chat) for one call, as LMRequest kwargs;
+        `style` None: the style of the component's own model (`prompt_style`)."""
+        style = style or self.prompt_style(self.model_of({}))
         query = self._block(inputs, False)
-        if self.params.style == "completion":
+        if style == "completion":
+            demo_text = "\n\n".join(self._block(d, True) for d in demos)
             parts = [p for p in (instruction.strip(), demo_text, query) if p]
             return {"prompt": "\n\n".join(parts) + f"\n{self.label(self.outputs[0])}:"}
         if len(self.outputs) == 1:
@@ -100,9 +126,10 @@ class LLMComponent(BaseComponent):
         else:
             ask = "Respond with one line per field:\n" + "\n".join(
                 f"{self.label(f)}: ..." for f in self.outputs)
-        user = (f"Examples:\n\n{demo_text}\n\n" if demo_text else "") + query + "\n\n" + ask
-        system = instruction.strip() or self.description
-        return {"messages": (("system", system), ("user", user))}
+        turns: list[tuple[str, str]] = [("system", instruction.strip() or self.description)]
+        for d in demos:
+            turns += [("user", self._block(d, False) + "\n\n" + ask), ("assistant", self._reply(d))]
+        return {"messages": (*turns, ("user", query + "\n\n" + ask))}
 
     # ---------------------------------------------------------------- parse
 
@@ -129,7 +156,7 @@ class LLMComponent(BaseComponent):
 
     def request_settings(self, values: dict[str, Any], call: Call) -> dict[str, Any]:
         """Model, sampling and stop settings of one call (LMRequest keyword arguments)."""
-        model = next((v for _, v in self.values_of(values, "model")), self.default_model)
+        model = self.model_of(values)
         if not model:
             raise ValueError(f"component '{self.name}' has no model: set lm.model or params.model")
         hyper = dict(self.values_of(values, "hyperparameter"))
@@ -142,8 +169,7 @@ class LLMComponent(BaseComponent):
             stop = ["\n"] if len(self.outputs) == 1 else ["\n\n"]
         settings = {"model": model, "temperature": float(temperature), "max_tokens": max_tokens,
                     "stop": tuple(stop), "seed": call.seed, "sample_index": call.sample_index}
-        if self.weights_model():  # the adapted model, with the current adapter (None: base)
-            settings["model"] = self.weights_model()
+        if self.weights_model():  # the adapted model (model_of), with the current adapter
             adapter = next((v for _, v in self.values_of(values, "weights") if v), None)
             if adapter is not None:
                 from optimas_cli.weights.adapter import adapter_gguf  # torch-free
@@ -157,8 +183,9 @@ class LLMComponent(BaseComponent):
         prompt_value = next(iter(prompt.values()), None) or {}
         instruction = prompt_value.get("instruction", self.params.instruction)
         demos = prompt_value.get("demos", self.params.demos if not prompt else [])
-        return LMRequest(**self.request_settings(values, call),
-                         **self.render(inputs, instruction, demos))
+        settings = self.request_settings(values, call)
+        return LMRequest(**settings, **self.render(inputs, instruction, demos,
+                                                   self.prompt_style(settings["model"])))
 
     def forward(self, inputs: dict[str, Any], values: dict[str, Any], call: Call) -> dict[str, Any]:
         return self.parse(call.complete(self.request(inputs, values, call)).text)

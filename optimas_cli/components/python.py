@@ -6,9 +6,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from optimas_cli.checks import callable_problem
 from optimas_cli.components.base import BaseComponent
 from optimas_cli.config import import_object
 from optimas_cli.graph import Call
+from optimas_cli.schema import ComponentConfig
 
 
 class PythonParams(BaseModel):
@@ -32,6 +34,18 @@ class PythonComponent(BaseComponent):
         self.fn = import_object(self.params.function, f"component '{name}' params.function")
         if not callable(self.fn):
             raise ValueError(f"component '{name}': {self.params.function} is not callable")
+
+    @classmethod
+    def check_config(cls, name: str, cfg: ComponentConfig) -> list[tuple[str, str]]:
+        """The params and variables, and that `params.function` imports and is callable."""
+        problems = super().check_config(name, cfg)
+        function = cfg.params.get("function")
+        if isinstance(function, str) and not any(k.startswith("params.") for k, _ in problems):
+            why = callable_problem(function)
+            if why:
+                problems.append(("params.function", f"component '{name}': function "
+                                                    f"{function!r} cannot be used ({why})"))
+        return problems
 
     def forward(self, inputs: dict[str, Any], values: dict[str, Any], call: Call) -> dict[str, Any]:
         result = self.fn(**inputs, **values, **self.params.kwargs)

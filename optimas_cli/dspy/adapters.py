@@ -37,6 +37,7 @@ from dspy.utils.exceptions import AdapterParseError
 from optimas_cli.components.llm import LLMComponent
 from optimas_cli.dspy.predict import demo_dict
 from optimas_cli.lm.base import LOCAL_PREFIX
+from optimas_cli.lm.style import PromptStyle
 
 try:  # DSPy 3.4's marker for adapter-owned messages= calls (silences its deprecation warning)
     from dspy.clients._deprecation import adapter_message_call
@@ -71,16 +72,17 @@ class TextAdapter(dspy.Adapter):
 class ComponentAdapter(TextAdapter):
     """Renders and parses a predictor's call exactly as its llm component does (module doc)."""
 
-    def __init__(self, comp: LLMComponent):
+    def __init__(self, comp: LLMComponent, style: PromptStyle | None = None):
         super().__init__()
         self.comp = comp
+        self.style = style  # the component's prompt style for the call's model (None: its own)
 
     def format(self, signature: type[dspy.Signature], demos: list[Any],
                inputs: dict[str, Any]) -> list[dict[str, Any]]:
         fields = list(self.comp.inputs) + list(self.comp.outputs)
         complete = [d for d in (demo_dict(x, fields) for x in demos) if d is not None]
         rendered = self.comp.render({f: inputs.get(f, "") for f in self.comp.inputs},
-                                    signature.instructions, complete)
+                                    signature.instructions, complete, self.style)
         if "prompt" in rendered:
             return [{"role": "user", "content": rendered["prompt"]}]
         return [{"role": r, "content": c} for r, c in rendered["messages"]]
@@ -145,10 +147,11 @@ class MetaCompletionAdapter(TextAdapter):
                 else found.get(n, "") for n, f in outs}
 
 
-def make_adapter(kind: str, comp: LLMComponent) -> dspy.Adapter:
-    """The adapter of a task predictor: optimas (ComponentAdapter), chat or json (DSPy's)."""
+def make_adapter(kind: str, comp: LLMComponent, style: PromptStyle | None = None) -> dspy.Adapter:
+    """The adapter of a task predictor: optimas (ComponentAdapter, rendering in `style`),
+    chat or json (DSPy's)."""
     if kind == "optimas":
-        return ComponentAdapter(comp)
+        return ComponentAdapter(comp, style)
     if kind == "chat":
         return dspy.ChatAdapter()
     if kind == "json":

@@ -39,12 +39,13 @@ def run_predictor(comp: LLMComponent, pred: dspy.Predict, inputs: dict[str, Any]
     """
     settings = comp.request_settings(values, call)
     settings["component"] = f"dspy/{comp.name}"
+    style = comp.prompt_style(settings["model"])
     if adapter == "optimas":
-        settings["completion"] = comp.params.style == "completion"
+        settings["completion"] = style == "completion"
     else:  # DSPy's formats need room for their markers and are multi-line
         settings["max_tokens"] += CHAT_OVERHEAD_TOKENS
         settings["stop"] = ()
-    with request_defaults(**settings), dspy.context(adapter=make_adapter(adapter, comp)):
+    with request_defaults(**settings), dspy.context(adapter=make_adapter(adapter, comp, style)):
         out = pred(**inputs)
     return {o: out.get(o) if out.get(o) is not None else "" for o in comp.outputs}
 

@@ -167,8 +167,9 @@ def parse_response(model: str, resp: Any) -> tuple[str, int, int]:
     choices = getattr(resp, "choices", None)
     if not choices:
         raise LMError(f"{model}: malformed response (no choices): {str(resp)[:200]}")
-    message = getattr(choices[0], "message", None)
-    text = getattr(message, "content", None)
+    message = getattr(choices[0], "message", None)  # chat; a text completion has .text
+    text = getattr(message, "content", None) if message is not None else getattr(
+        choices[0], "text", None)
     reason = getattr(choices[0], "finish_reason", None)
     if reason == "content_filter":
         raise LMError(f"{model}: refused by the provider's content filter "
@@ -210,13 +211,33 @@ class ApiEngine:
         base = min(MAX_BACKOFF_S, self.cfg.retry_base_delay_s * 2**attempt)
         return max(base * self.rng.uniform(0.5, 1.5), _retry_after_s(exc))
 
+    def api_base(self, model: str) -> str | None:
+        """The server a call of `model` goes to: lm.api_base, else the one litellm takes from
+        the environment (HOSTED_VLLM_API_BASE, OPENAI_BASE_URL, ...); None: the provider's."""
+        if self.cfg.api_base:
+            return self.cfg.api_base
+        provider = provider_of(model)
+        try:
+            found = litellm_module().get_llm_provider(model=model)[3]
+        except Exception:  # an unknown provider: the call itself will say so
+            found = None
+        env = provider.upper().replace("-", "_")
+        return found or os.environ.get(f"{env}_BASE_URL") or os.environ.get(f"{env}_API_BASE")
+
+    def route(self, request: LMRequest) -> dict[str, Any]:
+        """Where and how `request` is sent, as far as that can change the answer: part of
+        its cache key (LMClient), so one server's answers are never served for another's."""
+        return {"api_base": self.api_base(request.model),
+                "endpoint": "chat" if request.is_chat else "text_completion"}
+
     def _kwargs(self, request: LMRequest, attempt: int) -> dict[str, Any]:
+        # A chat request goes to the chat endpoint; a completion document to the completions
+        # endpoint (litellm.text_completion; a provider without one gets it as one user turn).
+        form = {"messages": request.chat_messages()} if request.is_chat else {
+            "prompt": request.prompt}
         kw: dict[str, Any] = {
             "model": request.model,
-            # completion-style prompts go as one user turn: chat is what every provider serves
-            "messages": request.chat_messages()
-            if request.is_chat
-            else [{"role": "user", "content": request.prompt}],
+            **form,
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
             "timeout": self.cfg.timeout_s,
@@ -246,7 +267,8 @@ class ApiEngine:
             t0 = time.perf_counter()
             try:
                 with sem:
-                    resp = litellm.completion(**self._kwargs(request, attempt))
+                    call = litellm.completion if request.is_chat else litellm.text_completion
+                    resp = call(**self._kwargs(request, attempt))
             except Exception as exc:
                 if _rejects_key(exc):
                     raise CredentialsRejected(

@@ -61,8 +61,13 @@ class LMRequest:
         """Messages in the OpenAI/litellm wire format."""
         return [{"role": r, "content": c} for r, c in (self.messages or ())]
 
-    def canonical(self) -> dict[str, Any]:
+    def canonical(self, route: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The request as plain data; `route`: where and how it is sent, when that can change
+        the answer (an API model's server and endpoint; None for the embedded models, whose
+        keys stay what they always were)."""
         d = asdict(self)
+        if route:
+            d["route"] = dict(route)
         d["stop"] = list(self.stop)
         d["messages"] = [list(m) for m in self.messages] if self.messages else None
         if self.adapter is None:
@@ -71,9 +76,9 @@ class LMRequest:
             d["adapter"] = file_digest(self.adapter)
         return d
 
-    def key(self) -> str:
-        """sha256 of the canonical JSON of the whole request (cache key)."""
-        blob = json.dumps(self.canonical(), sort_keys=True, ensure_ascii=False)
+    def key(self, route: dict[str, Any] | None = None) -> str:
+        """sha256 of the canonical JSON of the whole request and its route (cache key)."""
+        blob = json.dumps(self.canonical(route), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

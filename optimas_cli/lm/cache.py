@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from .base import LMRequest, LMResponse
 from .config import CacheConfig
@@ -47,7 +48,10 @@ def default_cache_dir() -> Path:
 
 
 class ResponseCache:
-    """Key (request.key()) -> stored LMResponse fields; thread- and process-safe."""
+    """Key (request.key(route)) -> stored LMResponse fields; thread- and process-safe.
+
+    `route` (LMRequest.canonical): where an API request is sent; part of the key, so an
+    answer from one server is never served for another (LMClient passes it)."""
 
     def __init__(self, cfg: CacheConfig) -> None:
         self.mode = cfg.mode
@@ -78,11 +82,11 @@ class ResponseCache:
             self._conns.append((os.getpid(), conn))
         return conn
 
-    def get(self, request: LMRequest) -> LMResponse | None:
+    def get(self, request: LMRequest, route: dict[str, Any] | None = None) -> LMResponse | None:
         """The cached response (cached=True, latency 0), or None on a miss."""
         row = self._conn().execute(
             "SELECT text, prompt_tokens, completion_tokens, cost_usd FROM responses WHERE key=?",
-            (request.key(),),
+            (request.key(route),),
         ).fetchone()
         if row is None:
             return None
@@ -96,19 +100,20 @@ class ResponseCache:
             cached=True,
         )
 
-    def put(self, request: LMRequest, response: LMResponse) -> None:
+    def put(self, request: LMRequest, response: LMResponse,
+            route: dict[str, Any] | None = None) -> None:
         """Insert or overwrite the entry for this request."""
         self._conn().execute(
             "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                request.key(),
+                request.key(route),
                 request.model,
                 response.text,
                 int(response.prompt_tokens),
                 int(response.completion_tokens),
                 float(response.cost_usd),
                 time.time(),
-                json.dumps(request.canonical(), sort_keys=True, ensure_ascii=False),
+                json.dumps(request.canonical(route), sort_keys=True, ensure_ascii=False),
             ),
         )
 

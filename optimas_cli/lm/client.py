@@ -90,12 +90,19 @@ class LMClient:
                           f"applied to an embedded local/... model")
         return self.api.complete(request)
 
+    def _route(self, request: LMRequest) -> dict[str, Any] | None:
+        """What besides the request decides an answer, for the cache key: an API model's
+        server and endpoint (ApiEngine.route); None for an embedded model (its key is the
+        request's alone, as recorded in bench/reproduce/)."""
+        return None if request.model.startswith(LOCAL_PREFIX) else self.api.route(request)
+
     # -- protocol ----------------------------------------------------------
     def complete(self, request: LMRequest, *, component: str = "") -> LMResponse:
         """One generation, from the cache when allowed; raises LMError or BudgetExceeded."""
         mode = self.cache.mode
+        route = self._route(request) if mode != "off" else None
         if mode in ("on", "replay"):
-            hit = self.cache.get(request)
+            hit = self.cache.get(request, route)
             if hit is not None:
                 self._record(component, hit, cached=True)
                 return hit
@@ -114,7 +121,7 @@ class LMClient:
         self._settle(component, reserved, resp)
         if mode in ("on", "refresh"):
             try:
-                self.cache.put(request, resp)
+                self.cache.put(request, resp, route)
             except sqlite3.Error as exc:  # the answer is paid for: return it, just uncached
                 log.warning("LM cache write failed (%s): %s", self.cache.path, exc)
         return resp

@@ -53,6 +53,11 @@ class LMConfig(_Strict):
                                                    "provider's)")
     api_key_env: str | None = Field(None, description="the environment variable that holds the "
                                                       "key (null: the provider's usual one)")
+    # How llm components prompt (lm/style.py); a component's params.style overrides it.
+    prompt_style: Literal["auto", "chat", "completion"] = Field(
+        "auto", description="prompt form of llm components: auto (completion documents for "
+                            "local/ models, chat for API models), chat or completion; a "
+                            "component's params.style overrides it")
     timeout_s: float = Field(60.0, gt=0, description="seconds per API call before it is retried")
     max_retries: int = Field(4, ge=0, description="retries of a failed API call")
     retry_base_delay_s: float = Field(1.0, ge=0, description="first retry delay; doubled each "

@@ -65,9 +65,11 @@ def check_options(composed: Composed) -> Composed:
     return composed
 
 
-def load_checked(config_path: str | Path, overrides: list[str] | None = None) -> Composed:
-    """config.load, then the method's options."""
-    return check_options(load(config_path, overrides))
+def load_checked(config_path: str | Path, overrides: list[str] | None = None, *,
+                 read_data: bool = False) -> Composed:
+    """config.load (`read_data`: the loader read once, as `optimas validate` does), then the
+    method's options."""
+    return check_options(load(config_path, overrides, read_data=read_data))
 
 
 def run_method(rt: Runtime, run_dir: RunDir, stages: tuple[str, ...] = ("collect", "fit", "update"),

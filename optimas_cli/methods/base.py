@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from optimas_cli import progress
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
 from optimas_cli.history import short
@@ -98,16 +99,24 @@ class Context(Generic[OptionsT]):
         return initial_record(self.rt, state)
 
 
-def evaluate_val(rt: Runtime, state: State, label: str) -> dict[str, Any]:
-    """`state` on the validation split (one system run per example)."""
-    return evaluate_state(rt.system, state, rt.splits["val"], rt.metric,
-                          EvalOptions(workers=rt.composed.run.eval.workers, label=label,
-                                      show_progress=False))
+def evaluate_val(rt: Runtime, state: State, label: str, *,
+                 starting: bool = False) -> dict[str, Any]:
+    """`state` on the validation split (one system run per example). `starting`: the state
+    the run starts from, whose evaluation fails the run (failures.EvaluationFailed) past
+    eval.max_failed_share of failed examples or when every one failed; a candidate's
+    failures only score 0."""
+    run = rt.composed.run
+    opts = EvalOptions(workers=run.eval.workers, label=label,
+                       max_failed_share=run.eval.max_failed_share if starting else None,
+                       all_failed=starting)
+    return evaluate_state(rt.system, state, rt.splits["val"], rt.metric, opts)
 
 
 def initial_record(rt: Runtime, state: State) -> dict[str, Any]:
-    """The first history record: the starting system on validation."""
-    val = evaluate_val(rt, state, "val initial")
+    """The first history record: the starting system on validation (failing the run when
+    too many of its examples fail)."""
+    progress.stage("initial validation")
+    val = evaluate_val(rt, state, "val initial", starting=True)
     return {"iteration": 0, "kind": "initial", "val": short(val), "state": state,
             **rt.budget.spent()}
 

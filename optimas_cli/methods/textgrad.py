@@ -203,11 +203,13 @@ def build_loss(rt, result: dict[str, Any], params: dict[str, tg.Variable], engin
             pvar = next((v for v, var in cfg.variables.items() if var.type == "prompt"), None)
             value = step["variables"].get(pvar) or {}
             instruction = value.get("instruction", getattr(comp.params, "instruction", ""))
-            rendered = comp.render(step["inputs"], instruction, value.get("demos", []))
+            style = comp.prompt_style(comp.model_of(step["variables"]))
+            rendered = comp.render(step["inputs"], instruction, value.get("demos", []), style)
             if "prompt" in rendered:  # completion style: the instruction leads the prompt
                 system_text, prompt_text = "", rendered["prompt"]
-            else:
-                system_text, prompt_text = rendered["messages"][0][1], rendered["messages"][1][1]
+            else:  # chat: the system message, then the turns (demonstrations, the input)
+                (_, system_text), *turns = rendered["messages"]
+                prompt_text = "\n\n".join(text for _, text in turns)
             preds = ([params[name]] if name in params else []) + list(inputs.values())
             response = tg.Variable(out, predecessors=preds, role_description=role)
             response.set_grad_fn(BackwardContext(backward_fn=llm_call.backward, response=response,

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from optimas_cli import progress
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
 from optimas_cli.history import accepted_scores, accepted_val, append_record, decide
@@ -168,6 +169,7 @@ class Trial:
                 self.scores[key] = record["val_after"]
             return record
         t0 = time.perf_counter()
+        progress.stage("validate", iteration=self.iteration, component=component)
         val = evaluate_val(self.rt, candidate, f"val {self.name} {self.iteration}")
         self.scores[key] = val["mean"]
         decision = decide(val, self.val, accepted_scores(self.records), self.opt,
@@ -183,6 +185,9 @@ class Trial:
         log.info("%s %d: %s val %.4f -> %.4f, %s", self.name, record["iteration"], component,
                  record["val_before"], record["val_after"], "accepted" if accepted else "reverted")
         self._append(record)
+        progress.stage("accepted" if accepted else "reverted", iteration=record["iteration"],
+                       component=component,
+                       detail=f"val {record['val_before']:.3f} -> {record['val_after']:.3f}")
         return record
 
     def no_candidate(self, component: str, seconds: float = 0.0, **extra: Any) -> dict[str, Any]:

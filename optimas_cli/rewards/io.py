@@ -46,7 +46,10 @@ def write_model(
     if adapter is not None:
         adapter.save_pretrained(str(d / ADAPTER_DIR))
     if backbone is not None:
-        backbone.save_pretrained(str(d / BACKBONE_DIR))
+        from optimas_cli.rewards.backbone import no_progress_bars
+
+        with no_progress_bars():
+            backbone.save_pretrained(str(d / BACKBONE_DIR))
         tokenizer.save_pretrained(str(d / BACKBONE_DIR))
     cfg = {"format_version": FORMAT_VERSION, **config}
     (d / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")

@@ -10,27 +10,30 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from optimas_cli import failures, layout
+from optimas_cli import failures, layout, progress
 from optimas_cli.data import Example
 from optimas_cli.graph import State, System
 from optimas_cli.lm.base import RunStopped
+from optimas_cli.metrics import Metric, MetricReturnError, scores_of
 
 log = logging.getLogger("optimas.evaluate")
-Metric = Callable[[Example, dict[str, Any]], dict[str, float]]
 
 
 @dataclass(frozen=True)
 class EvalOptions:
     """How an evaluation runs and reports: `workers` examples in flight at once; `label`
     names its progress bar and its failures (failures.jsonl); `on_result` gets each
-    example's result as it finishes; `show_progress` draws the progress bar."""
+    example's result as it finishes; `show_progress`: its bar goes to the command's
+    progress reporter (optimas_cli.progress; none outside a command, or with -q).
+    `max_failed_share`: over this share of failed examples the evaluation raises
+    failures.EvaluationFailed (None: never); `all_failed`: so does every example failing."""
 
     workers: int = 4
     label: str = "evaluate"
     on_result: Callable[[dict[str, Any]], None] | None = None
     show_progress: bool = True
+    max_failed_share: float | None = None
+    all_failed: bool = False
 
 
 def evaluate_example(system: System, state: State, example: Example, metric: Metric,
@@ -41,7 +44,9 @@ def evaluate_example(system: System, state: State, example: Example, metric: Met
         scores, error = {"score": 0.0}, trace.error
     else:
         try:
-            scores, error = metric(example, trace.fields), None
+            scores, error = scores_of(metric, example, trace.fields), None
+        except MetricReturnError as e:  # names the metric and what it must return
+            scores, error = {"score": 0.0}, f"metric: {e}"
         except Exception as e:  # noqa: BLE001 - a metric crash is this example's failure
             scores, error = {"score": 0.0}, f"metric: {type(e).__name__}: {e}"
     return {"id": example.id, "score": float(scores["score"]), "metrics": scores, "error": error,
@@ -56,17 +61,15 @@ def evaluate_examples(system: System, state: State, examples: list[Example], met
     RunStopped (a spent budget, a rejected key) stops submitting new work; the results
     finished so far have already gone to `opts.on_result`, then the exception propagates.
     Every failed example goes to the run directory's failures.jsonl under `opts.label`
-    (optimas_cli.failures).
+    (optimas_cli.failures); past `opts.max_failed_share` of them (or, `opts.all_failed`,
+    all of them), EvaluationFailed is raised once every result has gone to `on_result`.
     """
     opts = opts or EvalOptions()
     workers, label, on_result = opts.workers, opts.label, opts.on_result
-    show_progress = opts.show_progress
     results: dict[int, dict[str, Any]] = {}
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), disable=not show_progress, transient=True)
-    with failures.tally("evaluate", label, len(examples)) as failed, progress, \
+    with failures.tally("evaluate", label, len(examples)) as failed, \
+            progress.evaluation(label, len(examples), show=opts.show_progress) as bar, \
             ThreadPoolExecutor(max_workers=workers) as pool:
-        task = progress.add_task(label, total=len(examples))
         futures = {pool.submit(evaluate_example, system, state, ex, metric, seed): i
                    for i, ex in enumerate(examples)}
         pending = set(futures)
@@ -82,7 +85,11 @@ def evaluate_examples(system: System, state: State, examples: list[Example], met
                     failed.add(result["id"], result["error"])
                 if on_result:
                     on_result(result)
-                progress.advance(task)
+                bar.advance()
+        bar.note = (f"score {statistics.fmean(r['score'] for r in results.values()):.3f}, "
+                    f"{sum(1 for r in results.values() if r['error'])} failed") if results else ""
+        if opts.max_failed_share is not None:
+            failed.check(len(examples), opts.max_failed_share, all_failed=opts.all_failed)
     return [results[i] for i in range(len(examples))]
 
 
@@ -158,16 +165,22 @@ def run_evaluate(rt, run_dir, *, split: str | None = None, show_progress: bool =
     split = split or cfg.eval.split
     examples = rt.splits[split]
     log.info("evaluating %d %s examples with %d workers", len(examples), split, cfg.eval.workers)
+    progress.stage("evaluate", detail=f"{len(examples)} {split} examples")
     (run_dir.path / layout.PREDICTIONS).unlink(missing_ok=True)
     summary: dict[str, Any] = {}
     try:
         opts = EvalOptions(workers=cfg.eval.workers, label=split,
                            on_result=lambda r: run_dir.append_jsonl(layout.PREDICTIONS, r),
-                           show_progress=show_progress)
+                           show_progress=show_progress,
+                           max_failed_share=cfg.eval.max_failed_share)
         summary = evaluate_state(rt.system, rt.state, examples, rt.metric, opts,
                                  repeats=cfg.eval.repeats)
     except RunStopped as e:
         summary = {"stopped": str(e), "completed": len(run_dir.read_jsonl(layout.PREDICTIONS))}
+        raise
+    except failures.EvaluationFailed as e:
+        summary = {"evaluation_failed": str(e),
+                   "completed": len(run_dir.read_jsonl(layout.PREDICTIONS))}
         raise
     finally:
         summary["split"] = split

@@ -11,7 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optimas_cli import attempts, layout
+from optimas_cli import attempts, layout, progress
+from optimas_cli.budget import optimization_and_test
 from optimas_cli.config import to_yaml
 from optimas_cli.graph import State
 from optimas_cli.heap import peak_rss_mb
@@ -35,9 +36,11 @@ def stage_final(rt: Runtime, run_dir: RunDir, initial: State, final: State) -> d
             tests[which] = run_dir.read_json(name)  # already evaluated (a resumed run)
             continue
         (run_dir.path / layout.final_test_predictions(which)).unlink(missing_ok=True)
+        progress.stage("test", detail=f"{which} system")
         opts = EvalOptions(workers=run.eval.workers, label=f"test {which}",
                            on_result=lambda r, w=which: run_dir.append_jsonl(
-                               layout.final_test_predictions(w), r), show_progress=False)
+                               layout.final_test_predictions(w), r),
+                           max_failed_share=run.eval.max_failed_share)
         s = evaluate_state(rt.system, state, rt.splits["test"], rt.metric, opts,
                            repeats=run.eval.repeats)
         s["state"] = state
@@ -85,7 +88,8 @@ def build_summary(rt: Runtime, run_dir: RunDir, tests: dict, history: list[dict]
         "accepted": sum(1 for h in iters if h.get("accepted")),
         # per changed variable: the validation gain of the accepted steps that changed it
         "contributions": contributions(history),
-        **rt.spent(),  # test evaluations included
+        # the optimization's spend (history's last record) and the test evaluations' apart
+        **optimization_and_test(rt.spent(), history[-1] if history else None),
         "wall_time_s": wall_time(run_dir),
         # this process's peak (a resumed run: since the resume), the mapped GGUF weights included
         "peak_rss_mb": peak_rss_mb(),

@@ -32,13 +32,12 @@ from pathlib import Path
 from optimas_cli.data import Dataset, Example, resolve_data_path
 from optimas_cli.schema import DataConfig
 
-DATA_DIR = "../shared/data/amazon"
-FILES = {"primary": f"{DATA_DIR}/session_based_next_item_selection_dataset.csv",
-         "multilingual": f"{DATA_DIR}/multilingual_session_based_recommendation_dataset.csv"}
+FILES = {"primary": "amazon/session_based_next_item_selection_dataset.csv",  # registry names
+         "multilingual": "amazon/multilingual_session_based_recommendation_dataset.csv"}
 SETS = {"primary": ("primary",), "multilingual": ("multilingual",),
         "both": ("primary", "multilingual")}
-HINT = ("Put the Amazon KDD Cup 2024 CSVs (question, choices, answer) under "
-        f"{DATA_DIR}/, or set data.path=primary|multilingual|both|/path/to/file.csv.")
+HINT = ("Set data.path=primary|multilingual|both, a registry name (`optimas data list`), or "
+        "the path of a CSV (question, choices, answer).")
 COLUMNS = ("question", "choices", "answer")
 NUM_CHOICES = 4
 MARKER = "Product Sequence:"

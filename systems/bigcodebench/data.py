@@ -16,11 +16,11 @@ from optimas_cli.data import Dataset, Example, read_records, resolve_data_path
 from optimas_cli.schema import DataConfig
 from systems.bigcodebench.execution import importable
 
-DEFAULT_PATH = "../shared/data/bigcodebench/bigcodebench_full.jsonl"
-HARD_PATH = "../shared/data/bigcodebench/bigcodebench_hard.jsonl"
-HINT = ("Put BigCodeBench JSON lines ({task_id, instruct_prompt, code_prompt, "
-        f"canonical_solution, test, entry_point, libs}}) at {DEFAULT_PATH}, or set "
-        "data.path=/path/to/file.jsonl.")
+DEFAULT_PATH = "bigcodebench/bigcodebench_full.jsonl"  # registry names (optimas data list)
+HARD_PATH = "bigcodebench/bigcodebench_hard.jsonl"
+HINT = ("Set data.path to BigCodeBench JSON lines ({task_id, instruct_prompt, code_prompt, "
+        "canonical_solution, test, entry_point, libs}), or to a registry name "
+        "(`optimas data list`).")
 REQUIRED = {"task_id", "instruct_prompt", "code_prompt", "canonical_solution", "test",
             "entry_point", "libs"}
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from optimas_cli.data import Dataset, Example, read_records, resolve_data_path
 from optimas_cli.schema import DataConfig
 
-DEFAULT_PATH = "../shared/data/hotpotqa/hotpot_distractor_sample.jsonl"
-HINT = ("Put the official HotpotQA file (hotpot_dev_distractor_v1.json from hotpotqa.github.io, "
-        f"or a JSON-lines sample) at {DEFAULT_PATH}, or set data.path=/path/to/file.")
+DEFAULT_PATH = "hotpotqa/hotpot_distractor_sample.jsonl"  # a registry name (optimas data list)
+HINT = ("Set data.path to a HotpotQA file in the official layout (hotpot_dev_distractor_v1.json "
+        "from hotpotqa.github.io, or JSON lines), or to a registry name (`optimas data list`).")
 
 
 def load(cfg: DataConfig) -> Dataset:

@@ -13,10 +13,10 @@ from pathlib import Path
 from optimas_cli.data import Dataset, Example, read_records, resolve_data_path
 from optimas_cli.schema import DataConfig
 
-DEFAULT_PATH = "../shared/data/pubmedqa/pubmedqa_train.jsonl"
-TEST_PATH = "../shared/data/pubmedqa/pubmedqa_test.jsonl"
-HINT = ("Put PubMedQA JSON lines ({index, key, question, context, groundtruth}) at "
-        f"{DEFAULT_PATH} (and {TEST_PATH}), or set data.path=/path/to/file.jsonl.")
+DEFAULT_PATH = "pubmedqa/pubmedqa_train.jsonl"  # registry names (optimas data list)
+TEST_PATH = "pubmedqa/pubmedqa_test.jsonl"
+HINT = ("Set data.path to PubMedQA JSON lines ({index, key, question, context, groundtruth}), "
+        "or to a registry name (`optimas data list`).")
 LABELS = ("yes", "no", "maybe")
 
 

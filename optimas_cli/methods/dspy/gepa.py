@@ -12,7 +12,7 @@ one, the metric's score and sub-metrics, and for a predictor the outputs it
 produced. The reflection LM defaults to lm.model (the embedded model offline);
 optimizer.options.reflection_model picks another.
 
-Budget (optimizer.budget_system_runs, counted as rt.system.runs): the initial
+Budget (the run's Budget, capped by optimizer.budget_system_runs): the initial
 val evaluation and up to `max_candidates` re-evaluations (V runs each) are
 reserved; GEPA gets the rest as max_metric_calls (less one iteration's
 overshoot: V + 2 x reflection_minibatch_size), and a hard cap refuses runs past

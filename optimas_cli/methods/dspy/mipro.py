@@ -6,7 +6,7 @@ train split, proposes instructions with its grounded proposer, and searches
 (instruction, demo set) combinations with Optuna, scoring each program by the
 system metric (rt.metric on the final fields) on the val split.
 
-Budget (optimizer.budget_system_runs, counted as rt.system.runs):
+Budget (the run's Budget, capped by optimizer.budget_system_runs):
     initial val evaluation (V runs) + re-evaluation of up to `max_candidates`
     programs (V runs each) are reserved; MIPRO gets the rest, mapped to
     num_trials = (rest - V - bootstrap) // V, bootstrap = (num_candidates - 1) * T

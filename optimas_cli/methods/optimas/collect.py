@@ -22,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from optimas_cli import failures, space
+from optimas_cli import failures, progress, space
 from optimas_cli.data import Example
 from optimas_cli.graph import State, System
+from optimas_cli.metrics import scores_of
 from optimas_cli.rewards import PreferencePair
 from optimas_cli.schema import CollectConfig
 
@@ -115,7 +116,7 @@ def score_candidate(ctx: CollectContext, fields: dict[str, Any], outputs: dict[s
     after = system.downstream(ctx.name)
     known = {**fields, **outputs}
     if not after:
-        return [float(metric(example, known)["score"])]
+        return [float(scores_of(metric, example, known)["score"])]
     n = cfg.num_rollouts if cfg.rollout_temperature > 0 else 1  # greedy rollouts would repeat
     scores = []
     for r in range(n):
@@ -124,7 +125,8 @@ def score_candidate(ctx: CollectContext, fields: dict[str, Any], outputs: dict[s
         if trace.error and errors is not None:
             errors.append({"component": trace.steps[-1].component, "error": trace.error,
                            "rollout": r})
-        scores.append(0.0 if trace.error else float(metric(example, trace.fields)["score"]))
+        scores.append(0.0 if trace.error else
+                      float(scores_of(metric, example, trace.fields)["score"]))
     return scores
 
 
@@ -155,7 +157,7 @@ def collect_example(ctx: CollectContext, example: Example, seed: int | str) -> d
     if cfg.add_gold and final in system.cfg.components[name].outputs and gold is not None:
         outputs = {o: (gold if o == final else "") for o in system.cfg.components[name].outputs}
         if _key(outputs) not in {_key(c["outputs"]) for c in record["candidates"]}:
-            score = float(metric(example, {**upstream.fields, **outputs})["score"])
+            score = float(scores_of(metric, example, {**upstream.fields, **outputs})["score"])
             record["candidates"].append({"source": "gold", "outputs": outputs, "values": {},
                                          "scores": [score], "score": score})
     if errors:
@@ -244,9 +246,11 @@ def collect_rollouts(ctx: CollectContext, examples: list[Example], run_dir, path
         return record
 
     with failures.tally("collect", path, len(todo), run_dir.failures) as failed, \
+            progress.evaluation(f"collect {name}", len(todo)) as bar, \
             ThreadPoolExecutor(max_workers=ctx.cfg.workers) as pool:
         for record in pool.map(work, todo):
             done[record["example_id"]] = record
+            bar.advance()
     records = [done[e.id] for e in examples if e.id in done]
     n_pairs = sum(len(pairs_from_record(r, system)) for r in records)
     log.info("%s: %d inputs, %d candidates, %d pairs", name, len(records),

@@ -38,7 +38,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from optimas_cli import layout
+from optimas_cli import layout, progress
 from optimas_cli.graph import State
 from optimas_cli.history import (
     accepted_scores,
@@ -83,10 +83,13 @@ def draw_inputs(rt: Runtime, iteration: int, component: str = "", n: int | None 
 def stage_collect(rt: Runtime, run_dir: RunDir, state: State) -> dict[str, list[dict]]:
     """Initial rollouts for every optimizable component (iteration 0)."""
     cfg = rt.composed.run.optimizer.collect
-    return {name: collect_rollouts(CollectContext(rt.system, name, state, rt.metric, cfg),
-                                   draw_inputs(rt, 0), run_dir, layout.rollouts(0, name),
-                                   seed=f"{rt.composed.run.seed}:0")
-            for name in rt.system.optimizable}
+    out = {}
+    for name in rt.system.optimizable:
+        progress.stage("collect", component=name, detail="eager start")
+        out[name] = collect_rollouts(CollectContext(rt.system, name, state, rt.metric, cfg),
+                                     draw_inputs(rt, 0), run_dir, layout.rollouts(0, name),
+                                     seed=f"{rt.composed.run.seed}:0")
+    return out
 
 
 def stage_fit(rt: Runtime, run_dir: RunDir) -> tuple[LocalRewardModel, dict[str, Any]]:
@@ -95,6 +98,7 @@ def stage_fit(rt: Runtime, run_dir: RunDir) -> tuple[LocalRewardModel, dict[str,
     if (directory / layout.METRICS).exists():
         return LocalRewardModel.load(directory), run_dir.read_json(f"{layout.lrf(0)}/{layout.METRICS}")
     run = rt.composed.run
+    progress.stage("fit", detail="every component (eager start)")
     lrf = new_reward_model(rt.system, run.reward, run.seed)
     pairs = [p for n in rt.system.optimizable for p in pairs_of(rt, run_dir, n)]
     if not pairs:
@@ -206,6 +210,9 @@ class OptimasLoop:
                     break  # enough pairs; a tie left is broken by the local reward
                 return records, (f"budget: {self.left():.0f} system runs left, one input costs "
                                  f"up to {per_input} and validation {self.val_cost}")
+            if rnd:
+                progress.stage("collect", iteration=it, of=self.opt.num_iterations, component=name,
+                               detail=f"round {rnd + 1}, {have} pairs so far")
             records += collect_rollouts(
                 CollectContext(self.rt.system, name, state, self.rt.metric, cfg),
                 draw_inputs(self.rt, it * 100 + rnd, name, n), self.run_dir,
@@ -298,14 +305,18 @@ class OptimasLoop:
         """Collect, adapt and update one component on `state`; the step's record and the
         state it leaves (unchanged when skipped)."""
         step: dict[str, Any] = {"component": name, **why}
+        where = {"iteration": it, "of": self.opt.num_iterations, "component": name}
         if "probe" in why:  # methods/optimas/probe.py: nothing to collect, the change is validated
+            progress.stage("probe", **where, detail=why["probe"])
             return step, probed_state(state, name, why["probe"])
+        progress.stage("collect", **where, detail=why["reason"])
         records, skip = self.collect(it, name, state)
         step["inputs"] = len(records)
         ties = tied_choices(self.rt.system, name, records)
         if ties:  # what the rollouts could not tell apart: the local reward decides
             step["tied"] = ties
         if skip is None:
+            progress.stage("fit", **where)
             lrf, lrf_dir = self.adapt(it, name, own_dir)
             step.update(adapted=True, lrf=lrf.get("heldout", {}).get(name), pairs=lrf["pairs"],
                         lrf_dir=lrf_dir)
@@ -314,7 +325,9 @@ class OptimasLoop:
         if skip is not None:
             step["skipped"] = skip
             log.info("iteration %d: %s skipped: %s", it, name, skip)
+            progress.stage("skipped", **where, detail=skip)
             return step, state
+        progress.stage("update", **where)
         update = self.update(it, name, records, step["lrf_dir"], state,
                              evidence=self.opt.evidence == "any"
                              or ranks_own_outputs(step.get("lrf")))
@@ -348,6 +361,8 @@ class OptimasLoop:
                 record["skipped"] = "; ".join(f"{s['component']}: {s['skipped']}" for s in steps)
         record["changed"] = state != self.current
         if record["changed"]:
+            progress.stage("validate", iteration=it, of=self.opt.num_iterations,
+                           component=record["component"])
             record.update(self.validate(it, state))
         record["state"] = state if record["accepted"] else self.current
         record["seconds"] = time.perf_counter() - t0
@@ -355,6 +370,9 @@ class OptimasLoop:
         log.info("iteration %d: %s val %.4f -> %.4f, %s", it, record["component"],
                  record["val_before"], record["val_after"],
                  "accepted" if record["accepted"] else "kept the incumbent")
+        progress.stage("accepted" if record["accepted"] else "kept the incumbent", iteration=it,
+                       of=self.opt.num_iterations, component=record["component"],
+                       detail=f"val {record['val_before']:.3f} -> {record['val_after']:.3f}")
         return record
 
 

@@ -1,0 +1,112 @@
+"""`optimas compare`'s tables, from the rows of compare.table: compare.md (markdown, with its
+note on what each column is), compare.csv, and the console's table, which shows the same
+paired interval to the initial system as compare.md."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+
+COLUMNS = ("method", "system", "seeds", "test_mean", "test_std", "initial_mean", "initial_std",
+           "diff_mean", "diff_low", "diff_high", "diff_n", "system_runs", "component_calls", "lm_calls",
+           "lm_requests", "lm_tokens", "wall_time_s", "replayed", "test_metrics", "runs")
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _display(row: dict[str, Any]) -> list[str]:
+    return [row["method"], row["system"], str(row["seeds"]),
+            f"{_fmt(row['test_mean'])} ± {_fmt(row['test_std'])}",
+            f"{_fmt(row['initial_mean'])} ± {_fmt(row['initial_std'])}",
+            _interval(row, 4),
+            _fmt(row["system_runs"], 1), _fmt(row["component_calls"], 1), _fmt(row["lm_calls"], 1)
+            + _replayed(row), _fmt(row["lm_requests"], 1), _fmt(row["lm_tokens"], 0) + _replayed(row),
+            _fmt(row["wall_time_s"], 1) + _replayed(row)]
+
+
+def _replayed(row: dict[str, Any]) -> str:
+    return f" (replay: {row['replayed']} of {row['seeds']})" if row.get("replayed") else ""
+
+
+HEADERS = ("method", "system", "seeds", "test (mean ± std)", "initial test",
+           "final − initial [95% CI]", "system runs", "component calls", "LM calls",
+           "LM requests", "LM tokens",
+           "wall time s")
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "-"
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    extra = any(r["test_metrics"] for r in rows)  # a column only when a system reports any
+    headers = HEADERS + (("final test metrics",) if extra else ())
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2) + ["---"] * extra) + "|"]
+    lines += ["| " + " | ".join(_display(r) + ([_metrics_text(r["test_metrics"])] if extra
+                                               else [])) + " |" for r in rows]
+    note = ("\nTest score: mean ± std (sample, n-1) over seeds of summary.json test.final.mean. "
+            "final − initial: the paired difference to the unoptimized system per test "
+            "question (seeds that share a split averaged per question, seeds on other splits "
+            "pooled), with its 95% bootstrap interval over questions; a gain is beyond noise "
+            "only when the interval is above 0. LM tokens: prompt + completion tokens of real "
+            "calls. "
+            "System runs, LM calls (real model calls) and LM requests (calls + cache hits): "
+            "spent by the optimization (test evaluation excluded), mean over seeds. "
+            "Wall time: per run, mean over seeds."
+            + (" (replay: k of n): k seeds made no model call, every LM request a cache hit "
+               "of an earlier run of the same config, so their LM calls, tokens and wall time "
+               "are a replay's, not the method's cost." if any(r.get("replayed") for r in rows)
+               else "")
+            + (" Final test metrics: the system's other metrics of the optimized system on "
+               "test, mean over seeds (those equal to the score left out)." if extra else "")
+            + "\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r[k] is None else json.dumps(r[k]) if isinstance(r[k], dict)
+                            else r[k]) for k in COLUMNS})
+
+
+RICH_HEADERS = ("method", "system", "seeds", "test", "± std", "initial",
+                "final − initial [95% CI]", "runs", "LM calls", "wall s")
+
+
+def _interval(row: dict[str, Any], digits: int = 3) -> str:
+    """The paired difference to the initial system with its interval, or "-"."""
+    if row.get("diff_mean") is None:
+        return "-"
+    return (f"{row['diff_mean']:+.{digits}f} [{row['diff_low']:+.{digits}f}, "
+            f"{row['diff_high']:+.{digits}f}]")
+
+
+def rich_table(rows: list[dict[str, Any]]):
+    """The console's table: test over seeds, the paired difference to the initial system with
+    its interval (as in compare.md), and the optimization's spend."""
+    from rich.table import Table
+
+    t = Table(title="test score over seeds; final − initial paired per question; system runs "
+                    "and LM calls spent optimizing")
+    for i, h in enumerate(RICH_HEADERS):
+        t.add_column(h, justify="left" if i < 2 else "right", no_wrap=i >= 2, overflow="fold")
+    for r in rows:
+        t.add_row(escape(r["method"]), escape(r["system"]), str(r["seeds"]),
+                  _fmt(r["test_mean"], 3), _fmt(r["test_std"], 3), _fmt(r["initial_mean"], 3),
+                  _interval(r), _fmt(r["system_runs"], 0), _fmt(r["lm_calls"], 0),
+                  _fmt(r["wall_time_s"], 0))
+    return t
