@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 HERE = Path(__file__).resolve().parent
 REGISTRY_FILE = HERE / "datasets_registry.yaml"
@@ -33,6 +33,21 @@ class Selection(BaseModel):
                                  "ids, one a line, in this file's order")
 
 
+class Build(BaseModel):
+    """How the file is built here from its official file, where no mirror serves it
+    (optimas_cli/data_derive.py): the rows of `selection`, in its order, written as below."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["json_array", "jsonl", "csv"] = Field(
+        description="the official file's: a JSON array of objects, JSON lines, or CSV with a "
+                    "header row (written back by Python's csv.writer: minimal quoting, \\r\\n "
+                    "after each row)")
+    keys: list[str] | None = Field(None, description="a written JSON row's keys, in this order "
+                                                     "(none: the official row's own order)")
+    ensure_ascii: bool = Field(False, description="json.dumps's, for a JSON row (default "
+                                                  "separators, one row a line)")
+
+
 class Entry(BaseModel):
     """One registered data file."""
 
@@ -47,6 +62,21 @@ class Entry(BaseModel):
                                               "where it is not `source`")
     selection: Selection | None = None
     derived: str = Field(description="how the file is made from `source`")
+    build: Build | None = Field(None, description="how to build it from `official_url`")
+    no_build: str | None = Field(None, description="why it cannot be built here, where not")
+
+    @model_validator(mode="after")
+    def _build_or_why_not(self) -> Entry:
+        if (self.build is None) == (self.no_build is None):
+            raise ValueError(f"{self.name}: give either `build` or `no_build`")
+        if self.build is not None and self.selection is None:
+            raise ValueError(f"{self.name}: `build` needs a `selection`")
+        return self
+
+    @property
+    def official_url(self) -> str:
+        """The official file a build downloads: `via` where given, else `source`."""
+        return self.via or self.source
 
     def url(self, base: str) -> str:
         return f"{base.rstrip('/')}/{self.name}"

@@ -58,8 +58,7 @@ class Server:
         self.httpd.server_close()
 
 
-@pytest.fixture
-def no_local_data(tmp_path, monkeypatch):
+def hide_local_data(tmp_path: Path, monkeypatch) -> Path:
     """A new user's machine: OPTIMAS_DATA_DIR unset, ../shared hidden, an empty cache."""
     monkeypatch.delenv(data_files.DIR_ENV, raising=False)
     monkeypatch.delenv(reg.URL_ENV, raising=False)
@@ -67,6 +66,12 @@ def no_local_data(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setattr(data_files, "cache_dir", lambda: cache)
     return cache
+
+
+@pytest.fixture
+def no_local_data(tmp_path, monkeypatch):
+    """hide_local_data: the user's cache it leaves."""
+    return hide_local_data(tmp_path, monkeypatch)
 
 
 @pytest.fixture
@@ -147,6 +152,8 @@ def test_optimas_data_dir_is_the_only_place_looked_in(tmp_path, monkeypatch):
     monkeypatch.setenv(data_files.DIR_ENV, str(mine))
     monkeypatch.delenv(reg.URL_ENV, raising=False)
     assert data_files.resolve(SAMPLE) == mine / SAMPLE
+    # no official file to build it from either (nothing listens on port 1)
+    monkeypatch.setattr(reg.entry(DEV_1K), "source", "http://127.0.0.1:1/dev.json")
     with pytest.raises(DataFileError) as e:  # in ../shared/data, but not in OPTIMAS_DATA_DIR
         data_files.resolve(DEV_1K)
     assert str(mine / DEV_1K) in str(e.value) and str(SHARED_DATA) not in str(e.value)
@@ -178,11 +185,13 @@ def test_an_explicit_path_is_read_as_it_is(tmp_path):
 
 
 def test_missing_without_a_download_url_says_where_it_looked_and_what_to_run(no_local_data):
+    """A file the registry cannot build (tests/test_data_derive.py: the ones it can)."""
+    name = "bigcodebench/bigcodebench_hard.jsonl"
     with pytest.raises(DataFileError) as e:
-        data_files.resolve(SAMPLE)
+        data_files.resolve(name)
     msg = str(e.value)
-    assert "\n" not in msg and str(no_local_data / SAMPLE) in msg
-    assert reg.URL_ENV in msg and f"optimas data fetch {SAMPLE}" in msg
+    assert "\n" not in msg and str(no_local_data / name) in msg
+    assert reg.URL_ENV in msg and f"optimas data fetch {name}" in msg
     with pytest.raises(DataFileError, match="not a registered data file"):
         data_files.resolve("hotpotqa/nope.jsonl")
 

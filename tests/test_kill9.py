@@ -46,8 +46,10 @@ OVERRIDES = [
 # Stages in the order a run passes them; `stage_of` reads which one a run directory is in.
 STAGES = ["startup", "initial validation", "collect", "fit", "update+validate", "test",
           "summary", "done"]
-VOLATILE = {"seconds", "wall_time_s", "latency_s", "system_runs", "lm_calls", "lm_tokens",
-            "lm_requests", "lm", "usage", "peak_rss_mb"}
+# spend repeats work a kill cut off (optimas_cli/budget.py SPENT_KEYS, and their test_ twins)
+SPEND = {"system_runs", "component_calls", "lm_calls", "lm_tokens", "lm_requests"}
+VOLATILE = {"seconds", "wall_time_s", "latency_s", "lm", "usage", "peak_rss_mb",
+            *SPEND, *(f"test_{k}" for k in SPEND)}
 CHAINS = int(os.environ.get("KILL9_CHAINS", 4))
 KILLS = int(os.environ.get("KILL9_KILLS", 5))
 WORKERS = int(os.environ.get("KILL9_WORKERS", 2))
