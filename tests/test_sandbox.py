@@ -214,3 +214,45 @@ def test_a_virtualenv_under_tmp_runs_in_bwrap_mode(tmp_path):
                          text=True, timeout=120)
     assert str(venv).startswith("/tmp/")
     assert out.stdout.split() == ["bwrap", "ok", str(venv)], out.stderr[-2000:]
+
+
+def test_every_sandboxed_process_runs_with_no_new_privs(box):
+    # a setuid binary (su, polkit's helper) run by model-written code gains nothing
+    r = box.run({"main.py": "print(open('/proc/self/status').read())"}, ["python", "main.py"])
+    assert r.status == "ok", r.stderr
+    assert "NoNewPrivs:\t1" in r.stdout
+
+
+DEEP = """
+import os
+for _ in range(4000):  # deeper than shutil.rmtree's recursion can follow
+    os.mkdir("d")
+    os.chdir("d")
+print("deep")
+"""
+
+
+def test_a_deep_tree_left_behind_does_not_make_run_raise_or_lose_the_batch(box):
+    results = box.run_many([Job({"main.py": DEEP}, ["python", "main.py"]),
+                            Job({"main.py": "print('other')"}, ["python", "main.py"])])
+    assert [r.status for r in results] == ["ok", "ok"], [r.stderr[-300:] for r in results]
+    assert results[0].stdout.strip() == "deep" and results[1].stdout.strip() == "other"
+
+
+def test_remove_tree_removes_what_rmtree_cannot(tmp_path):
+    import os
+
+    root = tmp_path / "stage"
+    root.mkdir()
+    here = os.getcwd()
+    try:
+        os.chdir(root)
+        for _ in range(4000):
+            os.mkdir("d")
+            os.chdir("d")
+    finally:
+        os.chdir(here)
+    with pytest.raises(RecursionError):
+        shutil.rmtree(root)  # the case remove_tree exists for
+    sandbox_run.remove_tree(root, seconds=30)
+    assert not root.exists()

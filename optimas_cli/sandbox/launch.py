@@ -173,15 +173,16 @@ def bwrap_argv(*, limits: Limits, uid: int | None, file_fds: dict[str, int], env
     a += ["--chdir", SANDBOX_DIR, "--clearenv"]
     for k, v in env.items():
         a += ["--setenv", k, v]
-    if uid is not None:
-        a += [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}",
-              "--clear-groups", "--inh-caps=-all"]
+    if uid is not None:  # no_new_privs: a setuid binary (su, ...) cannot raise the uid again
+        a += [shutil.which("setpriv") or "setpriv", "--no-new-privs", f"--reuid={uid}",
+              f"--regid={uid}", "--clear-groups", "--inh-caps=-all"]
     return a + command
 
 
 def rlimits_argv(*, uid: int | None, command: list[str]) -> list[str]:
-    """The command under setpriv: killed with its parent, as `uid` where one is given."""
-    a = [shutil.which("setpriv") or "setpriv", "--pdeathsig", "KILL"]
+    """The command under setpriv: killed with its parent, with no_new_privs (a setuid binary
+    such as su cannot raise its privileges), as `uid` where one is given."""
+    a = [shutil.which("setpriv") or "setpriv", "--pdeathsig", "KILL", "--no-new-privs"]
     if uid is not None:
         a += [f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all"]
     return a + command
