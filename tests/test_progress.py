@@ -127,7 +127,11 @@ def test_a_terminal_gets_stage_lines_above_a_live_bar_per_evaluation():
 
 
 def test_reporting_in_a_pipe_writes_stderr_with_the_optimas_warnings_and_quiet_writes_nothing(
-        capsys):
+        capsys, monkeypatch):
+    # a library imported by an earlier test in this worker may have left a root handler on a
+    # stream pytest has since closed ("--- Logging error ---" on stderr): keep pytest's only
+    monkeypatch.setattr(logging.root, "handlers", [h for h in logging.root.handlers
+                                                   if type(h).__module__.startswith("_pytest")])
     budget = Budget(limit=10)
     with progress.reporting(budget):
         progress.stage("initial validation")
