@@ -49,3 +49,13 @@ def write_yaml(tmp_path):
         return p
 
     return _write
+
+
+@pytest.fixture
+def seed_data():
+    """Skip where the seed data (../shared/data) is absent: validate now reads a config's data,
+    and with no mirror and no network a registered file can be neither found nor built."""
+    from optimas_cli.data_files import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"seed data not found at {SHARED_DATA}")

@@ -175,7 +175,7 @@ def test_overlap_choice_takes_the_most_shared_words_and_the_lowest_index_on_ties
 # ---------------------------------------------------------------- config, evaluate, run
 
 
-def test_validate_amazon_config():
+def test_validate_amazon_config(seed_data):
     result = CliRunner().invoke(app, ["validate", str(AMAZON)])
     assert result.exit_code == 0, result.output
     assert "session_analyzer -> candidate_profiler -> next_item_decider" in " ".join(

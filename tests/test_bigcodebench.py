@@ -140,7 +140,7 @@ def test_wrong_code_parses_and_fails(tasks):
 # ------------------------------------------------------------------ config and evaluate
 
 
-def test_validate_bigcodebench_config():
+def test_validate_bigcodebench_config(seed_data):
     result = CliRunner().invoke(app, ["validate", str(CONFIG)])
     assert result.exit_code == 0, result.output
     assert "code_generator -> unit_test_generator -> executor -> final_code_generator" in \

@@ -22,7 +22,7 @@ def test_help_of_every_command(command):
     assert result.exit_code == 0 and "Usage" in result.output
 
 
-def test_validate_ok_prints_the_graph_order():
+def test_validate_ok_prints_the_graph_order(seed_data):
     result = runner.invoke(app, ["validate", HOTPOT])
     assert result.exit_code == 0, result.output
     assert "question_rewriter -> info_extractor -> retriever -> hint_generator -> answer_generator" \
@@ -115,7 +115,7 @@ def test_multirun_basic_launcher_makes_one_run_dir_per_combination(tmp_path, mon
     assert metrics[0]["mean"] != metrics[1]["mean"]
 
 
-def test_multirun_validates_every_combination_before_any_work(tmp_path):
+def test_multirun_validates_every_combination_before_any_work(tmp_path, seed_data):
     result = runner.invoke(app, ["evaluate", HOTPOT, "--multirun", f"run_root={tmp_path}",
                                  "system.components.retriever.variables.k.value=1,3"])
     assert result.exit_code == 2 and "not among choices" in " ".join(result.output.split())

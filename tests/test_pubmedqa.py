@@ -89,7 +89,7 @@ def test_loader_names_a_bad_label(tmp_path):
         load_pubmedqa(DataConfig(path=str(bad)))
 
 
-def test_validate_pubmedqa_config():
+def test_validate_pubmedqa_config(seed_data):
     result = CliRunner().invoke(app, ["validate", str(PUBMEDQA)])
     assert result.exit_code == 0, result.output
     assert "context_analyst -> problem_solver" in " ".join(result.output.split())

@@ -136,7 +136,7 @@ def test_splits_larger_than_the_data_are_caught_and_blamed_on_the_override(tmp_p
     assert "data: data:" not in out
 
 
-def test_lm_model_alone_gets_the_override_that_sets_model_and_choices_at_once():
+def test_lm_model_alone_gets_the_override_that_sets_model_and_choices_at_once(seed_data):
     with pytest.raises(ConfigError) as e:
         load(HOTPOT, ["lm.model=openai/gpt-4o-mini"])
     msg = str(e.value)
