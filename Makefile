@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install test test-fast lint bench-lm bench reproduce reproduce-record reliability demo clean
+.PHONY: help install test test-fast lint bench-lm bench bench-rewards bench-rewards-data reproduce reproduce-record reliability demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,17 @@ BENCH_METHODS ?= none,optimas,search,llmselector,mipro,gepa
 bench: install  ## every method x 3 seeds on the two ladder benchmarks -> BENCHMARKS.md (hours; resumable)
 	$(BIN)/python bench/run.py --config configs/bench/hotpotqa_ladder.yaml --methods $(BENCH_METHODS)
 	$(BIN)/python bench/run.py --config configs/bench/pubmedqa_ladder.yaml --methods $(BENCH_METHODS)
+
+REWARD_TASKS ?= $(shell $(BIN)/python -c "import yaml;print(' '.join(yaml.safe_load(open('bench/rewards/tasks.yaml'))))")
+REWARD_BLOCKS ?= lexical minilm qwen05 qwen15
+bench-rewards-data: install  ## collect the reward benchmark's rollouts (hours, resumable, once: the data is kept in bench/rewards/data/)
+	$(BIN)/python bench/rewards/collect.py --all
+
+bench-rewards: install  ## local reward designs cross-validated on the kept rollouts -> BENCHMARKS.md ("Local reward designs")
+	@for t in $(REWARD_TASKS); do test -f bench/rewards/data/$$t.jsonl.gz || continue; \
+	  for b in $(REWARD_BLOCKS); do $(BIN)/python bench/rewards/features.py $$t --block $$b || exit 1; done; done
+	$(BIN)/python bench/rewards/evaluate.py --available --curve --out bench/rewards/results.json
+	$(BIN)/python bench/rewards/report.py bench/rewards/results.json --write
 
 reliability: install  ## fault, kill -9, fuzzing, secrets and Ray tests -> BENCHMARKS.md figures (~6 min)
 	$(BIN)/python bench/reliability.py

@@ -1,0 +1,153 @@
+"""Feature blocks of the reward benchmark's candidates, computed once per task and cached.
+
+    python bench/rewards/features.py hotpotqa.answer_generator --block qwen15 --block minilm
+
+Blocks (each an array per candidate, in the order of `candidates(records)`):
+  minilm   the embedded MiniLM's mean-pooled features of the reward text (rewards/text.py),
+           the features today's heads are fit on (384)
+  lexical  input-aware but model-free: log length, empty, share of the output's words found
+           in the inputs, whether the output appears verbatim in the inputs
+  qwen05, qwen15, smollm2
+           an embedded LLM's judge log-odds, the output's mean and summed log-likelihood
+           given the input, and its last-token and mean hidden states
+           (optimas_cli/rewards/llm_features.py)
+
+Cached as .npz under $OPTIMAS_REWARD_BENCH_CACHE (default ~/.cache/optimas/reward_bench),
+with the seconds and peak RSS their computation took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench" / "rewards"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from collect import load_tasks, read_records  # noqa: E402
+
+LLM_BLOCKS = {"qwen15": "local/qwen2.5-coder-1.5b-instruct",
+              "qwen05": "local/qwen2.5-coder-0.5b-instruct",
+              "smollm2": "local/smollm2-135m-instruct"}
+BLOCKS = ["minilm", "lexical", *LLM_BLOCKS]
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("OPTIMAS_REWARD_BENCH_CACHE",
+                            Path.home() / ".cache" / "optimas" / "reward_bench"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def candidates(records: list[dict]) -> list[tuple[int, int]]:
+    """(record index, candidate index) of every candidate, the order of every block."""
+    return [(i, j) for i, r in enumerate(records) for j in range(len(r["candidates"]))]
+
+
+def description(task: str) -> str:
+    import yaml
+
+    spec = load_tasks()[task]
+    cfg = yaml.safe_load((ROOT / spec["config"]).read_text())
+    system = next(d["system"] for d in cfg["defaults"] if isinstance(d, dict) and "system" in d)
+    sys_cfg = yaml.safe_load((ROOT / "configs" / "system" / f"{system}.yaml").read_text())
+    return sys_cfg["components"][spec["component"]]["description"]
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def lexical(records: list[dict]) -> np.ndarray:
+    rows = []
+    for i, j in candidates(records):
+        rec = records[i]
+        text = " ".join(str(v) for v in rec["candidates"][j]["outputs"].values())
+        source = " ".join(str(v) for v in rec["inputs"].values()).lower()
+        words = _WORD.findall(text.lower())
+        vocab = set(_WORD.findall(source))
+        found = sum(w in vocab for w in words) / len(words) if words else 0.0
+        rows.append([np.log1p(len(text)), float(not text.strip()), found,
+                     float(bool(text.strip()) and text.strip().lower() in source)])
+    return np.asarray(rows, dtype=np.float32)
+
+
+def minilm(records: list[dict], desc: str) -> np.ndarray:
+    from optimas_cli.rewards import LocalRewardModel
+
+    comp = records[0]["component"]
+    model = LocalRewardModel({comp: desc})
+    seqs = [model.encode(comp, records[i]["inputs"], records[i]["candidates"][j]["outputs"])
+            for i, j in candidates(records)]
+    return model.features(seqs).numpy().astype(np.float32)
+
+
+def llm(records: list[dict], desc: str, model: str) -> dict[str, np.ndarray]:
+    from optimas_cli.rewards.llm_features import LlamaFeaturizer
+
+    feat = LlamaFeaturizer(model, n_threads=int(os.environ.get("OPTIMAS_BENCH_THREADS", "2")))
+    cols: dict[str, list] = {"judge": [], "loglik": [], "loglik_sum": [], "last": [], "mean": []}
+    t0 = time.time()
+    for n, rec in enumerate(records, 1):
+        for f in feat.features(desc, rec["inputs"], [c["outputs"] for c in rec["candidates"]]):
+            for k in cols:
+                cols[k].append(getattr(f, k))
+        if n % 20 == 0:
+            print(f"  {model}: {n}/{len(records)} inputs ({(time.time() - t0) / n:.1f} s each)",
+                  flush=True)
+    return {k: np.asarray(v, dtype=np.float32) for k, v in cols.items()}
+
+
+def block_path(task: str, block: str) -> Path:
+    return cache_dir() / f"{task}.{block}.npz"
+
+
+def compute(task: str, block: str) -> Path:
+    path = block_path(task, block)
+    if path.exists():
+        return path
+    records = read_records(task)
+    desc = description(task)
+    t0 = time.time()
+    if block == "minilm":
+        arrays = {"x": minilm(records, desc)}
+    elif block == "lexical":
+        arrays = {"x": lexical(records)}
+    else:
+        arrays = llm(records, desc, LLM_BLOCKS[block])
+    meta = {"seconds": time.time() - t0, "inputs": len(records),
+            "candidates": len(candidates(records)),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    np.savez(path, meta=json.dumps(meta), **arrays)
+    print(f"{task} {block}: {meta['seconds']:.0f} s, peak RSS {meta['peak_rss_mb']:.0f} MB", flush=True)
+    return path
+
+
+def load(task: str, block: str) -> tuple[dict[str, np.ndarray], dict]:
+    with np.load(block_path(task, block)) as z:
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+        meta = json.loads(str(z["meta"]))
+    return arrays, meta
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("tasks", nargs="+")
+    ap.add_argument("--block", action="append", choices=BLOCKS, required=True)
+    args = ap.parse_args()
+    for task in args.tasks:
+        for block in args.block:
+            compute(task, block)
+
+
+if __name__ == "__main__":
+    main()
