@@ -55,9 +55,9 @@ LAMBDAS = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
 class Task:
     """The candidates of a task, flattened, with what the metrics need."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, records: list[dict] | None = None) -> None:
         self.name = name
-        self.records = read_records(name)
+        self.records = records if records is not None else read_records(name)
         idx = candidates(self.records)
         self.rec = np.array([i for i, _ in idx])
         self.score = np.array([self.records[i]["candidates"][j]["score"] for i, j in idx])

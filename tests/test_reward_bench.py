@@ -1,0 +1,107 @@
+"""bench/rewards/evaluate.py: the reward benchmark's metrics, controls and cross-validation."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench" / "rewards"))
+
+import evaluate as rb  # noqa: E402
+
+
+def _records(n: int = 40, seed: int = 0) -> list[dict]:
+    """n inputs; per input a strong model (right 80% of the time), a weak one (right 20%),
+    a weak sample, and the gold answer. The right answer is the input's own phrase, longer
+    than the wrong ones (so that the shorter answer is usually the wrong one)."""
+    rng = random.Random(seed)
+    recs = []
+    for i in range(n):
+        right = f"the answer to question {i}"
+        cands = []
+        for model, p, source in [("big", 0.8, "model=big"), ("small", 0.2, "current"),
+                                 ("small", 0.2, "sample:1")]:
+            ok = rng.random() < p
+            cands.append({"source": source, "also": [], "model": model,
+                          "outputs": {"answer": right if ok else f"{model[0]}{rng.randrange(99)}"},
+                          "score": 1.0 if ok else 0.0})
+        cands.append({"source": "gold", "also": [], "model": None,
+                      "outputs": {"answer": right}, "score": 1.0})
+        recs.append({"example_id": str(i), "component": "c", "inputs": {"q": right},
+                     "candidates": cands})
+    return recs
+
+
+@pytest.fixture
+def task():
+    return rb.Task("synthetic", records=_records())
+
+
+def _summary(task, scorer):
+    r, _ = rb.cross_validate(task, scorer)
+    return rb.summarize(rb.per_input(task, r))
+
+
+def test_the_true_score_ranks_every_sampled_pair_and_recovers_the_whole_gap(task):
+    s = _summary(task, rb.Fixed(task.score.copy()))
+    assert s["accuracy"] == 1.0 and s["recovered"] == pytest.approx(1.0)
+    assert s["pick"] == pytest.approx(s["oracle"])
+    assert s["pairs"] == len(task.pairs(sorted(task.by_rec), True)) > 0
+
+
+def test_a_constant_reward_is_half_right_and_picks_at_random(task):
+    s = _summary(task, rb.Fixed(np.zeros(len(task.score))))
+    assert s["accuracy"] == 0.5 and s["recovered"] == pytest.approx(0.0)
+
+
+def test_gold_is_never_a_side_of_a_judged_pair(task):
+    # gold on top, every other candidate in the wrong order: judged pairs are all wrong
+    r = np.where(task.gold, 100.0, -task.score)
+    s = _summary(task, rb.Fixed(r))
+    assert s["accuracy"] == 0.0
+
+
+def test_held_out_inputs_get_nothing_of_what_training_saw(task):
+    class Memorizer:  # knows the scores of its training inputs only
+        def scores(self, task, train, rng):
+            r = np.zeros(len(task.score))
+            for rec in train:
+                r[task.by_rec[rec]] = task.score[task.by_rec[rec]]
+            return r
+
+    assert _summary(task, Memorizer())["accuracy"] == 0.5
+
+
+def test_model_identity_learns_which_model_usually_wins(task):
+    s = _summary(task, rb.ModelIdentity())
+    big = np.array([m == "big" for m in task.model])
+    pairs = task.pairs(sorted(task.by_rec), True)
+    # it ranks every big-vs-small pair big first and ties small-vs-small: exactly this accuracy
+    expect = np.mean([1.0 if big[a] and not big[b] else 0.0 if big[b] and not big[a] else 0.5
+                      for a, b in pairs])
+    assert s["accuracy"] == pytest.approx(expect)
+
+
+def test_a_head_learns_an_informative_feature_and_beats_the_controls():
+    task = rb.Task("synthetic", records=_records(80, seed=1))
+    rng = np.random.default_rng(0)
+    x = np.stack([task.score + rng.normal(0, 0.1, len(task.score)),
+                  rng.normal(0, 1, len(task.score))], 1)
+    scorers = {"head": rb.HeadDesign(x), **{k: v() for k, v in rb.CONTROLS.items()}}
+    held = {k: rb.per_input(task, rb.cross_validate(task, v)[0]) for k, v in scorers.items()}
+    assert rb.summarize(held["head"])["accuracy"] > 0.95
+    for control in rb.CONTROLS:
+        assert rb.paired_vs(held["head"], held[control])["ci"][0] > 0
+
+
+def test_output_prior_and_shorter_wins_never_look_at_the_input(task):
+    prior = rb.OutputPrior().scores(task, sorted(task.by_rec), random.Random(0))
+    same_text = [k for k, t in enumerate(task.text) if t == task.text[0]]
+    assert len({prior[k] for k in same_text}) == 1
+    shorter = rb.ShorterWins().scores(task, [], random.Random(0))
+    assert shorter[np.argmin(task.length)] == shorter.max()
