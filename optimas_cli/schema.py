@@ -294,13 +294,12 @@ class OptimizerConfig(Strict):
                                                     "(0: it waits)")
     # What counts as evidence from a component's pairs. any: every pair, the gold answer's
     # included. own_outputs: only pairs of the component's own sampled outputs count toward
-    # min_pairs and the preference gaps selection reads (gold pairs still train the head), and
-    # a prompt changes only by a head that beat chance on its held-out own-output pairs
-    # (model/hyperparameter choices measured by rollouts are not held). One policy for what
-    # were collect.gold_pairs and update.prompt_needs_evidence (BENCHMARKS.md)
+    # min_pairs and the preference gaps selection reads (gold pairs still train the head).
+    # Whether a head may rank a prompt is no longer this switch: whatever it says, a head
+    # ranks prompts and weights and breaks ties only when trusted (rewards/trust.py)
     evidence: Literal["any", "own_outputs"] = Field(
-        "any", description="optimas: any pair counts; own_outputs: only pairs of the "
-                           "component's own outputs count, and they must rank a prompt")
+        "any", description="optimas: any pair counts toward min_pairs and selection; "
+                           "own_outputs: only pairs of the component's own outputs count")
     # Acceptance compares candidate and incumbent on the same validation examples:
     # mean: mean gain > accept_threshold; bootstrap: the gain exceeds accept_threshold with
     # confidence accept_confidence (one-sided paired bootstrap bound); sign: more wins than

@@ -363,13 +363,15 @@ def short_sessions_csv(path):
 
 
 @pytest.mark.slow
-def test_real_tiny_run_trains_an_adapter_by_dpo_and_serves_it(tmp_path, isolated_cache):
+def test_real_tiny_run_trains_an_adapter_by_dpo_and_serves_it(tmp_path, isolated_cache,
+                                                               monkeypatch):
     """The Amazon config on SmolLM2 with one adapter left to optimize (candidate_profiler's;
     the decider's prompt search has its scripted test above): one iteration collects, fits the
     LRF, trains the LoRA adapter by DPO, saves it under weights/, validates, and serves it in
     the final test when accepted; `contributions` names what the accepted change added."""
-    from test_weights_train import check_weights_iteration
+    from test_weights_train import check_weights_iteration, trust_the_head
 
+    trust_the_head(monkeypatch)
     data = short_sessions_csv(tmp_path / "short.csv")
     composed = load(AMAZON, [
         f"run_root={tmp_path}", f"data.path={data}", "data.train_size=6", "data.val_size=3",

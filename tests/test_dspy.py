@@ -388,12 +388,13 @@ def test_optimize_prompt_dspy_finds_the_instruction_the_local_reward_prefers(sho
     rt, lm = shout_rt()
     cfg = UpdateConfig(prompt=method, num_candidates=2, per_component_train_size=4, max_demos=1)
     lrf = StubLRF()
-    ctx = UpdateContext(rt.system, "shout", shout_records(WORDS[:6]), lrf, rt.state, cfg, rt.lm)
+    ctx = UpdateContext(rt.system, "shout", shout_records(WORDS[:6]), lrf, rt.state, cfg, rt.lm,
+                        trust={"trusted": True})
     res = optimize_prompt_dspy(ctx, "prompt", random.Random(0))
     assert res["variable"] == "prompt" and res["type"] == "prompt"
     current = next(c for c in res["candidates"] if c["origin"] == "current")
     assert current["value"] == rt.state["shout"]["prompt"] and current["lrf"] == 0.0
-    assert res["best"]["instruction"] == UPPER
+    assert res["best"]["instruction"] == UPPER and res["decided_by"] == "local reward"
     best = next(c for c in res["candidates"] if c["value"] == res["best"])
     assert best["lrf"] == 1.0 and best["origin"] == method and best["dspy_score"] > 0.5
     assert len(best["scores"]) == 4  # scored by the LRF on per_component_train_size inputs, like OPRO
@@ -403,6 +404,8 @@ def test_optimize_prompt_dspy_finds_the_instruction_the_local_reward_prefers(sho
 
 
 def test_the_optimas_update_step_runs_dspy_when_configured(shout_rt):
+    from dataclasses import replace
+
     from optimas_cli.methods.optimas.update import update_component
     from optimas_cli.methods.optimas.updaters.common import UpdateContext
     from optimas_cli.schema import OptimizerConfig
@@ -410,12 +413,20 @@ def test_the_optimas_update_step_runs_dspy_when_configured(shout_rt):
     rt, _ = shout_rt()
     cfg = OptimizerConfig(update=UpdateConfig(prompt="copro", num_candidates=2, per_component_train_size=3))
     ctx = UpdateContext(rt.system, "shout", shout_records(WORDS[:3]), StubLRF(), rt.state,
-                        cfg.update, rt.lm, seed=0, workers=cfg.collect.workers)
+                        cfg.update, rt.lm, seed=0, workers=cfg.collect.workers,
+                        trust={"trusted": True})
     out = update_component(ctx, default_model=rt.composed.run.lm.model, prompt_history=[])
     assert out["state"]["shout"]["prompt"]["instruction"] == UPPER
     (var,) = out["variables"]
     assert var["dspy"]["optimizer"] == "copro" and {c["origin"] for c in var["candidates"]} == {
         "current", "copro"}
+    # the same step with a head not trusted keeps the prompt and runs no DSPy
+    untrusted = {"trusted": False, "reason": "accuracy 0.60 does not beat output_prior 0.58"}
+    held = update_component(replace(ctx, trust=untrusted), default_model=rt.composed.run.lm.model,
+                            prompt_history=[])
+    assert held["state"]["shout"]["prompt"] == rt.state["shout"]["prompt"]
+    (var,) = held["variables"]
+    assert var["candidates"] == [] and "dspy" not in var and "output_prior" in var["held"]
 
 
 def test_optimize_prompt_dspy_failure_of_dspys_format_is_explicit(shout_rt):

@@ -206,36 +206,58 @@ def test_update_step_alone_keeps_the_model_whose_outputs_scored_best(tmp_path):
     assert update["state"]["exclaim"]["model"] == SMOL  # SMOL writes the "!" the metric wants
 
 
-def test_a_prompt_waits_for_a_reward_head_that_beat_chance_when_asked(tmp_path):
-    lp = make_loop(tmp_path, "optimizer.min_pairs=1", "optimizer.evidence=own_outputs")
+TRUSTED = {"trusted": True}
+
+
+def test_an_untrusted_head_holds_the_prompt_and_a_measured_choice_still_moves(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.min_pairs=1")  # optimizer.evidence: any, the default
     records, _ = lp.collect(1, "exclaim", lp.current)
     lp.lrf = CapsAndBang()
-    held = lp.update(1, "exclaim", records, "lrf/iter_001", lp.current, evidence=False)
+    untrusted = {"trusted": False, "reason": "3 held-out pairs of own outputs: too few"}
+    held = lp.update(1, "exclaim", records, "lrf/iter_001", lp.current, trust=untrusted)
     prompt = next(v for v in held["variables"] if v["type"] == "prompt")
-    assert prompt["held"] and prompt["candidates"] == []  # no proposal made, none scored
+    assert prompt["candidates"] == []  # no proposal made, none scored
+    assert prompt["held"] == "the local reward is not trusted: 3 held-out pairs of own outputs: too few"
     assert held["state"]["exclaim"]["prompt"] == lp.current["exclaim"]["prompt"]
+    model = next(v for v in held["variables"] if v["type"] == "model")
     assert held["state"]["exclaim"]["model"] == SMOL  # the measured choice is not held
-    free = lp.update(1, "exclaim", records, "lrf/iter_001", lp.current, evidence=True)
+    assert model["decided_by"] == "measured return"
+    free = lp.update(1, "exclaim", records, "lrf/iter_001", lp.current, trust=TRUSTED)
     prompt = next(v for v in free["variables"] if v["type"] == "prompt")
     assert "held" not in prompt and prompt["candidates"]
 
 
-def test_a_head_right_only_against_the_gold_answer_is_no_evidence_for_a_prompt(tmp_path):
-    lp = make_loop(tmp_path, "optimizer.min_pairs=1", "optimizer.evidence=own_outputs")
+def test_a_per_input_choice_needs_a_trusted_head(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.min_pairs=1", "optimizer.update.choice_mode=per_input")
+    records, _ = lp.collect(1, "exclaim", lp.current)
     lp.lrf = CapsAndBang()
-    # held-out accuracy 1.0, beyond chance, but every held-out pair had the gold answer on
-    # one side: nothing says the head ranks two of the component's own outputs
-    gold_only = {"pairwise_accuracy": 1.0, "n_pairs": 12, "beats_chance": True, "sampled": None}
-    own = {**gold_only, "sampled": {"pairwise_accuracy": 1.0, "n_pairs": 8, "beats_chance": True}}
+    untrusted = {"trusted": False, "reason": "3 held-out pairs of own outputs: too few"}
+    static = lp.update(1, "exclaim", records, "lrf/iter_001", lp.current, trust=untrusted)
+    model = next(v for v in static["variables"] if v["type"] == "model")
+    assert model["best"] == SMOL and "too few" in model["per_input"]  # the measured choice
+    per_input = lp.update(1, "exclaim", records, "lrf/iter_001", lp.current, trust=TRUSTED)
+    model = next(v for v in per_input["variables"] if v["type"] == "model")
+    assert is_per_input(model["best"]) and "per_input" not in model
+
+
+def test_the_step_hands_the_fits_trust_to_the_update(tmp_path):
+    lp = make_loop(tmp_path, "optimizer.min_pairs=1")
+    lp.lrf = CapsAndBang()
+    # beat chance on its own outputs, but the fit did not find it better than the controls
+    own = {"pairwise_accuracy": 1.0, "n_pairs": 12, "beats_chance": True,
+           "sampled": {"pairwise_accuracy": 0.75, "n_pairs": 8, "beats_chance": True}}
+    beaten = {**own, "trust": {"trusted": False, "reason": "accuracy 0.75 does not beat "
+                                                           "shorter_wins 0.75 (sign test p=1)"}}
     prompts = []
-    for heldout in (gold_only, own):
+    for heldout in (own, beaten, {**own, "trust": TRUSTED}):
         lp.adapt = lambda it, name, own_dir=False, m=heldout: (
             {"pairs": 12, "heldout": {name: m}}, "lrf/iter_001")
         step, _ = lp.step(1, "exclaim", {"reason": "test"}, lp.current, own_dir=False)
         assert step["lrf"] == heldout
         prompts.append(next(v for v in step["update"]["variables"] if v["type"] == "prompt"))
-    assert "own outputs" in prompts[0]["held"] and prompts[0]["candidates"] == []
-    assert "held" not in prompts[1] and prompts[1]["candidates"]
+    assert "not measured" in prompts[0]["held"] and prompts[0]["candidates"] == []
+    assert "does not beat shorter_wins" in prompts[1]["held"] and prompts[1]["candidates"] == []
+    assert "held" not in prompts[2] and prompts[2]["candidates"]
 
 
 def test_two_components_per_iteration_are_updated_in_turn_then_validated_once(tmp_path):
@@ -246,7 +268,7 @@ def test_two_components_per_iteration_are_updated_in_turn_then_validated_once(tm
 
     def adapt(it, name, own_dir=False):  # the reward model stands in; each step has its own dir
         calls.append(("adapt", name, own_dir))
-        return {"pairs": 1, "heldout": {}}, f"lrf/iter_{it:03d}-{name}"
+        return {"pairs": 1, "heldout": {name: {"trust": TRUSTED}}}, f"lrf/iter_{it:03d}-{name}"
 
     def spy(method, label):
         def wrapped(*args):

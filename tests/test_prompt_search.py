@@ -23,6 +23,9 @@ from optimas_cli.methods.optimas.updaters.prompt import (
 from optimas_cli.runtime import build_runtime
 from optimas_cli.schema import UpdateConfig
 
+TRUSTED = {"trusted": True}
+UNTRUSTED = {"trusted": False, "reason": "too few pairs"}
+
 
 class CapsReward:
     """A local reward that likes capital letters: 1 per upper-case output, else 0."""
@@ -82,7 +85,8 @@ def test_opro_rounds_see_earlier_candidates_scored_on_the_same_inputs():
     rt = build_runtime(load(WORDS, []), lm=_lm())
     state = rt.system.initial_state()
     cfg = UpdateConfig(num_candidates=1, opro_rounds=2, per_component_train_size=4, max_demos=1)
-    ctx = UpdateContext(rt.system, "upper", RECORDS, CapsReward(), state, cfg, rt.lm)
+    ctx = UpdateContext(rt.system, "upper", RECORDS, CapsReward(), state, cfg, rt.lm,
+                        trust=TRUSTED)
     res = optimize_prompt(ctx, "prompt", random.Random(0), SMOL, [])
     proposed = [c for c in res["candidates"] if c["origin"] == "proposed"]
     assert [c["round"] for c in proposed] == [1, 2]
@@ -101,8 +105,29 @@ def test_measured_returns_rank_fully_rolled_out_choices():
     assert observed_return(RECORDS[0], {"caps": "Apple"}) is None
     a = {"lrf": 0.9, "observed": 0.5, "scores": [0.9]}
     b = {"lrf": 0.1, "observed": 1.0, "scores": [0.1]}
-    assert best_of([a, b]) is b  # every candidate measured: the measured return decides
-    assert best_of([a, {**b, "observed": None}]) is a  # otherwise the local reward does
+    for trust in (TRUSTED, UNTRUSTED):  # every candidate measured: the measured return decides
+        assert best_of([a, b], trust) == (b, "measured return")
+    # otherwise the local reward does, when its head is trusted
+    assert best_of([a, {**b, "observed": None}], TRUSTED) == (a, "local reward")
+
+
+def test_an_untrusted_head_breaks_no_tie_and_ranks_no_unmeasured_choice():
+    current = {"lrf": 0.1, "observed": 1.0, "scores": [0.1]}
+    other = {"lrf": 0.9, "observed": 1.0, "scores": [0.9]}
+    worse = {"lrf": 2.0, "observed": 0.0, "scores": [2.0]}
+    assert best_of([current, other, worse], TRUSTED) == (
+        other, "measured return, tie broken by the local reward")
+    chosen, why = best_of([current, other, worse], UNTRUSTED)
+    assert chosen is current and why == "measured return; the tie kept: too few pairs"
+    # the current value out of the tie: the earliest tied value, never the LRF's pick
+    chosen, why = best_of([worse, current, other], UNTRUSTED)
+    assert chosen is current and why.startswith("measured return; the tie went to the earliest")
+    unmeasured = [current, {**other, "observed": None}]
+    assert best_of(unmeasured, TRUSTED)[0] is unmeasured[1]
+    chosen, why = best_of(unmeasured, UNTRUSTED)
+    assert chosen is current and why == ("kept: not every candidate was rolled out, and too "
+                                         "few pairs")
+    assert best_of(unmeasured, None)[0] is current  # never measured: not trusted either
 
 
 @pytest.mark.parametrize("best,current,expected", [

@@ -164,8 +164,13 @@ def test_backbone_fit_trains_on_until_heldout_beats_chance(tiny_backbone):
     assert 1 < res["epochs"] < 15 and res["heldout_looks"] == res["epochs"]  # one per epoch
     assert held["beats_chance"] is True and held["p_value"] < 0.05
     assert held["pairwise_accuracy"] > 0.5 and held["n_pairs"] == 12
-    # the recorded figures are the final model's
+    # the recorded figures are the final model's, with its trust on the same pairs
+    trust = {c: r.pop("trust") for c, r in res["heldout"].items()}
     assert m.evaluate([p for p in pairs if input_key(p) in m.split.heldout]) == res["heldout"]
+    own = held["sampled"]
+    assert trust["writer"]["accuracy"] == own["pairwise_accuracy"]
+    assert trust["writer"]["n_pairs"] == own["n_pairs"] == 12
+    assert trust["writer"]["p_value"] == own["p_value"]
 
 
 def test_fit_records_that_it_did_not_beat_chance(tiny_backbone):

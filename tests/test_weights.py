@@ -178,3 +178,30 @@ def test_system_yaml_with_adapters_loads_and_checks_them(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_state(state_file, system)
     assert str(state_file) in str(e.value) and "gen.w" in str(e.value) and "gone" in str(e.value)
+
+
+def test_an_untrusted_head_trains_no_adapter_and_the_step_says_why(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from optimas_cli.methods.optimas.update import update_component
+    from optimas_cli.methods.optimas.updaters import weights
+    from optimas_cli.methods.optimas.updaters.common import UpdateContext
+    from optimas_cli.schema import UpdateConfig
+
+    trained = []
+    monkeypatch.setattr(weights, "optimize_weights", lambda ctx, vname, out_dir=None: (
+        trained.append(vname) or {"variable": vname, "type": "weights", "best": "new/adapter",
+                                  "candidates": []}))
+    system = SimpleNamespace(cfg=_system({"w": {"type": "weights"}}))
+    state = {"gen": {"w": "old/adapter"}}
+    untrusted = {"trusted": False, "reason": "3 held-out pairs of own outputs: too few"}
+    for trust, why in ((untrusted, "too few"), (None, "not measured")):
+        ctx = UpdateContext(system, "gen", [], None, state, UpdateConfig(), None, trust=trust)
+        out = update_component(ctx, default_model=SMOL, weights_dir=tmp_path)
+        (var,) = out["variables"]
+        assert out["state"] == state and var["candidates"] == [] and trained == []
+        assert var["held"].startswith("the local reward is not trusted: ") and why in var["held"]
+    ctx = UpdateContext(system, "gen", [], None, state, UpdateConfig(), None,
+                        trust={"trusted": True})
+    assert update_component(ctx, default_model=SMOL, weights_dir=tmp_path)["state"] == {
+        "gen": {"w": "new/adapter"}} and trained == ["w"]

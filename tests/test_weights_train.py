@@ -239,6 +239,18 @@ def blue_metric(example, fields) -> dict:
     return {"score": float("blue" in str(fields.get("color", "")).lower())}
 
 
+def trust_the_head(monkeypatch) -> None:
+    """Let the loop's update trust the local reward: a head fitted on these few inputs never
+    shows it beats the controls (or has no held-out pair at all), and the loop would then keep
+    the adapter (optimas_cli/rewards/trust.py); these tests check the update, its saving and
+    serving."""
+    from optimas_cli.methods.optimas.loop import OptimasLoop
+
+    update = OptimasLoop.update
+    monkeypatch.setattr(OptimasLoop, "update", lambda self, *a, trust=None: update(
+        self, *a, trust={"trusted": True}))
+
+
 def check_weights_iteration(path, component: str) -> tuple[dict, Path, dict]:
     """Iteration 1 of the run at `path` trained `component`'s `adapter` by DPO: its record,
     the saved adapter (peft + GGUF) and final/system.yaml's state, which holds that adapter
@@ -256,10 +268,12 @@ def check_weights_iteration(path, component: str) -> tuple[dict, Path, dict]:
     return it, adapter, final
 
 
-def test_loop_trains_serves_and_evaluates_a_weights_variable(tmp_path, isolated_cache):
+def test_loop_trains_serves_and_evaluates_a_weights_variable(tmp_path, isolated_cache,
+                                                              monkeypatch):
     from optimas_cli.config import load
     from optimas_cli.jobs import execute
 
+    trust_the_head(monkeypatch)
     config = Path(__file__).with_name("colours.yaml")
     path, _ = execute("run", load(config, [f"run_root={tmp_path}/r"]), show_progress=False)
     it, adapter, _ = check_weights_iteration(path, "painter")

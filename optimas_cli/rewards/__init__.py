@@ -9,6 +9,7 @@ preference pairs collected from rollouts.
     backbone.py  loading the embedded MiniLM or any Hugging Face backbone (LoRA by peft)
     model.py     LocalRewardModel: backbone + heads, scoring, alignment metrics, save/load
     train.py     Bradley-Terry training, of everything or of some heads only
+    trust.py     whether a head may rank: held-out own outputs, against input-blind controls
     io.py        the files a saved model is made of
 """
 

@@ -10,6 +10,7 @@ from optimas_cli import heap
 from optimas_cli.graph import System
 from optimas_cli.layout import METRICS
 from optimas_cli.rewards import LocalRewardModel, PreferencePair, fit_reward_model
+from optimas_cli.rewards.trust import component_trust
 from optimas_cli.schema import RewardConfig
 
 log = logging.getLogger("optimas.fit")
@@ -30,11 +31,15 @@ def fit_local_rewards(lrf: LocalRewardModel, pairs: list[PreferencePair], cfg: R
     `cfg.max_epochs` until every head beats chance on its held-out pairs; whether it did
     is in the metrics (`beats_chance`, with accuracy, p-value and n). Head-only adaptation
     trains `cfg.adapt_epochs`. Inputs held out by an earlier fit of `lrf` stay held out.
+    Each component's held-out metrics carry `trust` (optimas_cli/rewards/trust.py): whether
+    its head ranked its own outputs better than chance and the input-blind controls, which
+    the update step needs before the head may rank anything.
     """
     result = fit_reward_model(lrf, pairs, cfg, components=components, train_backbone=not head_only,
                               seed=seed)
     heap.release()  # the fit's activations: freed, but kept by malloc until given back
     for comp, m in result["heldout"].items():
+        m["trust"] = component_trust(lrf, comp, pairs)
         log.info("LRF %s: held-out pairwise accuracy %s (p=%s vs chance), Spearman %s "
                  "(%s pairs, ties %s) after %d epochs", comp, _fmt(m["pairwise_accuracy"]),
                  _fmt(m["p_value"]), _fmt(m["spearman"]), m["n_pairs"], _fmt(m["tie_fraction"]),
@@ -44,6 +49,8 @@ def fit_local_rewards(lrf: LocalRewardModel, pairs: list[PreferencePair], cfg: R
             log.info("LRF %s on the held-out pairs of its own outputs (no gold answer): %s",
                      comp, f"accuracy {_fmt(own['pairwise_accuracy'])} on {own['n_pairs']} "
                            f"(p={_fmt(own['p_value'])})" if own else "none")
+        if not m["trust"]["trusted"]:
+            log.info("LRF %s is not trusted to rank: %s", comp, m["trust"]["reason"])
         if not m["beats_chance"]:
             log.warning("LRF %s does not beat chance on its %d held-out pairs (accuracy %s)",
                         comp, m["n_pairs"], _fmt(m["pairwise_accuracy"]))

@@ -14,7 +14,9 @@ collect   fresh on-policy rollouts of that component (seeded by run seed, iterat
           skipped with the reason in history
 adapt     its reward head (and, the first time, the shared backbone) on its pairs
           plus the replay buffer
-update    its variables against the adapted local reward (methods/optimas/update.py)
+update    its variables against the adapted local reward (methods/optimas/update.py); a
+          head not trusted on held-out pairs of its own outputs (rewards/trust.py) ranks
+          no prompt or weights and breaks no tie of measured returns
 probe     (`optimizer.probe_choices` > 0) when no component is left uncollected, a barren
           one (no pair on this system) gets one model or hyperparameter value validated
           directly instead of collect/adapt/update (methods/optimas/probe.py)
@@ -59,7 +61,7 @@ from optimas_cli.methods.optimas.collect import (
 from optimas_cli.methods.optimas.fit import fit_local_rewards, new_reward_model, save_reward_model
 from optimas_cli.methods.optimas.pairs import pairs_of, pick_component, preference_gaps
 from optimas_cli.methods.optimas.probe import barren_components, next_probe, probed_state
-from optimas_cli.methods.optimas.update import prompt_history, ranks_own_outputs, update_component
+from optimas_cli.methods.optimas.update import prompt_history, update_component
 from optimas_cli.methods.optimas.updaters.common import UpdateContext
 from optimas_cli.rewards import LocalRewardModel
 from optimas_cli.run_dir import RunDir
@@ -207,7 +209,7 @@ class OptimasLoop:
             n = cfg.num_inputs if left == math.inf else min(cfg.num_inputs, int(left // per_input))
             if n < 1:
                 if records and have >= self.opt.min_pairs:
-                    break  # enough pairs; a tie left is broken by the local reward
+                    break  # enough pairs; a tie left goes to a trusted local reward
                 return records, (f"budget: {self.left():.0f} system runs left, one input costs "
                                  f"up to {per_input} and validation {self.val_cost}")
             if rnd:
@@ -252,17 +254,19 @@ class OptimasLoop:
         return result, str(lrf_dir.relative_to(self.run_dir.path))
 
     def update(self, it: int, name: str, records: list[dict], lrf_dir: str,
-               state: State, evidence: bool = True) -> dict[str, Any]:
+               state: State, trust: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Update `name` from `state`; `trust`: its head's (the fit's held-out `trust`), None
+        when not measured (then the local reward ranks nothing)."""
         ctx = UpdateContext(self.rt.system, name, [r for r in records if r["candidates"]],
                             self.lrf, state, self.opt.update, self.rt.lm,
-                            seed=self.run_cfg.seed + it, workers=self.opt.collect.workers)
+                            seed=self.run_cfg.seed + it, workers=self.opt.collect.workers,
+                            trust=trust)
         return update_component(ctx, default_model=self.run_cfg.lm.model,
                                 prompt_history=prompt_history(self.history, name),
                                 reward_dir=self.run_dir.path / lrf_dir,
                                 weights_dir=self.run_dir.path / layout.weights(name, it),
                                 rejected=[h["tried"] for h in self.history
-                                          if h.get("tried") and not h.get("accepted")],
-                                evidence=evidence)
+                                          if h.get("tried") and not h.get("accepted")])
 
     def validate(self, it: int, candidate: State) -> dict[str, Any]:
         """The candidate on validation, and the accept decision against the incumbent. A
@@ -313,7 +317,7 @@ class OptimasLoop:
         records, skip = self.collect(it, name, state)
         step["inputs"] = len(records)
         ties = tied_choices(self.rt.system, name, records)
-        if ties:  # what the rollouts could not tell apart: the local reward decides
+        if ties:  # what the rollouts could not tell apart: a trusted local reward decides
             step["tied"] = ties
         if skip is None:
             progress.stage("fit", **where)
@@ -329,8 +333,7 @@ class OptimasLoop:
             return step, state
         progress.stage("update", **where)
         update = self.update(it, name, records, step["lrf_dir"], state,
-                             evidence=self.opt.evidence == "any"
-                             or ranks_own_outputs(step.get("lrf")))
+                             trust=(step.get("lrf") or {}).get("trust"))
         step["update"] = update | {"state": None}
         return step, update["state"]
 

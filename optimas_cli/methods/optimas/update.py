@@ -12,24 +12,16 @@ from optimas_cli.history import steps_of
 from optimas_cli.methods.optimas.updaters.choice import optimize_choice
 from optimas_cli.methods.optimas.updaters.common import UpdateContext
 from optimas_cli.methods.optimas.updaters.prompt import optimize_prompt
+from optimas_cli.rewards.trust import untrusted
 
 # the engine first (model, then hyperparameters), then the prompt for that engine
 ORDER = {"model": 0, "hyperparameter": 1, "prompt": 2, "weights": 3}
 
 
-def ranks_own_outputs(heldout: dict[str, Any] | None) -> bool:
-    """Whether a component's reward head beat chance on its held-out pairs of the component's
-    own outputs (`LocalRewardModel.evaluate`'s `sampled`). A pair with the gold answer on one
-    side does not count: a head can learn to tell the dataset's answers from a model's (on
-    BigCodeBench every final_code_generator pair was of that kind, held-out accuracy 1.0) and
-    still not rank two outputs of the component, which is what choosing a prompt asks."""
-    return bool(((heldout or {}).get("sampled") or {}).get("beats_chance"))
-
-
 def update_component(ctx: UpdateContext, *, default_model: str,
                      prompt_history: list[tuple[str, float]] = (),
                      reward_dir: Path | None = None, weights_dir: Path | None = None,
-                     rejected: list[State] = (), evidence: bool = True) -> dict[str, Any]:
+                     rejected: list[State] = ()) -> dict[str, Any]:
     """A new state for `ctx.name` (others untouched) and, per variable, the candidates tried.
 
     `ctx.state` is the state to start from (left as it is); each variable is optimized in
@@ -39,10 +31,13 @@ def update_component(ctx: UpdateContext, *, default_model: str,
     per-input choice reads. `weights_dir`: where a `weights` variable's new adapter is
     saved (the run's weights/<component>/iter_NNN/); without it weights variables are left
     as they are. `rejected`: the states validation rejected so far; a model or
-    hyperparameter choice does not lead back to one of them. `evidence`: whether the
-    prompt may change: False when `optimizer.evidence: own_outputs` and the component's
-    reward head has not shown it ranks its own outputs (`ranks_own_outputs`); the prompt
-    is then kept, the step saying why.
+    hyperparameter choice does not lead back to one of them.
+
+    A prompt or weights variable is ranked by the local reward alone, so it changes only
+    when the component's head is trusted (`ctx.trust`, optimas_cli/rewards/trust.py: it
+    beat chance and the input-blind controls on held-out pairs of the component's own
+    outputs); otherwise it is kept, nothing proposed, and the entry's "held" says why.
+    Model and hyperparameter choices go by measured returns (`best_of`).
     """
     system, name, cfg = ctx.system, ctx.name, ctx.cfg
     rng = random.Random(f"{ctx.seed}:update:{name}")
@@ -51,11 +46,10 @@ def update_component(ctx: UpdateContext, *, default_model: str,
     results = []
     variables = sorted(system.cfg.components[name].variables.items(), key=lambda kv: ORDER[kv[1].type])
     for vname, var in variables:
-        if var.type == "prompt" and not evidence:
-            results.append({"variable": vname, "type": "prompt", "best": new_state[name][vname],
-                            "candidates": [], "held": "the reward head has not beaten chance on "
-                                                      "held-out pairs of the component's own "
-                                                      "outputs (optimizer.evidence)"})
+        why = untrusted(ctx.trust)
+        if var.type in ("prompt", "weights") and why is not None:
+            results.append({"variable": vname, "type": var.type, "best": new_state[name][vname],
+                            "candidates": [], "held": f"the local reward is not trusted: {why}"})
             continue
         if var.type == "prompt":
             if cfg.prompt != "opro":

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from optimas_cli.graph import State, System
+from optimas_cli.rewards.trust import untrusted
 
 if TYPE_CHECKING:
     from optimas_cli.lm.base import LM
@@ -25,7 +27,9 @@ class UpdateContext:
     `.score(component, inputs, outputs) -> list[float]`); `state`: the system's values,
     the variables updated before this one included; `cfg`: optimizer.update; `lm`: the
     LM requests go through; `seed`: the update's seed (a weights update's sampling and
-    training); `workers`: component runs in flight at once while scoring.
+    training); `workers`: component runs in flight at once while scoring; `trust`: whether
+    `lrf` may rank the component's outputs (optimas_cli/rewards/trust.py `assess`, from the
+    fit's held-out metrics; None, not measured, is not trusted).
     """
 
     system: System
@@ -37,6 +41,7 @@ class UpdateContext:
     lm: LM
     seed: int = 0
     workers: int = 4
+    trust: Mapping[str, Any] | None = None
 
 
 def component_outputs(system: System, name: str, values: dict[str, Any], records: list[dict],
@@ -85,18 +90,33 @@ def lrf_score_values(system: System, name: str, values: dict[str, Any], records:
             "observed": statistics.fmean(seen) if None not in seen else None}
 
 
-def best_of(candidates: list[dict[str, Any]]) -> dict[str, Any]:
-    """The highest-scoring candidate; ties go to the earliest (the current value comes first).
+def best_of(candidates: list[dict[str, Any]],
+            trust: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """The chosen candidate and what decided it; the current value comes first.
 
-    When every candidate's outputs were all rolled out, candidates are ranked by the
-    measured global return (the LRF as tie-break); otherwise by the local reward.
+    When every candidate's outputs were all rolled out, the highest measured global return
+    wins. A tie in it goes to the local reward when its head is trusted (`trust`, see
+    optimas_cli/rewards/trust.py), else to the earliest tied candidate (the current value,
+    when it is among them). When not every candidate was rolled out, the local reward ranks
+    them if trusted; if not, the current value is kept. A candidate that failed on an input
+    (lrf None) is never chosen; when all did, the current value is kept.
     """
     valid = [c for c in candidates if c["lrf"] is not None]
+    why = untrusted(trust)
     if not valid:
-        return candidates[0]
+        return candidates[0], "kept: every candidate failed on some input"
     if all(c.get("observed") is not None for c in valid):
-        return max(valid, key=lambda c: (c["observed"], c["lrf"]))
-    return max(valid, key=lambda c: c["lrf"])
+        top = max(c["observed"] for c in valid)
+        tied = [c for c in valid if c["observed"] == top]
+        if len(tied) == 1:
+            return tied[0], "measured return"
+        if why is None:
+            return max(tied, key=lambda c: c["lrf"]), "measured return, tie broken by the local reward"
+        kept = "kept" if tied[0] is candidates[0] else "went to the earliest candidate"
+        return tied[0], f"measured return; the tie {kept}: {why}"
+    if why is None:
+        return max(valid, key=lambda c: c["lrf"]), "local reward"
+    return candidates[0], f"kept: not every candidate was rolled out, and {why}"
 
 
 def beats_incumbent(best: dict[str, Any], incumbent: dict[str, Any]) -> bool:

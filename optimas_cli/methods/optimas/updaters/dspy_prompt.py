@@ -179,8 +179,9 @@ def optimize_prompt_dspy(ctx: UpdateContext, vname: str, rng: random.Random,
     for value, origin, dspy_score in values:  # scored like OPRO's candidates (comparable numbers)
         scored = lrf_score_values(system, name, {**state[name], vname: value}, eval_records, lrf, state)
         candidates.append({"value": value, "origin": origin, **scored, "dspy_score": dspy_score})
-    chosen = best_of(candidates)
+    chosen, decided_by = best_of(candidates, ctx.trust)
     return {"variable": vname, "type": "prompt", "best": chosen["value"], "candidates": candidates,
+            "decided_by": decided_by,
             "dspy": {"optimizer": cfg.prompt, "adapter": adapter,
                      "proposer_adapter": type(meta).__name__ if meta else "dspy",
                      "predictor_calls": stats["calls"],

@@ -143,14 +143,15 @@ def optimize_prompt(ctx: UpdateContext, vname: str, rng: random.Random, proposer
                 candidates.append(score({"instruction": text, "demos": current["demos"]},
                                         "proposed", rnd))
     demos = bootstrap_demos(system, name, pool, lrf, cfg.max_demos, cfg.demo_min_score)
-    top = best_of(candidates)["value"]["instruction"]
+    top = best_of(candidates, ctx.trust)[0]["value"]["instruction"]
     for k in range(0, len(demos) + 1):  # the number of demos is searched too
         if demos[:k] != current["demos"]:
             candidates.append(score({"instruction": top, "demos": demos[:k]}, f"demos:{k}",
                                     cfg.opro_rounds + 1))
-    best = best_of(candidates)
-    if not beats_incumbent(best, candidates[0]):
-        best = candidates[0]  # keep the current prompt unless the lead holds on most inputs
+    best, decided_by = best_of(candidates, ctx.trust)
+    if best is not candidates[0] and not beats_incumbent(best, candidates[0]):
+        # keep the current prompt unless the lead holds on most inputs
+        best, decided_by = candidates[0], "kept: the local reward's lead does not hold on most inputs"
     return {"variable": vname, "type": "prompt", "best": best["value"], "candidates": candidates,
-            "demo_pool": len({r["example_id"] for r in pool}),
+            "decided_by": decided_by, "demo_pool": len({r["example_id"] for r in pool}),
             "scored_on": sorted({str(r["example_id"]) for r in eval_records})}

@@ -1,6 +1,8 @@
 """Optimize a `weights` variable: train the component's LoRA adapter against its local reward.
 
-One update, for the component's collected inputs:
+The update step (methods/optimas/update.py) runs it only when the component's local reward
+is trusted (optimas_cli/rewards/trust.py); otherwise the adapter stays. One update, for
+the component's collected inputs:
 
 1. its real requests (optimas_cli/components/llm.py `request`, the current prompt and
    adapter) rendered to the text the model reads: the training prompts;

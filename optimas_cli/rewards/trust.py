@@ -1,0 +1,117 @@
+"""Whether the loop may trust a component's reward head: only where, on held-out pairs of the
+component's own outputs, it has ranked them better than chance and better than rules that
+never read the input.
+
+The pairs are the held-out ones of ``LocalRewardModel.evaluate``'s ``sampled`` figures: the
+inputs the model's split holds out, no gold answer on either side. The head is right on a
+pair when r(chosen) - r(rejected) > TIE_TOL (a tie is wrong, as in ``evaluate``). The
+input-blind controls, scored on the same pairs:
+
+- ``shorter_wins``: the shorter output text wins; equal lengths count half.
+- ``output_prior``: an output's text scores its wins minus its losses in the training pairs,
+  whatever their input; the higher score wins, equal scores (texts never seen) count half.
+
+An output's text is its field values in key order, lowercased and whitespace-collapsed.
+The head is ``trusted`` when its accuracy beats chance (the one-sided binomial test of
+``evaluate``) and it beats each control by a one-sided paired sign test at
+``CHANCE_ALPHA`` over the pairs where the two score differently: head right where the
+control is wrong or tied is a win for the head, head wrong where the control is right or
+tied a loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from optimas_cli.rewards.model import CHANCE_ALPHA, TIE_TOL
+from optimas_cli.rewards.pairs import PreferencePair, input_key
+from optimas_cli.stats import sign_test_greater
+
+Rule = Callable[[PreferencePair], float]  # 1: chosen wins, 0: rejected wins, 0.5: no call
+# the fewest pairs on which a head right on every pair beats chance (0.5 ** n < alpha)
+MIN_PAIRS = math.floor(math.log2(1 / CHANCE_ALPHA)) + 1
+
+
+def output_text(outputs: Mapping[str, Any]) -> str:
+    """An output's text as the controls read it: values in key order, lowercased,
+    whitespace collapsed."""
+    return " ".join(" ".join(str(outputs[k]).split()) for k in sorted(outputs)).lower()
+
+
+def _compare(a: float, b: float) -> float:
+    return 1.0 if a > b else 0.0 if a < b else 0.5
+
+
+def shorter_wins(pair: PreferencePair) -> float:
+    """1 when the chosen output's text is the shorter, 0 when the longer, 0.5 when as long."""
+    return _compare(len(output_text(pair.rejected)), len(output_text(pair.chosen)))
+
+
+def output_prior(train: Sequence[PreferencePair]) -> Rule:
+    """The rule that prefers the output text with more wins minus losses in `train`."""
+    tally: Counter[str] = Counter()
+    for p in train:
+        tally[output_text(p.chosen)] += 1
+        tally[output_text(p.rejected)] -= 1
+    return lambda p: _compare(tally[output_text(p.chosen)], tally[output_text(p.rejected)])
+
+
+def assess(margins: Sequence[float], heldout: Sequence[PreferencePair],
+           train: Sequence[PreferencePair]) -> dict[str, Any]:
+    """Trust in one head: `margins[i]` is its r(chosen) - r(rejected) on `heldout[i]`
+    (pairs with the gold answer are left out here), `train` the pairs it trained on.
+
+    Returns ``{"n_pairs", "accuracy", "p_value" (vs chance), "controls": {name:
+    {"accuracy", "p_value" (sign test of the head against it)}}, "trusted"}`` and, when not
+    trusted, a one-line ``reason``."""
+    if len(margins) != len(heldout):
+        raise ValueError(f"{len(margins)} margins for {len(heldout)} held-out pairs")
+    own = [(m, p) for m, p in zip(margins, heldout, strict=True) if not p.gold]
+    head = [float(m > TIE_TOL) for m, _ in own]
+    n = len(own)
+    right = int(sum(head))
+    out: dict[str, Any] = {"n_pairs": n, "accuracy": right / n if n else None,
+                           "p_value": sign_test_greater(right, n - right), "controls": {}}
+    reasons = []
+    for name, rule in (("shorter_wins", shorter_wins), ("output_prior", output_prior(train))):
+        calls = [rule(p) for _, p in own]
+        wins = sum(h > c for h, c in zip(head, calls, strict=True))
+        losses = sum(h < c for h, c in zip(head, calls, strict=True))
+        p = sign_test_greater(wins, losses)
+        out["controls"][name] = {"accuracy": sum(calls) / n if n else None, "p_value": p}
+        if n and p >= CHANCE_ALPHA:
+            reasons.append(f"accuracy {out['accuracy']:.2f} does not beat {name} "
+                           f"{sum(calls) / n:.2f} (sign test p={p:.2g})")
+    if n == 0:
+        reasons = ["no held-out pair of the component's own outputs (gold pairs do not count)"]
+    elif n < MIN_PAIRS:
+        reasons = [f"{n} held-out pairs of own outputs: too few to show anything"]
+    elif out["p_value"] >= CHANCE_ALPHA:
+        reasons.insert(0, f"accuracy {out['accuracy']:.2f} on {n} held-out pairs of own "
+                          f"outputs does not beat chance (p={out['p_value']:.2g})")
+    out["trusted"] = not reasons
+    if reasons:
+        out["reason"] = "; ".join(reasons)
+    return out
+
+
+def component_trust(lrf: Any, component: str, pairs: Sequence[PreferencePair]) -> dict[str, Any]:
+    """`assess` for `component`'s head of `lrf` (a LocalRewardModel): the held-out and
+    training pairs among `pairs` are those of its split (`lrf.split`)."""
+    mine = [p for p in pairs if p.component == component]
+    held = [p for p in mine if input_key(p) in lrf.split.heldout and not p.gold]
+    train = [p for p in mine if input_key(p) in lrf.split.train]
+    r = lrf.score_items([(component, p.inputs, side) for p in held
+                         for side in (p.chosen, p.rejected)])
+    return assess([r[2 * i] - r[2 * i + 1] for i in range(len(held))], held, train)
+
+
+def untrusted(trust: Mapping[str, Any] | None) -> str | None:
+    """Why a head's ranking may not decide anything (None when it may): its `assess`
+    reason, or that its alignment was not measured."""
+    if trust is None:
+        return "the local reward's alignment was not measured (no held-out pairs)"
+    return None if trust.get("trusted") else trust.get("reason", "not trusted")
