@@ -59,6 +59,9 @@ def _lrf(step: dict[str, Any]) -> str:
     if "sampled" in m and (own or {}).get("n_pairs") != m.get("n_pairs"):  # gold pairs among them
         text += (f"; own outputs {own['pairwise_accuracy']:.2f} on {own['n_pairs']}" if own
                  else "; no pair of its own outputs")
+    trust = m.get("trust")
+    if trust is not None:  # rewards/trust.py: whether the loop let this head decide anything
+        text += "; trusted" if trust.get("trusted") else "; not trusted"
     return text
 
 

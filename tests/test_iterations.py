@@ -62,6 +62,11 @@ def test_the_lrf_cell_gives_own_output_pairs_apart_when_gold_pairs_were_among_th
         "1.00 on 12 (beats chance); no pair of its own outputs")
     same = {**step["lrf"], "sampled": {**own, "n_pairs": 12}}
     assert cell({"lrf": same}) == "1.00 on 12 (beats chance)"  # no gold pair: said once
+    # whether the loop let the head decide anything (rewards/trust.py)
+    assert cell({"lrf": {**same, "trust": {"trusted": False, "reason": "too few"}}}) == (
+        "1.00 on 12 (beats chance); not trusted")
+    assert cell({"lrf": {**same, "trust": {"trusted": True}}}) == (
+        "1.00 on 12 (beats chance); trusted")
 
 
 def test_markdown_has_one_line_per_step_and_escapes_pipes():
