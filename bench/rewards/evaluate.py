@@ -16,7 +16,8 @@ though training may use it, as the loop does):
              and the configured output ("current"); `recovered` = (pick - random) /
              (oracle - random), with its bootstrap interval
   vs controls  the paired accuracy difference to each input-blind control, with its interval
-  curve      accuracy when fit on 8, 16, 32, 64, 128 or all training inputs (per fold)
+  curve      accuracy when fit on 8, 16, 32, 64, 128 or all training inputs (per fold), for
+             the three most accurate heads and today's (minilm_head)
 
 Input-blind controls: `output_prior` (an output text's wins minus losses in training pairs,
 whatever the input), `shorter_wins`, `model_identity` (a Bradley-Terry strength per writing
@@ -45,6 +46,7 @@ from features import candidates, load  # noqa: E402
 
 FOLDS = 5
 CURVE = [8, 16, 32, 64, 128]
+CURVED = 3  # learning curves for this many of the most accurate heads (and minilm_head)
 BOOT = 2000
 LAMBDAS = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
 
@@ -325,13 +327,16 @@ def evaluate_task(name: str, only: list[str] | None, curve: bool) -> dict[str, o
                              "control": k in CONTROLS}
         print(f"{name} {k}: acc {res['designs'][k]['accuracy']:.3f} "
               f"recovered {res['designs'][k]['recovered']:.2f} ({secs:.1f} s)", flush=True)
+    heads = sorted((k for k in scorers if isinstance(scorers[k], HeadDesign)),
+                   key=lambda k: -res["designs"][k]["accuracy"])
+    curved = set(heads[:CURVED]) | ({"minilm_head"} & set(heads))  # the best, and today's
     for k in scorers:
         if k in CONTROLS:
             continue
         d = res["designs"][k]
         d["vs"] = {c: paired_vs(held[k], held[c]) for c in CONTROLS}
         d["beats_controls"] = all(v["ci"][0] > 0 for v in d["vs"].values())
-        if curve and isinstance(scorers[k], HeadDesign):
+        if curve and k in curved:
             d["curve"] = {}
             for n in [*CURVE, None]:
                 r, _ = cross_validate(task, scorers[k], n_train=n)
