@@ -31,6 +31,7 @@ TESTS = {  # test file -> what it covers (issue 9's items)
     "tests/test_lm_faults.py": "LM faults in whole runs",
     "tests/test_kill9.py": "kill -9 at random points",
     "tests/test_jsonl.py": "torn JSONL lines",
+    "tests/test_disk_full.py": "a full disk (simulated)",
     "tests/test_config_fuzz.py": "config fuzzing",
     "tests/test_secrets.py": "secrets",
     "tests/test_ray_launcher.py": "Ray launcher",

@@ -2,7 +2,9 @@
 
 Nothing here runs a model. `semantic_problems` is part of every load: the graph and each
 component kind's params (a python component's `params.function` imported), the loader and
-metric paths, data.path. `data_problems` is what `optimas validate` adds: the loader is read
+metric paths, data.path, and every model name (`model_problems`: a local/ name that is not
+embedded, a name whose provider litellm cannot tell). `data_problems` is what
+`optimas validate` adds: the loader is read
 once, its first example must supply every `system.inputs` field and the splits must fit.
 `lm_model_problem` words the common case of a model outside `choices`: `lm.model` overridden
 alone while the model variables start from it and choose among `lm.choices`.
@@ -17,7 +19,7 @@ from pydantic import ValidationError
 
 from optimas_cli.data import resolve_data_path, split
 from optimas_cli.graph import check_graph, component_problems
-from optimas_cli.schema import ComponentConfig, DataConfig, SystemConfig
+from optimas_cli.schema import ComponentConfig, DataConfig, RunConfig, SystemConfig
 
 Problem = tuple[str, str]  # (dotted config key, message)
 LM_MODEL = "${lm.model}"
@@ -82,6 +84,41 @@ def semantic_problems(system: SystemConfig | None, data: DataConfig | None,
     return problems
 
 
+def model_names(run: RunConfig) -> dict[str, list[str]]:
+    """Every LM name the config may call, with the keys that hold it (lm.model and
+    lm.choices first, then the components' params.model and model variables)."""
+    found: dict[str, list[str]] = {}
+    named = [("lm.model", run.lm.model), *(("lm.choices", m) for m in run.lm.choices)]
+    for name, comp in run.system.components.items():
+        at = f"system.components.{name}"
+        if comp.params.get("model"):
+            named.append((f"{at}.params.model", comp.params["model"]))
+        for vname, var in comp.variables.items():
+            if var.type == "model":
+                named += [(f"{at}.variables.{vname}.value", var.value),
+                          *((f"{at}.variables.{vname}.choices", c) for c in var.choices or [])]
+    for key, model in named:
+        keys = found.setdefault(str(model), [])
+        if key not in keys:
+            keys.append(key)
+    return found
+
+
+def model_problems(run: RunConfig) -> list[Problem]:
+    """A model name that names no model (lm.api.unknown_model), at the first key that holds
+    it: an unknown name fails here, not as a missing API key when the run starts."""
+    from optimas_cli.lm.api import unknown_model
+
+    problems: list[Problem] = []
+    for model, keys in model_names(run).items():
+        why = unknown_model(model)
+        if why:
+            also = f" (also in {', '.join(keys[1:3])}{', ...' if len(keys) > 3 else ''})" \
+                if len(keys) > 1 else ""
+            problems.append((keys[0], f"'{keys[0]}': unknown model {model!r}{also}: {why}"))
+    return problems
+
+
 def _without_prefix(e: Exception) -> str:
     return str(e).removeprefix("data: ")
 
@@ -97,7 +134,7 @@ def data_problems(system: SystemConfig, data: DataConfig) -> list[Problem]:
     try:
         dataset = loader(data)
     except (FileNotFoundError, ValueError) as e:
-        return [("system.loader", f"{what} could not read the data: {_without_prefix(e)}")]
+        return [("system.loader", f"{what} failed: {_without_prefix(e)}")]
     except Exception as e:  # noqa: BLE001 - whatever the user's loader raised, named
         return [("system.loader", f"{what} raised {type(e).__name__}: {e}")]
     examples = getattr(dataset, "examples", None)

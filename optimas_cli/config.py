@@ -236,7 +236,11 @@ def validate(cfg: DictConfig, path: Path, overrides: list[str], choices: dict[st
     system = run.system if run else _section(SystemConfig, raw.get("system"))
     data = run.data if run else _section(DataConfig, raw.get("data", {}))
     semantic = checks.semantic_problems(system, data, raw.get("system"))
-    if read_data and system and data and not any(k == "system.loader" for k, _ in semantic):
+    if run is not None:
+        semantic += checks.model_problems(run)
+    # a loader or data.path already found wrong: reading the data would only say it again
+    if read_data and system and data and \
+            not any(k in ("system.loader", "data.path") for k, _ in semantic):
         semantic += checks.data_problems(system, data)
     problems += [(key, msg, False) for key, msg in semantic]
     if problems:
@@ -276,8 +280,9 @@ def _lookup(raw: Any, loc: tuple) -> Any:
 def where(key: str, path: Path, overrides: list[str], choices: dict[str, str],
           missing: bool = False) -> str:
     """The file (or override) a dotted key most likely came from: an override of the key,
-    of a key above it or inside it; for a `missing` key, one that made its parent."""
-    names = [(o, o.lstrip("+~").split("=", 1)[0]) for o in overrides]
+    of a key above it or inside it; for a `missing` key, one that made its parent. Of
+    overrides of the same key, the last one: it is the one Hydra keeps."""
+    names = [(o, o.lstrip("+~").split("=", 1)[0]) for o in reversed(overrides)]
     for o, name in names:
         if key == name or key.startswith(name + ".") or name.startswith(key + "."):
             return f"command-line override '{o}'"

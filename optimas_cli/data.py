@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ def resolve_data_path(configured: str | None, default_relative: str, hint: str) 
     rel = configured or default_relative
     if datasets_registry.entry(rel) is not None:
         return data_files.resolve(rel)
-    candidates = [Path(rel)] if Path(rel).is_absolute() else [Path.cwd() / rel, PROJECT_ROOT / rel]
+    candidates = [Path(rel)] if Path(rel).is_absolute() else \
+        list(dict.fromkeys([Path.cwd() / rel, PROJECT_ROOT / rel]))  # once when cwd is the root
     for c in candidates:
         if c.exists():
             return c.resolve()
@@ -64,20 +66,47 @@ def resolve_data_path(configured: str | None, default_relative: str, hint: str) 
     raise FileNotFoundError(f"data file not found (tried {tried}). {hint}")
 
 
-def read_records(path: Path) -> list[dict]:
-    """JSON records of a data file: a JSON list, or JSON lines (blank lines skipped);
-    a bad line is a ValueError naming the file and the line number."""
+def numbered_records(path: Path) -> list[tuple[str, dict]]:
+    """(where, record) of each JSON object of a data file: JSON lines (blank lines skipped),
+    where is "PATH line N" (from 1, as editors number lines); or one JSON list, where is
+    "PATH record N" (from 1: its objects have no line of their own). A line that is not
+    JSON, or a record that is not an object, is a ValueError saying where."""
     text = path.read_text(encoding="utf-8")
     if text.lstrip().startswith("["):
-        return json.loads(text)
-    records = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    return records
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {e.lineno}: not valid JSON ({e.msg})") from None
+        rows = [(f"{path} record {n}", r) for n, r in enumerate(items, 1)]
+    else:
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append((f"{path} line {n}", json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path} line {n}: not valid JSON ({e.msg})") from None
+    for where, r in rows:
+        if not isinstance(r, dict):
+            raise ValueError(f"{where}: a JSON object, not a {type(r).__name__}")
+    return rows
+
+
+def csv_rows(path: Path, reader: csv.DictReader) -> Iterator[tuple[str, int, dict]]:
+    """(where, last line, row) of each row of a csv.DictReader over `path`, whose header is
+    read: where is "PATH line N", or "PATH lines N-M" for a row whose quoted cell spans
+    lines (numbered from 1, as editors number lines)."""
+    end = reader.line_num
+    for row in reader:
+        start, end = end + 1, reader.line_num
+        yield (f"{path} line {end}" if start >= end else f"{path} lines {start}-{end}"), end, row
+
+
+def said_of_data(e: Exception) -> str:
+    """A loader's or split's error under one "data:" prefix: a message that already
+    begins with the word (split's "data: ...", "data file not found ...") gets none."""
+    msg = str(e).removeprefix("data: ")
+    return msg if msg.lower().startswith("data") else f"data: {msg}"
 
 
 def split(dataset: Dataset, cfg: DataConfig) -> dict[str, list[Example]]:

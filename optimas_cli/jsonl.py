@@ -65,6 +65,11 @@ def read(path: Path) -> list[dict[str, Any]]:
     """Every record of `path` ([] if it does not exist). A torn last line is skipped; a
     line that does not parse elsewhere (a file damaged by other means) is skipped with a
     warning naming it, and the records after it are kept."""
+    return [record for _, record in read_numbered(path)]
+
+
+def read_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number from 1, record) of every record of `path`, as `read` reads them."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
@@ -76,9 +81,10 @@ def read(path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            out.append((n, json.loads(line)))
         except json.JSONDecodeError as e:
-            log.warning("%s:%d: skipped a line that is not JSON (%s)", path, n, e)
+            log.warning("%s line %d: skipped a line that is not JSON (%s)", path, n, e)
     if torn:
-        log.info("%s: ignored a torn last line (%d bytes)", path, len(torn))
+        log.info("%s line %d: ignored a torn last line (%d bytes, no newline)", path,
+                 len(lines) + 1, len(torn))
     return out

@@ -21,6 +21,8 @@
     <origin>_found.json  a DSPy baseline's compiled programs, before they are evaluated
     textgrad/            the TextGrad baseline: its logger, each step, the counts
     DONE | FAILED | STOPPED  how the last process ended
+    .reserve             64 KiB a working process holds, freed to write its marker on a full
+                         disk (optimas_cli.run_dir); gone when the process ends
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ TEXTGRAD_STEPS = "textgrad/steps.jsonl"
 TEXTGRAD_STATS = "textgrad/stats.json"
 DONE, FAILED, STOPPED = "DONE", "FAILED", "STOPPED"
 MARKERS = (DONE, FAILED, STOPPED)
+RESERVE = ".reserve"
 
 
 def final_test(which: str) -> str:

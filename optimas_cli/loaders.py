@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from optimas_cli.data import Dataset, Example, resolve_data_path
+from optimas_cli.data import Dataset, Example, csv_rows, resolve_data_path
 from optimas_cli.schema import DataConfig
 
 Row = tuple[str, str, dict[str, Any]]  # where (for errors), default id, the row's columns
@@ -94,10 +94,10 @@ def _csv_rows(path: Path) -> Iterator[Row]:
         reader = _csv.DictReader(f)
         if reader.fieldnames is None:
             raise ValueError(f"{path}: empty, not even a header row")
-        for row in reader:
+        for where, line, row in csv_rows(path, reader):
             # a short row's absent cells are None; cells past the header go under None
             cells = {k: v for k, v in row.items() if k is not None and v is not None}
-            yield f"{path} line {reader.line_num}", str(reader.line_num), cells
+            yield where, str(line), cells
 
 
 def _dataset(cfg: DataConfig, rows: Iterable[Row], path: Path) -> Dataset:

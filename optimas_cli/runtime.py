@@ -8,9 +8,10 @@ from typing import Any
 
 import yaml
 
+from optimas_cli import checks
 from optimas_cli.budget import Budget
 from optimas_cli.config import Composed, import_object
-from optimas_cli.data import Dataset, Example, split
+from optimas_cli.data import Dataset, Example, said_of_data, split
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State, System, build_components
 from optimas_cli.lm.base import LM
@@ -38,16 +39,10 @@ class Runtime:
 
 
 def model_names(composed: Composed) -> set[str]:
-    """Every LM name the config may call (defaults, per-component models, model choices)."""
-    names = {composed.run.lm.model}
-    for comp in composed.run.system.components.values():
-        if comp.params.get("model"):
-            names.add(comp.params["model"])
-        for var in comp.variables.values():
-            if var.type == "model":
-                names.add(var.value)
-                names.update(var.choices or [])
-    return names
+    """Every LM name the config may call (defaults, per-component models, model choices;
+    lm.choices only through the model variables that choose among them)."""
+    return {name for name, keys in checks.model_names(composed.run).items()
+            if keys != ["lm.choices"]}
 
 
 def make_lm(composed: Composed) -> LM:
@@ -121,7 +116,7 @@ def build_runtime(composed: Composed, lm: LM | None = None) -> Runtime:
     except ConfigError:
         raise
     except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"data: {str(e).removeprefix('data: ')}") from None
+        raise ConfigError(said_of_data(e)) from None
     lm = lm if lm is not None else make_lm(composed)
     resources = dict(dataset.resources, lm_config=run.lm)
     system = System(run.system, build_components(run.system, resources), lm,

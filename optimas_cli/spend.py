@@ -5,7 +5,9 @@ tokens it spent. A process writes its line when it ends, failed and interrupted 
 included. A SIGKILL-ed one cannot, so while it works a process also keeps a checkpoint,
 `spent.live/<pid>.json`, rewritten atomically before each write to the run directory and
 every `interval` seconds. The next process on the run directory turns the checkpoints of
-dead processes into their lines (`"command": "<command> (killed)"`). So a resumed run's
+dead processes into their lines (`"command": "<command> (killed)"`), and so does the same
+process for a checkpoint of its own that it no longer keeps: one whose line a full disk
+kept from being written. So a resumed run's
 budget counts everything a killed one spent on results it saved, and what it spent on work
 it did not save, up to its last `interval` seconds.
 """
@@ -17,12 +19,14 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from optimas_cli import layout
 from optimas_cli.budget import SPENT_KEYS
 from optimas_cli.run_dir import RunDir
 
 SPENT, LIVE = layout.SPENT, layout.SPENT_LIVE
+_RECORDING: set[Path] = set()  # the checkpoints this process is keeping now
 
 
 def _alive(pid: int) -> bool:
@@ -36,12 +40,14 @@ def _alive(pid: int) -> bool:
 
 
 def fold_orphans(run_dir: RunDir) -> int:
-    """Turn the checkpoints of processes no longer alive into spent.jsonl lines; how many."""
+    """Turn the checkpoints of processes no longer alive into spent.jsonl lines; how many.
+    A checkpoint of this process that it no longer keeps is one too: an earlier recording
+    here that could not write its line (a full disk)."""
     live = run_dir.path / LIVE
     folded = 0
     for f in sorted(live.glob("*.json")) if live.is_dir() else []:
         pid = int(f.stem) if f.stem.isdigit() else -1
-        if pid == os.getpid() or (pid > 0 and _alive(pid)):
+        if f.resolve() in _RECORDING or (pid != os.getpid() and pid > 0 and _alive(pid)):
             continue
         try:
             row = json.loads(f.read_text(encoding="utf-8"))
@@ -95,12 +101,25 @@ def recording(run_dir: RunDir, command: str, offset: dict[str, int],
     thread = threading.Thread(target=loop, name="spend-checkpoint", daemon=True)
     thread.start()
     run_dir.before_write = checkpoint
+    _RECORDING.add(path.resolve())
+    failed = False
     try:
         yield
+    except BaseException:
+        failed = True
+        raise
     finally:
         run_dir.before_write = None
+        _RECORDING.discard(path.resolve())
         stop.set()
         thread.join()
-        run_dir.append_jsonl(SPENT, _row(command, spent(), offset))
-        path.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
+        try:
+            run_dir.append_jsonl(SPENT, _row(command, spent(), offset))
+        except OSError:
+            if not failed:
+                raise
+            # the block's error (a full disk) goes on; the checkpoint stays, and the next
+            # process on the run directory folds it in as this one's line
+        else:
+            path.unlink(missing_ok=True)

@@ -129,7 +129,7 @@ def test_every_loaded_session_fits_the_byte_budget(amazon_data):
 
 @pytest.mark.parametrize("row, message", [
     ('"Product Sequence:\nA\nB","[\'a\', \'b\', \'c\', \'d\']",B',
-     r"record 1 \(ending on line 4\): column 'answer' is 'B'; expected the 0-based index"),
+     r"bad.csv lines 2-4: column 'answer' is 'B'; expected the 0-based index"),
     ('"Product Sequence:\nA","[\'a\', \'b\', \'c\', \'d\']",4', "column 'answer' is '4'"),
     ('"Product Sequence:\nA","[\'a\', \'b\', \'c\']",1', "column 'choices' must list 4"),
     ('"Product Sequence:\nA","a, b, c, d",1', "column 'choices' is not a Python list literal"),

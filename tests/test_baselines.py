@@ -375,3 +375,18 @@ def test_textgrad_with_an_embedded_model_as_tgd_optimizer(tmp_path, scripted_lm,
     assert status == upd["status"] and status in FAILURES and upd["reply"]
     assert reply_problem(upd["reply"], upd.get("parsed_by_textgrad", ""), _tgd_template()) == status
     print(f"{model}: {status}: {upd['reply'][:300]!r}")  # shown with -rP
+
+
+def test_a_resume_that_proposes_otherwise_names_the_line_of_history(tmp_path):
+    composed = load(LINEAR, [f"run_root={tmp_path}", "optimizer=search",
+                             "optimizer.budget_system_runs=20"])
+    path, _ = execute("update", composed, show_progress=False)
+    assert history(path)[1]["candidate"] == {"scale": {"factor": 2}}
+    # a blank line before the second record: the message counts lines, not records
+    lines = (path / "history.jsonl").read_text().splitlines()
+    (path / "history.jsonl").write_text("\n".join([lines[0], "", *lines[1:]]) + "\n")
+    changed = load(LINEAR, [f"resume={path}", "optimizer=search", "optimizer.budget_system_runs=30",
+                            "system.components.scale.variables.factor.choices=[1,3]"])
+    with pytest.raises(ConfigError, match=rf"^resume: {path / 'history.jsonl'} line 3 tried "
+                                          r"\{'scale': \{'factor': 2\}\}, but this run proposes"):
+        execute("run", changed, show_progress=False)

@@ -55,7 +55,7 @@ def test_a_damaged_line_in_the_middle_costs_only_itself(tmp_path, caplog):
     with path.open("a") as f:
         f.write(write_more)
     assert jsonl.read(path) == [*RECORDS[:2], RECORDS[4]]
-    assert f"{path}:3: skipped a line that is not JSON" in caplog.text
+    assert f"{path} line 3: skipped a line that is not JSON" in caplog.text
 
 
 def _writer(path: str, n: int, k: int, start) -> None:

@@ -6,6 +6,7 @@ examples as failed (failures.jsonl), or stops cleanly with STOPPED in a run dire
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -292,4 +293,48 @@ def test_local_model_that_fails_to_load_fails_its_examples_and_the_run_goes_on(
     assert final["model"] == MINI
     record("lm_fault", kind="local model fails to load (corrupt GGUF)", outcome="failed",
            run="DONE", examples=4 * len(tried), faulty=4 * len(on_gemma), failed=len(failures),
+           lost=0)
+
+
+# ------------------------------------------------------------------ a cache file damaged
+
+def test_a_damaged_cache_stops_the_run_and_it_resumes_once_moved_aside(provider, faults_cfg,
+                                                                        tmp_path):
+    """A cache page a request needs is damaged: the run stops with STOPPED naming the file and
+    how to rebuild it (on the old code every example failed on it, recorded as failures that
+    name no file)."""
+    cache = tmp_path / "cache"
+    common = [faults_cfg, "lm.model=openai/gpt-4o", f"lm.cache.dir={cache}"]
+    ref = invoke("evaluate", *common, f"run_root={tmp_path / 'ref'}")
+    assert ref.exit_code == 0, ref.output
+    ref_path, ref_calls = the_run(tmp_path / "ref"), provider.ok
+    db = cache / "responses.sqlite3"
+    conn = sqlite3.connect(db)  # the entries into the main file (the run's connections stay open)
+    assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    conn.close()
+    data = bytearray(db.read_bytes())  # every page after the first: the file opens, lookups fail
+    assert len(data) > 2 * 4096
+    data[4096:] = bytes((i * 131 + 7) % 256 for i in range(len(data) - 4096))
+    db.write_bytes(bytes(data))
+    provider.ok = 0
+    stopped = invoke("evaluate", *common, f"run_root={tmp_path / 'run'}")
+    path = the_run(tmp_path / "run")
+    assert stopped.exit_code == 3, stopped.output
+    assert (path / "STOPPED").exists() and not (path / "FAILED").exists()
+    why = (path / "STOPPED").read_text()
+    assert f"LM cache {db} is unreadable" in why and "malformed" in why and f"mv {db}" in why
+    assert not (path / "failures.jsonl").exists()  # a stop, not failed examples
+    assert provider.ok == 0  # nothing was asked or served past the broken file
+    db.rename(db.with_name(db.name + ".broken"))  # as the message says
+    resumed = invoke("evaluate", *common, f"resume={path}")
+    assert resumed.exit_code == 0, resumed.output
+    assert (path / "DONE").exists() and not (path / "STOPPED").exists()
+    assert provider.ok == ref_calls
+    preds, ref_preds = (sorted(read_jsonl(p / "predictions.jsonl"), key=lambda r: r["id"])
+                        for p in (path, ref_path))
+    assert [(p["id"], p["prediction"], p["score"]) for p in preds] == \
+        [(p["id"], p["prediction"], p["score"]) for p in ref_preds]
+    record("lm_fault", kind="LM cache file damaged (malformed pages)", outcome="stopped",
+           run="STOPPED, moved aside and resumed to DONE", resumed_identical=True,
+           answers_before_stop=0, answers_after_resume=provider.ok, reference_answers=ref_calls,
            lost=0)

@@ -186,3 +186,37 @@ def test_a_users_jsonl_system_evaluates_through_the_built_in_loader(tmp_path, mo
     assert (f"error: data: {tmp_path / 'caps.jsonl'} line 1: no column 'country' "
             "(data.inputs.country); the row has ['answer', 'q', 'qid']") in \
         " ".join(result.output.split())
+
+
+# ---------------------------------------------------------------- the systems' own loaders
+
+GOOD = {
+    "hotpotqa": {"question": "q", "answer": "a", "context": [["T", ["s."]]]},
+    "pubmedqa": {"question": "q", "context": "c", "groundtruth": "yes"},
+    "bigcodebench": {"task_id": "t", "instruct_prompt": "i", "code_prompt": "c", "entry_point": "f",
+                     "canonical_solution": "s", "test": "t", "libs": "[]"},
+}
+
+
+@pytest.mark.parametrize("system", ["hotpotqa", "pubmedqa", "bigcodebench"])
+def test_the_systems_loaders_number_lines_as_editors_do(tmp_path, system):
+    """Line 3 is the third line of the file (blank lines count), never a 0-based record; a
+    JSON list, whose objects have no line, names the record, from 1."""
+    import importlib
+
+    load = importlib.import_module(f"systems.{system}.data").load
+    good = GOOD[system]
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps({"question": "q"}) + "\n")
+    with pytest.raises(ValueError, match=rf"^{path} line 3 lacks \["):
+        load(DataConfig(path=str(path)))
+    path.write_text(json.dumps(good) + "\n{oops\n")
+    with pytest.raises(ValueError, match=rf"^{path} line 2: not valid JSON"):
+        load(DataConfig(path=str(path)))
+    listed = tmp_path / "bad.json"
+    listed.write_text(json.dumps([good, {"question": "q"}], indent=1))
+    with pytest.raises(ValueError, match=rf"^{listed} record 2 lacks \["):
+        load(DataConfig(path=str(listed)))
+    listed.write_text(json.dumps([good, "a string"]))
+    with pytest.raises(ValueError, match=rf"^{listed} record 2: a JSON object, not a str"):
+        load(DataConfig(path=str(listed)))

@@ -85,7 +85,7 @@ def test_loader_reads_both_files_and_splits_are_disjoint(pubmedqa_data):
 def test_loader_names_a_bad_label(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "q", "context": ["c"], "groundtruth": "perhaps"}) + "\n")
-    with pytest.raises(ValueError, match="groundtruth 'perhaps'"):
+    with pytest.raises(ValueError, match=rf"^{bad} line 1 has groundtruth 'perhaps'"):
         load_pubmedqa(DataConfig(path=str(bad)))
 
 

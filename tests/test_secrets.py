@@ -159,3 +159,22 @@ def test_secret_values_come_from_secret_named_variables_only(monkeypatch):
     assert "abcdefgh87654321" not in values
     assert scrub("key=abcdefgh12345678!") == "key=[redacted]!"
     assert scrub("nothing secret") == "nothing secret"
+
+
+@pytest.mark.parametrize("error", ["crash", "disk full"])
+def test_a_failed_runs_marker_holds_no_key(monkeypatch, tmp_path, error):
+    """FAILED quotes the error (its traceback, or the disk-full line): never a key in it."""
+    import errno
+
+    from optimas_cli.run_dir import RunDir
+
+    key = "sk-" + secrets.token_hex(16)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    rd = RunDir(tmp_path)
+    with pytest.raises(OSError):
+        with rd.guard():
+            if error == "crash":
+                raise OSError(f"the provider said: bad key {key}")
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / key))
+    failed = (tmp_path / "FAILED").read_text()
+    assert key not in failed and "[redacted]" in failed

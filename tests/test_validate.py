@@ -133,7 +133,7 @@ def test_splits_larger_than_the_data_are_caught_and_blamed_on_the_override(tmp_p
     assert code == 2
     assert ("command-line override 'data.test_size=100': 'data': "
             "train_size+val_size+test_size = 110 but the dataset has only 40") in out
-    assert "data: data:" not in out
+    assert "data: data" not in out
 
 
 def test_lm_model_alone_gets_the_override_that_sets_model_and_choices_at_once(seed_data):
@@ -185,3 +185,59 @@ def test_a_group_sweep_runs_on_a_config_without_a_defaults_list(tmp_path):
     jobs = sorted(p for p in next((tmp_path / "own").iterdir()).iterdir() if p.is_dir())
     models = [yaml.safe_load((j / "config.yaml").read_text())["lm"]["model"] for j in jobs]
     assert models == ["local/smollm2-135m-instruct", "local/gemma3-270m"]
+
+
+def test_of_repeated_overrides_of_a_key_the_last_one_is_blamed(tmp_path):
+    """Hydra keeps the last of `key=a key=b`: the error names the override that set the value."""
+    path = _write(tmp_path, OWN)
+    code, out, _ = _validate(path, "data.test_size=4", "data.test_size=-1")
+    assert code == 2
+    assert out.startswith("error: command-line override 'data.test_size=-1': bad value for "
+                          "'data.test_size': -1")
+    code, out, _ = _validate(path, "data.test_size=-1", "data.test_size=4")
+    assert code == 0, out  # the bad value was overridden: nothing to blame
+
+
+@pytest.mark.parametrize("model,why", [
+    ("local/does-not-exist", "no embedded model of that name (the local/ models: "
+                             "local/gemma3-270m, local/qwen2.5-coder-0.5b-instruct, "
+                             "local/qwen2.5-coder-1.5b-instruct, local/smollm2-135m-instruct)"),
+    ("gpt-4o-mni", "litellm cannot tell its provider"),
+])
+def test_an_unknown_model_in_choices_is_named_with_its_key_not_asked_a_key_for(tmp_path, model,
+                                                                                why, seed_data):
+    config = yaml.safe_load(yaml.safe_dump(OWN))
+    config["system"]["components"]["scale"]["variables"]["m"] = {
+        "type": "model", "value": "local/smollm2-135m-instruct",
+        "choices": ["local/smollm2-135m-instruct", model]}
+    path = _write(tmp_path, config)
+    code, out, _ = _validate(path)
+    assert code == 2
+    assert (f"error: {path}: 'system.components.scale.variables.m.choices': unknown model "
+            f"{model!r}: {why}") in out
+    # a run fails the same way, before a run directory or an API key comes into it
+    result = runner.invoke(app, ["evaluate", str(path), f"run_root={tmp_path / 'runs'}", "-q"])
+    assert result.exit_code == 2 and f"unknown model {model!r}" in result.output
+    assert "Credentials" not in result.output and not (tmp_path / "runs").exists()
+    # in lm.choices, through an override: the override is blamed, and the variables that
+    # choose among lm.choices are named too
+    code, out, _ = _validate(HOTPOT, f"lm.choices=[local/smollm2-135m-instruct,{model}]")
+    assert code == 2 and out.startswith(
+        f"error: command-line override 'lm.choices=[local/smollm2-135m-instruct,{model}]': "
+        f"'lm.choices': unknown model {model!r} (also in system.components.")
+
+
+def test_a_missing_data_file_is_said_once(tmp_path, monkeypatch):
+    """Not once by data.path and again by the loader reading it; run from the project root,
+    the two places a relative path is tried are one."""
+    from optimas_cli.data import PROJECT_ROOT
+
+    config = yaml.safe_load(yaml.safe_dump(OWN))
+    config["system"]["loader"] = "optimas_cli.loaders.jsonl"
+    config["data"] |= {"path": "no/such.jsonl", "inputs": {"x": "x"}}
+    path = _write(tmp_path, config)
+    monkeypatch.chdir(PROJECT_ROOT)
+    code, out, _ = _validate(path)
+    assert code == 2 and out == (
+        f"error: {path}: bad value for 'data.path': 'no/such.jsonl' (data file not found (tried "
+        f"{PROJECT_ROOT / 'no/such.jsonl'}))")

@@ -43,6 +43,11 @@ class MissingCredentials(LMError):
     """An API model's key (environment variable) is not set."""
 
 
+class UnknownModel(LMError):
+    """A model name that names no model: a local/ name not embedded, or a name whose
+    provider litellm cannot tell."""
+
+
 def litellm_module() -> Any:
     """Import litellm offline-safely (its cost map download would hang without network)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -62,17 +67,44 @@ def provider_of(model: str) -> str:
         return "unknown"
 
 
-def check_credentials(model_names: Iterable[str], cfg: LMConfig) -> None:
-    """Before a run: raise MissingCredentials naming the env var of every API model
-    lacking a key (and any unknown `local/` name), so nothing fails mid-run."""
+def unknown_model(model: str) -> str | None:
+    """Why `model` names no model, or None when it may: a `local/` name must be an embedded
+    model; any other name needs a provider litellm knows (`openai/...`, `ollama/...`, or a
+    bare name litellm maps to one, such as `gpt-4o-mini`). A provider's model list is not
+    checked: litellm's copy lags the providers'."""
+    from difflib import get_close_matches
+
     from .local import LOCAL_MODELS
 
+    if model.startswith(LOCAL_PREFIX):
+        if model.removeprefix(LOCAL_PREFIX) in LOCAL_MODELS:
+            return None
+        known = [LOCAL_PREFIX + n for n in sorted(LOCAL_MODELS)]
+        near = get_close_matches(model, known, n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        return f"no embedded model of that name ({hint}the local/ models: {', '.join(known)})"
+    example = "write provider/model, e.g. openai/gpt-4o-mini or ollama/llama3.2:1b"
+    if "/" in model:
+        prefix = model.split("/", 1)[0]
+        if prefix in KEY_ENV or prefix in NO_KEY or prefix in litellm_module().provider_list:
+            return None
+        return f"litellm knows no provider {prefix!r} ({example})"
+    if provider_of(model) == "unknown":
+        return f"litellm cannot tell its provider ({example})"
+    return None
+
+
+def check_credentials(model_names: Iterable[str], cfg: LMConfig) -> None:
+    """Before a run: raise UnknownModel for a name that names no model (unknown_model),
+    else MissingCredentials naming the env var of every API model lacking a key, so
+    nothing fails mid-run."""
+    names = list(dict.fromkeys(model_names))  # dedupe, keep order
+    unknown = [f"unknown model {m!r}: {why}" for m in names if (why := unknown_model(m))]
+    if unknown:
+        raise UnknownModel("; ".join(unknown))
     problems: list[str] = []
-    for model in dict.fromkeys(model_names):  # dedupe, keep order
+    for model in names:
         if model.startswith(LOCAL_PREFIX):
-            if model.removeprefix(LOCAL_PREFIX) not in LOCAL_MODELS:
-                known = ", ".join(LOCAL_PREFIX + n for n in sorted(LOCAL_MODELS))
-                problems.append(f"unknown local model {model!r} (known: {known})")
             continue
         provider = provider_of(model)
         if cfg.api_key_env:

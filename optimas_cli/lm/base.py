@@ -141,6 +141,12 @@ class BudgetExceeded(RunStopped):
     """A run's LM budget (max_calls or max_cost_usd) ran out; the message names it."""
 
 
+class CacheUnreadable(RunStopped):
+    """The LM response cache file cannot be read (damaged, not a database, an I/O error);
+    the message names the file and how to rebuild it. A run stops rather than failing its
+    examples one by one on the same broken file."""
+
+
 class CredentialsRejected(RunStopped):
     """The provider refused the API key (revoked, expired, or gone from the environment)
     after the run had started: every further call would fail the same way."""

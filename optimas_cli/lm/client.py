@@ -98,17 +98,20 @@ class LMClient:
 
     # -- protocol ----------------------------------------------------------
     def complete(self, request: LMRequest, *, component: str = "") -> LMResponse:
-        """One generation, from the cache when allowed; raises LMError or BudgetExceeded."""
+        """One generation, from the cache when allowed; raises LMError, or a RunStopped
+        (BudgetExceeded, CacheUnreadable when the cache file breaks)."""
         mode = self.cache.mode
         route = self._route(request) if mode != "off" else None
         if mode in ("on", "replay"):
-            hit = self.cache.get(request, route)
+            hit, corrupt = self.cache.lookup(request, route)  # a corrupt entry is a miss
             if hit is not None:
                 self._record(component, hit, cached=True)
                 return hit
             if mode == "replay":
+                what = (f"corrupt entry {request.key(route)[:16]}... in {self.cache.path} (fails "
+                        f"its checksum; not served)" if corrupt else "cache miss")
                 raise LMError(
-                    f"cache miss in replay mode (lm.cache.mode=replay): model {request.model!r}, "
+                    f"{what} in replay mode (lm.cache.mode=replay): model {request.model!r}, "
                     f"prompt starts {_prompt_start(request)!r}"
                 )
         reserved = self._reserve(request)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from optimas_cli import progress
+from optimas_cli import jsonl, progress
 from optimas_cli.errors import ConfigError
 from optimas_cli.graph import State
 from optimas_cli.history import accepted_scores, accepted_val, append_record, decide
@@ -83,7 +83,9 @@ class Trial:
         self.budget = rt.budget
         self.opt = rt.composed.run.optimizer
         self.val_cost = len(rt.splits["val"])
-        self.disk = run_dir.read_jsonl(HISTORY)  # what an earlier process wrote
+        numbered = jsonl.read_numbered(run_dir.path / HISTORY)  # what an earlier process wrote
+        self.disk = [record for _, record in numbered]
+        self.disk_lines = [line for line, _ in numbered]  # where each lies, for the messages
         self.records: list[dict[str, Any]] = []
         self.scores: dict[str, float] = {}  # state key -> val mean of every state evaluated
         self.state: State = {}
@@ -160,7 +162,8 @@ class Trial:
             record = self.disk[len(self.records)]
             if record.get("kind") != "iteration" or record.get("candidate") != _jsonable(diff):
                 raise ConfigError(
-                    f"resume: record {len(self.records)} of {self.run_dir.path}/{HISTORY} tried "
+                    f"resume: {self.run_dir.path / HISTORY} line "
+                    f"{self.disk_lines[len(self.records)]} tried "
                     f"{record.get('candidate')}, but this run proposes {diff} there; the config "
                     "changed since (resume with the original config)")
             self.records.append(record)

@@ -47,7 +47,8 @@ def stage_final(rt: Runtime, run_dir: RunDir, initial: State, final: State) -> d
         run_dir.write_json(name, s)
         tests[which] = s
     history = run_dir.read_jsonl(layout.HISTORY)
-    plot_val(history, run_dir.path / layout.VAL_PLOT)
+    with run_dir.writing(layout.VAL_PLOT) as path:
+        plot_val(history, path)
     summary = build_summary(rt, run_dir, tests, history)
     run_dir.write_json(layout.SUMMARY, summary)
     return summary

@@ -1,6 +1,6 @@
 """Read the Amazon KDD Cup 2024 next-item CSVs (`question, choices, answer`) into a Dataset.
 
-Encoding of a row (checked for every row, errors name the file, the record and the value):
+Encoding of a row (checked for every row, errors name the file, its lines and the value):
 - `question`: a fixed task sentence ("A user on a[n] [German ]online shopping platform has
   clicked ..."), then `Product Sequence:` and the session's product titles, one a line,
   oldest first;
@@ -29,7 +29,7 @@ import csv
 import re
 from pathlib import Path
 
-from optimas_cli.data import Dataset, Example, resolve_data_path
+from optimas_cli.data import Dataset, Example, csv_rows, resolve_data_path
 from optimas_cli.schema import DataConfig
 
 FILES = {"primary": "amazon/session_based_next_item_selection_dataset.csv",  # registry names
@@ -68,7 +68,7 @@ def candidates_text(choices: list[str]) -> str:
 
 def parse_row(row: dict, where: str) -> tuple[list[str], list[str], int, str | None]:
     """(session titles, choices, answer index, market) of one CSV row; ValueError naming
-    `where` (file and record), the column and the value on any departure from the layout."""
+    `where` (file and line), the column and the value on any departure from the layout."""
     question = row.get("question") or ""
     if MARKER not in question:
         raise ValueError(f"{where}: column 'question' has no '{MARKER}' line: {question[:80]!r}")
@@ -102,9 +102,8 @@ def read_examples(path: Path, name: str) -> list[Example]:
             raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected "
                              f"{', '.join(COLUMNS)}")
         examples = []
-        for n, row in enumerate(reader, 1):
-            titles, choices, answer, market = parse_row(
-                row, f"{path}: record {n} (ending on line {reader.line_num})")
+        for n, (where, _, row) in enumerate(csv_rows(path, reader), 1):
+            titles, choices, answer, market = parse_row(row, where)
             examples.append(Example(
                 id=f"{name}-{n:03d}",
                 inputs={"session": session_text(titles), "candidates": candidates_text(choices)},

@@ -12,7 +12,7 @@ import ast
 import warnings
 from pathlib import Path
 
-from optimas_cli.data import Dataset, Example, read_records, resolve_data_path
+from optimas_cli.data import Dataset, Example, numbered_records, resolve_data_path
 from optimas_cli.schema import DataConfig
 from systems.bigcodebench.execution import importable
 
@@ -54,12 +54,12 @@ def needs(record: dict) -> set[str]:
 
 
 def read_tasks(path: Path) -> list[dict]:
-    records = read_records(path)
-    for n, r in enumerate(records):
+    records = numbered_records(path)
+    for where, r in records:
         missing = REQUIRED - set(r)
         if missing:
-            raise ValueError(f"{path}: record {n} lacks {sorted(missing)}")
-    return records
+            raise ValueError(f"{where} lacks {sorted(missing)}")
+    return [r for _, r in records]
 
 
 def to_example(r: dict) -> Example:

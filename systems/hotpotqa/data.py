@@ -6,7 +6,7 @@ as "Title: sentences" — the distractor setting's pool, shared across questions
 
 from __future__ import annotations
 
-from optimas_cli.data import Dataset, Example, read_records, resolve_data_path
+from optimas_cli.data import Dataset, Example, numbered_records, resolve_data_path
 from optimas_cli.schema import DataConfig
 
 DEFAULT_PATH = "hotpotqa/hotpot_distractor_sample.jsonl"  # a registry name (optimas data list)
@@ -17,10 +17,10 @@ HINT = ("Set data.path to a HotpotQA file in the official layout (hotpot_dev_dis
 def load(cfg: DataConfig) -> Dataset:
     path = resolve_data_path(cfg.path, DEFAULT_PATH, HINT)
     examples, corpus, seen = [], [], set()
-    for n, r in enumerate(read_records(path)):
+    for n, (where, r) in enumerate(numbered_records(path)):
         missing = {"question", "answer", "context"} - set(r)
         if missing:
-            raise ValueError(f"{path}: record {n} lacks {sorted(missing)}; expected the official "
+            raise ValueError(f"{where} lacks {sorted(missing)}; expected the official "
                              "HotpotQA layout {_id, question, answer, context, ...}")
         for title, sentences in r["context"]:
             passage = f"{title}: {''.join(sentences).strip()}"

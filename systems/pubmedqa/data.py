@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from optimas_cli.data import Dataset, Example, read_records, resolve_data_path
+from optimas_cli.data import Dataset, Example, numbered_records, resolve_data_path
 from optimas_cli.schema import DataConfig
 
 DEFAULT_PATH = "pubmedqa/pubmedqa_train.jsonl"  # registry names (optimas data list)
@@ -22,14 +22,14 @@ LABELS = ("yes", "no", "maybe")
 
 def read_examples(path: Path, **meta) -> list[Example]:
     examples = []
-    for n, r in enumerate(read_records(path)):
+    for n, (where, r) in enumerate(numbered_records(path)):
         missing = {"question", "context", "groundtruth"} - set(r)
         if missing:
-            raise ValueError(f"{path}: record {n} lacks {sorted(missing)}; expected "
+            raise ValueError(f"{where} lacks {sorted(missing)}; expected "
                              "{index, key, question, context, groundtruth}")
         label = str(r["groundtruth"]).strip().lower()
         if label not in LABELS:
-            raise ValueError(f"{path}: record {n} has groundtruth {r['groundtruth']!r}; "
+            raise ValueError(f"{where} has groundtruth {r['groundtruth']!r}; "
                              f"expected one of {', '.join(LABELS)}")
         context = r["context"]
         text = " ".join(context) if isinstance(context, list) else str(context)

@@ -17,7 +17,13 @@ from optimas_cli.lm import (
     RunStopped,
     check_credentials,
 )
-from optimas_cli.lm.api import MissingCredentials, litellm_module, parse_response
+from optimas_cli.lm.api import (
+    MissingCredentials,
+    UnknownModel,
+    litellm_module,
+    parse_response,
+    unknown_model,
+)
 
 MODEL = "openai/gpt-4o-mini"
 REQ = LMRequest(model=MODEL, prompt="Say hi")
@@ -177,8 +183,27 @@ def test_check_credentials_hosted_vllm_and_unknown_local(monkeypatch):
     with pytest.raises(MissingCredentials, match="api_base"):
         check_credentials(["hosted_vllm/m"], LMConfig())
     check_credentials(["hosted_vllm/m"], LMConfig(api_base="http://localhost:8000/v1"))
-    with pytest.raises(MissingCredentials, match="local/smollm2-135m-instruct"):
+    with pytest.raises(UnknownModel, match="local/smollm2-135m-instruct"):
         check_credentials(["local/nope"], LMConfig())
+
+
+@pytest.mark.parametrize("model,says", [
+    ("local/does-not-exist", "no embedded model of that name (the local/ models: "
+                             "local/gemma3-270m, "),
+    ("local/smollm2-135m", "did you mean local/smollm2-135m-instruct?"),
+    ("gpt-4o-mni", "litellm cannot tell its provider"),
+    ("foo/bar", "litellm knows no provider 'foo'"),
+])
+def test_an_unknown_model_is_unknown_not_a_missing_key(monkeypatch, model, says):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(UnknownModel) as e:  # before any key is asked for
+        check_credentials(["openai/gpt-4o-mini", model], LMConfig())
+    assert not isinstance(e.value, MissingCredentials)
+    assert str(e.value).startswith(f"unknown model {model!r}: ") and says in str(e.value)
+    assert "OPENAI_API_KEY" not in str(e.value)
+    for known in ("openai/gpt-4o-mini", "gpt-4o-mini", "ollama/llama3", "hosted_vllm/m",
+                  "azure/my-deployment", "local/gemma3-270m"):
+        assert unknown_model(known) is None, known
 
 
 def test_replay_mode_needs_no_api_key(monkeypatch):
