@@ -13,7 +13,8 @@ Blocks (each an array per candidate, in the order of `candidates(records)`):
            (optimas_cli/rewards/llm_features.py)
 
 Cached as .npz under $OPTIMAS_REWARD_BENCH_CACHE (default ~/.cache/optimas/reward_bench),
-with the seconds and peak RSS their computation took.
+with the seconds and peak RSS their computation took (of the last process, for a block
+resumed from its .partial.npz, which an LLM block writes every 20 inputs).
 """
 
 from __future__ import annotations
@@ -91,19 +92,28 @@ def minilm(records: list[dict], desc: str) -> np.ndarray:
     return model.features(seqs).numpy().astype(np.float32)
 
 
-def llm(records: list[dict], desc: str, model: str) -> dict[str, np.ndarray]:
+def llm(records: list[dict], desc: str, model: str, partial: Path) -> dict[str, np.ndarray]:
+    """The LLM block, saved to `partial` every 20 inputs: a killed pass resumes there."""
     from optimas_cli.rewards.llm_features import LlamaFeaturizer
 
+    keys = ["judge", "loglik", "loglik_sum", "last", "mean"]
+    cols: dict[str, list] = {k: [] for k in keys}
+    done = 0
+    if partial.exists():
+        with np.load(partial) as z:
+            done = int(z["inputs_done"])
+            cols = {k: list(z[k]) for k in keys}
     feat = LlamaFeaturizer(model, n_threads=int(os.environ.get("OPTIMAS_BENCH_THREADS", "2")))
-    cols: dict[str, list] = {"judge": [], "loglik": [], "loglik_sum": [], "last": [], "mean": []}
     t0 = time.time()
-    for n, rec in enumerate(records, 1):
+    for n, rec in enumerate(records[done:], done + 1):
         for f in feat.features(desc, rec["inputs"], [c["outputs"] for c in rec["candidates"]]):
-            for k in cols:
+            for k in keys:
                 cols[k].append(getattr(f, k))
-        if n % 20 == 0:
-            print(f"  {model}: {n}/{len(records)} inputs ({(time.time() - t0) / n:.1f} s each)",
-                  flush=True)
+        if n % 20 == 0 or n == len(records):
+            np.savez(partial, inputs_done=n, **{k: np.asarray(v, dtype=np.float32)
+                                                 for k, v in cols.items()})
+            print(f"  {model}: {n}/{len(records)} inputs "
+                  f"({(time.time() - t0) / (n - done):.1f} s each)", flush=True)
     return {k: np.asarray(v, dtype=np.float32) for k, v in cols.items()}
 
 
@@ -123,7 +133,9 @@ def compute(task: str, block: str) -> Path:
     elif block == "lexical":
         arrays = {"x": lexical(records)}
     else:
-        arrays = llm(records, desc, LLM_BLOCKS[block])
+        partial = path.with_suffix(".partial.npz")
+        arrays = llm(records, desc, LLM_BLOCKS[block], partial)
+        partial.unlink(missing_ok=True)
     meta = {"seconds": time.time() - t0, "inputs": len(records),
             "candidates": len(candidates(records)),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
