@@ -39,10 +39,13 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "rewards"))
 
 from collect import data_path, load_tasks, read_records  # noqa: E402
 from features import candidates, load  # noqa: E402
+
+from optimas_cli.rewards.trust import output_text  # noqa: E402
 
 FOLDS = 5
 CURVE = [8, 16, 32, 64, 128]
@@ -67,8 +70,9 @@ class Task:
         self.gold = np.array([c["source"] == "gold" for c in cands])
         self.current = np.array(["current" in [c["source"], *c.get("also", [])] for c in cands])
         self.model = [c.get("model") or "gold" for c in cands]
-        self.text = [json.dumps(c["outputs"], sort_keys=True).lower() for c in cands]
-        self.length = np.array([sum(len(str(v)) for v in c["outputs"].values()) for c in cands])
+        # the controls read an output as the loop's trust check does (rewards/trust.py)
+        self.text = [output_text(c["outputs"]) for c in cands]
+        self.length = np.array([len(t) for t in self.text])
         self.by_rec: dict[int, np.ndarray] = defaultdict(list)
         for k, r in enumerate(self.rec):
             self.by_rec[int(r)].append(k)

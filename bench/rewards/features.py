@@ -56,13 +56,12 @@ def candidates(records: list[dict]) -> list[tuple[int, int]]:
 
 
 def description(task: str) -> str:
-    import yaml
+    """The component's description, from the task's config as Hydra composes it."""
+    from optimas_cli import config as config_mod
 
     spec = load_tasks()[task]
-    cfg = yaml.safe_load((ROOT / spec["config"]).read_text())
-    system = next(d["system"] for d in cfg["defaults"] if isinstance(d, dict) and "system" in d)
-    sys_cfg = yaml.safe_load((ROOT / "configs" / "system" / f"{system}.yaml").read_text())
-    return sys_cfg["components"][spec["component"]]["description"]
+    composed = config_mod.load(ROOT / spec["config"], spec.get("overrides", []))
+    return composed.run.system.components[spec["component"]].description
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
