@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from optimas_cli import datasets_registry
 from optimas_cli.data import resolve_data_path, split
 from optimas_cli.graph import check_graph, component_problems
 from optimas_cli.schema import ComponentConfig, DataConfig, RunConfig, SystemConfig
@@ -75,7 +76,9 @@ def semantic_problems(system: SystemConfig | None, data: DataConfig | None,
         why = callable_problem(dotted)
         if why:
             problems.append((key, f"bad value for '{key}': {dotted!r} ({why})"))
-    if data is not None and data.path:
+    # a registered name is valid by name: it is found (or fetched) when the data is read,
+    # so loading a config never starts a download
+    if data is not None and data.path and datasets_registry.entry(data.path) is None:
         try:
             resolve_data_path(data.path, data.path, "")
         except FileNotFoundError as e:

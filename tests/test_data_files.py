@@ -138,7 +138,7 @@ def test_a_path_from_before_the_registry_pairs_with_its_name():
 # ------------------------------------------------------------------ finding a file here
 
 
-def test_shared_data_is_found_first_and_checked(no_local_data, monkeypatch):
+def test_shared_data_is_found_first_and_checked(seed_data, no_local_data, monkeypatch):
     monkeypatch.setattr(data_files, "SHARED_DATA", SHARED_DATA)
     assert data_files.resolve(SAMPLE) == shared(SAMPLE)
     assert resolve_data_path(SAMPLE, "unused", "hint") == shared(SAMPLE)
