@@ -14,6 +14,9 @@ $(BIN)/optimas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev,bigcodebench,ray]'
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get install -y -qq bubblewrap >/dev/null 2>&1 && echo "installed bubblewrap (sandbox: bwrap mode)"; } || \
+	  echo "sandbox: bubblewrap is not installed, so model-written code runs in rlimits mode (README: 'The sandbox'); for bwrap mode: sudo apt-get install bubblewrap"
 	@touch $@
 
 install: $(BIN)/optimas  ## create .venv and install optimas with its dev tools and extras (compiles llama.cpp once, ~6 min)

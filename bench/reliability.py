@@ -35,6 +35,9 @@ TESTS = {  # test file -> what it covers (issue 9's items)
     "tests/test_config_fuzz.py": "config fuzzing",
     "tests/test_secrets.py": "secrets",
     "tests/test_ray_launcher.py": "Ray launcher",
+    "tests/test_sandbox_containment.py": "sandbox containment: leftovers, whole-run memory",
+    "tests/test_sandbox_attacks.py": "sandbox attacks",
+    "tests/lm/test_cache_integrity.py": "a corrupt LM cache",
 }
 
 
@@ -89,6 +92,30 @@ def faults_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def containment_lines(attacks: list[dict], cache: list[dict]) -> list[str]:
+    """The sandbox attacks with what each left running and its peak memory; the corrupt-cache
+    cases with how many were served."""
+    out = []
+    if attacks:
+        out += ["", f"**Containment** (`tests/test_sandbox_containment.py`, the fork bomb of "
+                f"`tests/test_sandbox_attacks.py`): {len(attacks)} attacks over both modes; "
+                f"processes left after them: **{sum(a['left'] for a in attacks)}**. Peak memory "
+                "is the run's cgroup's (memfds and forks included); the reaper, outside it, "
+                "adds its own few MB.", "",
+                "| attack | mode | processes left | peak memory (MB) | bound (MB) |",
+                "|---|---|---:|---:|---:|"]
+        for a in attacks:
+            peak = f"{a['peak_mb']:.0f}" if a.get("peak_mb") is not None else ""
+            out.append(f"| {a['attack']} | {a['mode']} | {a['left']} | {peak} "
+                       f"| {a.get('bound_mb', '')} |")
+    if cache:
+        out += ["", f"**Corrupt LM cache** (`tests/lm/test_cache_integrity.py`): {len(cache)} "
+                f"entries changed after they were written ({', '.join(c['case'] for c in cache)})"
+                f"; served wrong: **{sum(c['served_wrong'] for c in cache)}** (each a miss, "
+                "asked again)."]
+    return out
+
+
 def section(records: list[dict], tests: dict[str, dict], seconds: float, command: str,
             note: str) -> str:
     by = defaultdict(list)
@@ -134,6 +161,7 @@ def section(records: list[dict], tests: dict[str, dict], seconds: float, command
         lines += ["", f"**Ray launcher** (`tests/test_ray_launcher.py`): a {r['jobs']}-job sweep "
                   f"`-m hydra/launcher=ray` on a local Ray {r['ray']}, {r['seconds']} s; each "
                   "job's test scores equal the same job run in process."]
+    lines += containment_lines(by["containment"], by["cache_corrupt"])
     lost = sum(r.get("lost", 0) for r in records)
     lines += ["", f"**Results lost: {lost}** (computed results missing after a fault, a stop "
               "or a kill, over every run above)."]

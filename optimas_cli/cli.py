@@ -157,6 +157,7 @@ def show(run_dir: str = typer.Argument(..., help="A run directory"),
 def _register_extensions() -> None:
     from optimas_cli.compare import register
     from optimas_cli.data_files import register as register_data
+    from optimas_cli.doctor import register as register_doctor
     from optimas_cli.options import register as register_options
     from optimas_cli.scaffold import register as register_init
 
@@ -164,6 +165,7 @@ def _register_extensions() -> None:
     register_options(app)
     register_data(app)
     register_init(app)
+    register_doctor(app)
 
 
 _register_extensions()

@@ -80,6 +80,15 @@ def _runtime(composed: Composed) -> tuple[Runtime | None, Exception | None]:
         return None, e
 
 
+def announce_sandboxes(rt: Runtime) -> None:
+    """Say once, at the top, how each component that executes code is contained."""
+    for name, component in rt.system.components.items():
+        if (box := getattr(component, "sandbox", None)) is not None:
+            line = f"sandbox ({name}): {box.describe()}"
+            log.info(line)
+            console.print(escape(line), soft_wrap=True, highlight=False)
+
+
 def execute(command: str, composed: Composed, *, show_progress: bool = True) -> tuple[Path, dict]:
     """Open the run directory, run the command, and always say where the run directory is.
 
@@ -101,6 +110,7 @@ def execute(command: str, composed: Composed, *, show_progress: bool = True) -> 
             log.info("optimas %s %s %s", command, composed.path, " ".join(composed.overrides))
             if error is not None:
                 raise error
+            announce_sandboxes(rt)
             rt.budget.resume(spend.spent_before(run_dir))
             with spend.recording(run_dir, command, rt.budget.offset, rt.budget.spent), \
                     progress.reporting(None if command == "evaluate" else rt.budget,

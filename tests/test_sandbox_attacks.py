@@ -17,6 +17,7 @@ import time
 from collections import Counter
 
 import pytest
+from reliability_log import record
 
 from optimas_cli.sandbox import Job, Limits, Sandbox, launch
 from optimas_cli.sandbox.run import can_drop_uid
@@ -184,6 +185,8 @@ while True:
     bomb, most = peak.most_common(1)[0]  # the bomb's uid: by far the most processes
     assert LIMITS.max_processes // 2 < most <= LIMITS.max_processes, peak  # it forked, and was held
     time.sleep(0.5)
+    record("containment", attack="fork bomb", mode=sandbox.resolved,
+           left=_live_by_sandbox_uid()[bomb])
     assert _live_by_sandbox_uid()[bomb] == 0  # none left running
 
 

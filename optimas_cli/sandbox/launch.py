@@ -26,6 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from optimas_cli.sandbox import reaper
 from optimas_cli.sandbox.limits import Limits
 
 SANDBOX_DIR = "/sandbox"
@@ -115,21 +116,17 @@ def nproc_limit(limits: Limits, uid: int | None) -> int:
         limits.max_processes
 
 
-def kill_uid(uid: int) -> None:
-    """SIGKILL every process of `uid` until none is left (a run's fresh uid only)."""
-    for _ in range(50):
-        found = False
-        for d in Path("/proc").iterdir():
-            if not d.name.isdigit():
-                continue
-            try:
-                if d.stat().st_uid == uid:
-                    found = True
-                    os.kill(int(d.name), 9)
-            except (OSError, ValueError):
-                continue
-        if not found:
-            return
+def reaper_argv(*, cgroups: list[str], uid: int | None) -> list[str]:
+    """The run's first process (sandbox/reaper.py, run by this interpreter, isolated from
+    site packages): a subreaper that puts the command in `cgroups` and kills the whole run,
+    by its descendants, its cgroups and its real `uid`, when the command ends or the
+    harness dies."""
+    a = [sys.executable, "-I", "-S", reaper.__file__, "--parent", str(os.getpid())]
+    for d in cgroups:
+        a += ["--cgroup", d]
+    if uid is not None:
+        a += ["--uid", str(uid)]
+    return a + ["--"]
 
 
 def bwrap_argv(*, limits: Limits, uid: int | None, file_fds: dict[str, int], env: dict[str, str],

@@ -19,8 +19,10 @@ class Limits(BaseModel):
 
     cpu_seconds: int = Field(10, ge=1)  # RLIMIT_CPU per process: SIGXCPU, then SIGKILL 1 s later
     wall_seconds: float = Field(30.0, gt=0)  # then the whole sandbox is killed
-    memory_mb: int = Field(2048, ge=64)  # RLIMIT_AS (address space) per process
-    max_processes: int = Field(64, ge=1)  # RLIMIT_NPROC for the run's own uid (threads count)
+    # memory_mb and max_processes bound the whole run where it gets a cgroup (sandbox/
+    # cgroups.py; shared memory and memfds included), and each process / uid always:
+    memory_mb: int = Field(2048, ge=64)  # RLIMIT_AS (address space) per process; cgroup: run
+    max_processes: int = Field(64, ge=1)  # RLIMIT_NPROC for the run's uid (threads count)
     max_file_mb: int = Field(16, ge=1)  # RLIMIT_FSIZE: the largest file it may write
     disk_mb: int = Field(64, ge=1)  # size of the working-dir tmpfs (bwrap mode only)
     max_open_files: int = Field(256, ge=16)  # RLIMIT_NOFILE
@@ -38,6 +40,7 @@ class Result:
     seconds: float  # wall time of the run, start-up of the sandbox included
     mode: Mode
     signal: str | None = None  # e.g. SIGXCPU (CPU limit) or SIGKILL
+    peak_memory_mb: float | None = None  # the whole run's, where it ran in a cgroup
 
     @property
     def ok(self) -> bool:

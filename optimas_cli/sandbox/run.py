@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from optimas_cli.sandbox import launch
+from optimas_cli.sandbox import cgroups, launch, reaper
 from optimas_cli.sandbox.limits import Limits, Mode, Result, Status, signal_name
 
 log = logging.getLogger(__name__)
+_REAPER_GRACE = 2.0  # seconds the reaper has to take a timed-out run down before SIGKILL
 
 
 class SandboxUnavailable(RuntimeError):
@@ -77,6 +78,20 @@ class Sandbox:
         with ThreadPoolExecutor(self.max_parallel) as pool:
             return list(pool.map(lambda j: self.run(j.files, j.command, stdin=j.stdin,
                                                     limits=j.limits), jobs))
+
+    def why_not_bwrap(self) -> str | None:
+        """Why bwrap mode cannot run here, or None where it can."""
+        return bwrap_problem(self.python, tuple(self._ro_paths()))
+
+    def describe(self) -> str:
+        """One line: the mode in force and what bounds a run's memory and processes."""
+        kind, _ = cgroups.support()
+        what = ("namespaces: no network, no host files" if self.resolved == "bwrap" else
+                "resource limits only: host files and network reachable")
+        bound = (f"for the whole run (cgroup {kind}) and per process" if kind else
+                 "per process only (no per-run cgroup here)")
+        return (f"{self.resolved} ({what}); {self.limits.memory_mb} MB and "
+                f"{self.limits.max_processes} processes {bound}")
 
     # ---------------------------------------------------------------- setup
 
@@ -144,6 +159,9 @@ class Sandbox:
                                            self.pythonpath, self.env)
             argv, cwd = launch.rlimits_argv(uid=uid, command=command), work
         argv = launch.prlimit_args(limits, launch.nproc_limit(limits, uid)) + argv
+        group = cgroups.create(limits)
+        dirs = group.dirs if group is not None else []
+        argv = launch.reaper_argv(cgroups=dirs, uid=uid) + argv
         start = time.monotonic()
         try:
             with open(stage / "stdin", "rb") as fin, open(stage / "stdout", "wb") as fout, \
@@ -155,14 +173,16 @@ class Sandbox:
                     for fd in fds:
                         os.close(fd)
                 timed_out = _wait(proc, limits.wall_seconds)
-        finally:
-            if self.resolved == "rlimits" and uid is not None:
-                launch.kill_uid(uid)  # children that left the process group
+        finally:  # what outlived its reaper: the run's cgroups and its uid, by real uid
+            reaper.kill_run(cgroups=dirs, uid=uid)
+            peak = group.peak_memory_mb() if group is not None else None
+            if group is not None:
+                group.remove()
         seconds = time.monotonic() - start
         out = read_capped(stage / "stdout", limits.max_output_bytes)
         err = read_capped(stage / "stderr", limits.max_output_bytes)
         status, sig = classify(proc.returncode, timed_out, err, self.resolved)
-        return Result(status, proc.returncode, out, err, seconds, self.resolved, sig)
+        return Result(status, proc.returncode, out, err, seconds, self.resolved, sig, peak)
 
 
 # -------------------------------------------------------------------- helpers
@@ -187,16 +207,25 @@ def _wait(proc: subprocess.Popen, wall_seconds: float) -> bool:
                 exited = True
             except subprocess.TimeoutExpired:
                 exited = False
-        if not exited:
+        if not exited:  # the reaper takes the run down, then anything left in its group goes
+            _signal(proc.pid, signal.SIGTERM, group=False)
             try:
-                os.killpg(proc.pid, signal.SIGKILL)  # bwrap dies, and with it the PID namespace
-            except ProcessLookupError:
+                proc.wait(timeout=_REAPER_GRACE)
+            except subprocess.TimeoutExpired:
                 pass
+            _signal(proc.pid, signal.SIGKILL, group=True)
         proc.wait()
         return not exited
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _signal(pid: int, sig: int, group: bool) -> None:
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def classify(rc: int | None, timed_out: bool, stderr: str,

@@ -10,6 +10,7 @@ import multiprocessing
 import sqlite3
 
 import pytest
+from reliability_log import record
 
 from optimas_cli.lm import CacheUnreadable, LMClient, LMConfig, LMError, LMRequest, LMResponse
 from optimas_cli.lm.cache import DB_NAME, ResponseCache
@@ -72,6 +73,7 @@ def test_a_corrupt_entry_is_asked_again_never_served(edit, mock_api, make_cfg, c
     lm = api.client(make_cfg("on"))
     with caplog.at_level(logging.WARNING, logger="optimas_cli.lm.cache"):
         again = lm.complete(REQ)
+    record("cache_corrupt", case=edit, served_wrong=int(again.cached or again.text != "fresh"))
     assert not again.cached and again.text == "fresh" and api.calls == 2  # the model, again
     warning = caplog.text
     assert str(path) in warning and key[:16] in warning
