@@ -147,7 +147,7 @@ def test_validate_bigcodebench_config(seed_data):
         " ".join(result.output.split())
 
 
-def test_evaluate_with_scripted_lm(tasks, tmp_path, monkeypatch, scripted_lm):
+def test_evaluate_with_scripted_lm(tasks, tmp_path, monkeypatch, scripted_lm, capsys):
     """Canonical code, a test that fails it, then canonical again: the executor's report
     carries the failure, the final code passes the hidden tests; one reply does not parse."""
     chosen = [tasks[f"BigCodeBench/{n}"] for n in (1, 2, 3)]
@@ -169,6 +169,9 @@ def test_evaluate_with_scripted_lm(tasks, tmp_path, monkeypatch, scripted_lm):
     composed = load(CONFIG, [f"run_root={tmp_path}", f"data.path={path}", "data.train_size=0",
                              "data.val_size=0", "data.test_size=3"])
     run_dir, _ = execute("evaluate", composed, show_progress=False)
+    said = [x for x in capsys.readouterr().err.splitlines() if x.startswith("sandbox (")]
+    mode = Sandbox().resolved  # the run says, once, how its code runs
+    assert len(said) == 1 and said[0].startswith(f"sandbox (executor): {mode} ("), said
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["n"] == 3 and m["failed"] == 0 and len(lm.requests) == 9
     assert m["mean"] == pytest.approx(2 / 3) and m["metrics"]["parsed"]["mean"] == pytest.approx(2 / 3)
