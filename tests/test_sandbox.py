@@ -13,6 +13,7 @@ import time
 import pytest
 
 from optimas_cli.components import resolve_kind
+from optimas_cli.errors import ConfigError
 from optimas_cli.graph import Call
 from optimas_cli.sandbox import Job, Limits, Sandbox, SandboxUnavailable, extract_code, parses
 from optimas_cli.sandbox import run as sandbox_run
@@ -110,6 +111,12 @@ def test_fallback_warns_and_bwrap_mode_refuses(monkeypatch, caplog):
     assert "falling back to resource limits only" in caplog.text
     with pytest.raises(SandboxUnavailable, match="no bwrap on this machine"):
         Sandbox(FAST, mode="bwrap")
+    # a config that requires bwrap fails before any work, naming the component and the key
+    kind, cfg = component({"files": {"main.py": "code"}, "mode": "bwrap"}, inputs=("code",),
+                          outputs=("report",))
+    with pytest.raises(ConfigError, match="component 'executor': params.mode is 'bwrap'.*"
+                       "no bwrap on this machine"):
+        kind.build("executor", cfg, {})
 
 
 @pytest.mark.parametrize("text, code", [

@@ -25,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from optimas_cli.components.base import BaseComponent
 from optimas_cli.data import PROJECT_ROOT
+from optimas_cli.errors import ConfigError
 from optimas_cli.graph import Call
-from optimas_cli.sandbox import Limits, Result, Sandbox, extract_code
+from optimas_cli.sandbox import Limits, Result, Sandbox, SandboxUnavailable, extract_code
 from optimas_cli.schema import ComponentConfig
 
 
@@ -55,8 +56,13 @@ class SandboxedExecComponent(BaseComponent):
         super().__init__(name, cfg, resources)
         p = self.params
         kwargs = {"python": p.python} if p.python else {}
-        self.sandbox = Sandbox(p.limits, mode=p.mode, max_parallel=p.max_parallel,
-                               pythonpath=p.pythonpath, **kwargs)
+        try:
+            self.sandbox = Sandbox(p.limits, mode=p.mode, max_parallel=p.max_parallel,
+                                   pythonpath=p.pythonpath, **kwargs)
+        except SandboxUnavailable as e:  # the config requires bwrap; this machine lacks it
+            raise ConfigError(f"component '{name}': params.mode is 'bwrap' (required), but {e}; "
+                              "install bubblewrap, or set params.mode=auto to accept rlimits "
+                              "mode") from e
         self.support = {dest: resolve_support_file(src).read_text()
                         for dest, src in p.support_files.items()}
 
