@@ -122,7 +122,8 @@ def check_credentials(model_names: Iterable[str], cfg: LMConfig) -> None:
         missing = [v for v in needed if not os.environ.get(v)]
         if missing:
             problems.append(f"model {model!r} needs environment variable {', '.join(missing)}")
-        if provider == "hosted_vllm" and not (cfg.api_base or os.environ.get("HOSTED_VLLM_API_BASE")):
+        if provider == "hosted_vllm" and not (cfg.api_base or model in cfg.deployments
+                                              or os.environ.get("HOSTED_VLLM_API_BASE")):
             problems.append(f"model {model!r} needs lm.api_base (or HOSTED_VLLM_API_BASE)")
     if problems:
         raise MissingCredentials("LM configuration problem: " + "; ".join(problems))
@@ -237,6 +238,21 @@ class ApiEngine:
         self.extra_kwargs = extra_kwargs
         self.rng = rng or random.Random()
         self.delays: list[float] = []  # backoff delays slept, for tests and logs
+        self._groups: dict[str, Any] = {}  # model name -> its DeploymentGroup, once used
+
+    def _group(self, model: str) -> Any:
+        """The DeploymentGroup serving `model` (lm.deployments), or None."""
+        if model not in self.cfg.deployments:
+            return None
+        if model not in self._groups:
+            from .router import group
+
+            self._groups[model] = group(model, self.cfg, litellm_module())
+        return self._groups[model]
+
+    def served(self) -> dict[str, dict[str, dict[str, int]]]:
+        """model -> api_base -> calls and tokens, for the models served by deployments."""
+        return {model: g.served() for model, g in sorted(self._groups.items())}
 
     def backoff_s(self, attempt: int, exc: BaseException) -> float:
         """Exponential backoff with jitter (x0.5..1.5), at least the server's Retry-After."""
@@ -258,9 +274,12 @@ class ApiEngine:
 
     def route(self, request: LMRequest) -> dict[str, Any]:
         """Where and how `request` is sent, as far as that can change the answer: part of
-        its cache key (LMClient), so one server's answers are never served for another's."""
-        return {"api_base": self.api_base(request.model),
-                "endpoint": "chat" if request.is_chat else "text_completion"}
+        its cache key (LMClient), so one server's answers are never served for another's.
+        A model served by lm.deployments is keyed by its name: its servers are replicas."""
+        endpoint = "chat" if request.is_chat else "text_completion"
+        if request.model in self.cfg.deployments:
+            return {"deployments": request.model, "endpoint": endpoint}
+        return {"api_base": self.api_base(request.model), "endpoint": endpoint}
 
     def _kwargs(self, request: LMRequest, attempt: int) -> dict[str, Any]:
         # A chat request goes to the chat endpoint; a completion document to the completions
@@ -281,10 +300,13 @@ class ApiEngine:
             kw["stop"] = list(request.stop)
         if request.temperature > 0:
             kw["seed"] = request.seed * 1000003 + request.sample_index
-        if self.cfg.api_base:
-            kw["api_base"] = self.cfg.api_base
-        if self.cfg.api_key_env:
-            kw["api_key"] = os.environ.get(self.cfg.api_key_env)
+        if request.model in self.cfg.deployments:  # the Router gives each its server and key,
+            del kw["num_retries"]  # and tries the other deployments before a call fails
+        else:
+            if self.cfg.api_base:
+                kw["api_base"] = self.cfg.api_base
+            if self.cfg.api_key_env:
+                kw["api_key"] = os.environ.get(self.cfg.api_key_env)
         if self.extra_kwargs is not None:
             kw.update(self.extra_kwargs(request, attempt))
         return kw
@@ -294,13 +316,17 @@ class ApiEngine:
         connection errors, 5xx) or any permanent one; CredentialsRejected if the key is refused."""
         litellm = litellm_module()
         sem = _provider_semaphore(provider_of(request.model), self.cfg.max_concurrency)
+        group = self._group(request.model)
         attempt = 0
         while True:
             t0 = time.perf_counter()
             try:
-                with sem:
-                    call = litellm.completion if request.is_chat else litellm.text_completion
-                    resp = call(**self._kwargs(request, attempt))
+                if group is not None:  # its own limits: per deployment, and their sum
+                    resp = group.call(self._kwargs(request, attempt), request.is_chat)
+                else:
+                    with sem:
+                        call = litellm.completion if request.is_chat else litellm.text_completion
+                        resp = call(**self._kwargs(request, attempt))
             except Exception as exc:
                 if _rejects_key(exc):
                     raise CredentialsRejected(

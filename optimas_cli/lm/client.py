@@ -177,12 +177,17 @@ class LMClient:
             return LMUsage(**asdict(self._total))
 
     def usage_summary(self) -> dict[str, Any]:
-        """JSON-serializable {"total": {...}, "by_component": {name: {...}}}."""
+        """JSON-serializable {"total": {...}, "by_component": {name: {...}}}, and
+        "by_deployment": {model: {api_base: {...}}} where lm.deployments served calls."""
         with self._lock:
-            return {
+            summary = {
                 "total": self._total.to_dict(),
                 "by_component": {k: v.to_dict() for k, v in sorted(self._by_component.items())},
             }
+        served = self._api.served() if self._api is not None else {}
+        if served:  # lm.deployments: what each server answered
+            summary["by_deployment"] = served
+        return summary
 
     def close(self) -> None:
         """Close the cache connections (the shared model pools stay loaded)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -39,6 +39,19 @@ class LocalEngineConfig(_Strict):
                                                  "evaluated (same logits, fewer tokens)")
 
 
+class Deployment(_Strict):
+    """One server or API deployment that serves a model name (a replica: same model, same
+    answers; lm/router.py)."""
+
+    api_base: str = Field(description="the server's URL, e.g. http://10.0.0.5:8000/v1")
+    model: str | None = Field(None, description="the litellm model name this server is called "
+                                                "with (null: the name the deployments serve)")
+    api_key_env: str | None = Field(None, description="the environment variable holding this "
+                                                      "server's key (null: lm.api_key_env)")
+    max_parallel: int | None = Field(None, ge=1, description="calls in flight to this server at "
+                                                             "most (a llama.cpp server: 1)")
+
+
 class LMConfig(_Strict):
     model: str = Field("local/smollm2-135m-instruct",
                        description="LM name: local/<embedded model>, or a litellm provider/model")
@@ -53,6 +66,10 @@ class LMConfig(_Strict):
                                                    "provider's)")
     api_key_env: str | None = Field(None, description="the environment variable that holds the "
                                                       "key (null: the provider's usual one)")
+    deployments: dict[str, list[Deployment]] = Field(
+        default_factory=dict, description="model name -> the servers that serve it, balanced, "
+        "retried and failed over by litellm's Router; a deployment is a replica: the cache key "
+        "is the model's and the request's, not the server's")
     # How llm components prompt (lm/style.py); a component's params.style overrides it.
     prompt_style: Literal["auto", "chat", "completion"] = Field(
         "auto", description="prompt form of llm components: auto (completion documents for "
@@ -70,3 +87,14 @@ class LMConfig(_Strict):
     cache: CacheConfig = Field(CacheConfig(), description="the LM response cache")
     local: LocalEngineConfig = Field(LocalEngineConfig(), description="the embedded llama.cpp "
                                                                       "engine")
+
+    @field_validator("deployments")
+    @classmethod
+    def _deployments(cls, value: dict[str, list[Deployment]]) -> dict[str, list[Deployment]]:
+        for name, servers in value.items():
+            if name.startswith("local/"):
+                raise ValueError(f"{name}: an embedded model runs in process; deployments are "
+                                 "servers of an API model name (e.g. openai/qwen)")
+            if not servers:
+                raise ValueError(f"{name}: give at least one deployment (api_base: ...)")
+        return value

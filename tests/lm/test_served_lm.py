@@ -7,21 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from llama_servers import free_port, llama_server
 
 from optimas_cli.config import load
 from optimas_cli.jobs import execute
 from optimas_cli.layout import FAILURES
 from optimas_cli.lm.cache import DB_NAME
-from optimas_cli.lm.local import gguf_path
 from optimas_cli.metrics import exact_match
 
 pytestmark = pytest.mark.slow
@@ -76,41 +71,12 @@ def capital_metric(example, fields) -> dict:
     return {"score": exact_match(fields.get("capital", ""), example.target["capital"])}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """llama-cpp-python's OpenAI-compatible server of the embedded SmolLM2 GGUF: its /v1
     base URL; stopped when the module's tests are done."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path(SMOL)),
-         "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-         "--n_threads", "1", "--n_ctx", "2048"], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"{base}/models", timeout=2).close()
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"llama_cpp.server did not come up on {base}: see {log.name}")
-            time.sleep(0.5)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with llama_server(tmp_path_factory.mktemp("server")) as s:
+        yield s.base
 
 
 @pytest.fixture
