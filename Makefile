@@ -13,7 +13,7 @@ help:  ## list the targets
 $(BIN)/optimas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,bigcodebench,ray,submitit]'
+	$(BIN)/pip install -e '.[dev,bigcodebench,ray,submitit,mlflow]'
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  apt-get install -y -qq bubblewrap >/dev/null 2>&1 && echo "installed bubblewrap (sandbox: bwrap mode)"; } || \
 	  echo "sandbox: bubblewrap is not installed, so model-written code runs in rlimits mode (README: 'The sandbox'); for bwrap mode: sudo apt-get install bubblewrap"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from optimas_cli import tracking
 from optimas_cli.graph import State
 from optimas_cli.layout import HISTORY
 from optimas_cli.schema import OptimizerConfig
@@ -144,6 +145,7 @@ def append_record(run_dir: RunDir, record: dict[str, Any]) -> HistoryRecord:
     wrong) and append it to the run directory's history.jsonl as it is."""
     model = HistoryRecord.model_validate(record)
     run_dir.append_jsonl(HISTORY, record)
+    tracking.current().record(record)  # tracking=mlflow: the record's metrics
     return model
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from optimas_cli import layout, progress, spend
+from optimas_cli import layout, progress, spend, tracking
 from optimas_cli.config import Composed, scrub
 from optimas_cli.errors import ConfigError
 from optimas_cli.lm.base import RunStopped
@@ -114,7 +114,8 @@ def execute(command: str, composed: Composed, *, show_progress: bool = True) -> 
             rt.budget.resume(spend.spent_before(run_dir))
             with spend.recording(run_dir, command, rt.budget.offset, rt.budget.spent), \
                     progress.reporting(None if command == "evaluate" else rt.budget,
-                                       quiet=not show_progress):
+                                       quiet=not show_progress), \
+                    tracking.tracking(composed, run_dir):
                 summary = run_command(command, rt, run_dir, show_progress)
     except RunStopped as e:
         console.print(f"[yellow]stopped:[/] {escape(scrub(str(e)))} (artifacts saved; "

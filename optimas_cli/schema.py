@@ -357,6 +357,17 @@ class RewardConfig(Strict):
                                                          "adaptation")
 
 
+class TrackingConfig(Strict):
+    """Where a run is tracked besides its run directory (optimas_cli/tracking.py)."""
+
+    kind: Literal["none", "mlflow"] = Field("none", description="none, or mlflow (`tracking="
+                                            "mlflow`; pip install -e '.[mlflow]')")
+    uri: str | None = Field(None, description="the MLflow tracking URI (null: a local mlruns/ "
+                                              "store in the working directory)")
+    experiment: str | None = Field(None, description="the MLflow experiment (null: the run "
+                                                     "config's name)")
+
+
 class RunConfig(Strict):
     name: str = Field(description="the run config's name")
     seed: int = Field(0, description="seed of the run (sampling, draws, methods)")
@@ -372,3 +383,4 @@ class RunConfig(Strict):
     optimizer: OptimizerConfig = Field(OptimizerConfig(), description="the optimization method")
     reward: RewardConfig = Field(RewardConfig(), description="the local reward model")
     resume: str | None = Field(None, description="a run directory to continue")
+    tracking: TrackingConfig = Field(TrackingConfig(), description="experiment tracking (MLflow)")
