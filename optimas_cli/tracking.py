@@ -54,12 +54,13 @@ class Tracker:
         """The command ended: FINISHED, FAILED or KILLED."""
 
 
-_current: ContextVar[Tracker] = ContextVar("optimas_tracker", default=Tracker())
+_NONE = Tracker()
+_current: ContextVar[Tracker | None] = ContextVar("optimas_tracker", default=None)
 
 
 def current() -> Tracker:
     """The tracker of the command running (one that does nothing outside a command)."""
-    return _current.get()
+    return _current.get() or _NONE
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
