@@ -158,6 +158,7 @@ def _register_extensions() -> None:
     from optimas_cli.compare import register
     from optimas_cli.data_files import register as register_data
     from optimas_cli.doctor import register as register_doctor
+    from optimas_cli.html_report import register as register_report
     from optimas_cli.options import register as register_options
     from optimas_cli.scaffold import register as register_init
 
@@ -166,6 +167,7 @@ def _register_extensions() -> None:
     register_data(app)
     register_init(app)
     register_doctor(app)
+    register_report(app)
 
 
 _register_extensions()

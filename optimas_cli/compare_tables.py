@@ -24,7 +24,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def _display(row: dict[str, Any]) -> list[str]:
+def display_cells(row: dict[str, Any]) -> list[str]:
     return [row["method"], row["system"], str(row["seeds"]),
             f"{_fmt(row['test_mean'])} ± {_fmt(row['test_std'])}",
             f"{_fmt(row['initial_mean'])} ± {_fmt(row['initial_std'])}",
@@ -53,7 +53,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     headers = HEADERS + (("final test metrics",) if extra else ())
     lines = ["| " + " | ".join(headers) + " |",
              "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2) + ["---"] * extra) + "|"]
-    lines += ["| " + " | ".join(_display(r) + ([_metrics_text(r["test_metrics"])] if extra
+    lines += ["| " + " | ".join(display_cells(r) + ([_metrics_text(r["test_metrics"])] if extra
                                                else [])) + " |" for r in rows]
     note = ("\nTest score: mean ± std (sample, n-1) over seeds of summary.json test.final.mean. "
             "final − initial: the paired difference to the unoptimized system per test "
