@@ -50,14 +50,14 @@ class Server:
 
 @contextlib.contextmanager
 def llama_server(directory: Path, model: str = SMOL, alias: str = "smollm2") -> Iterator[Server]:
-    """llama_cpp.server of `model` with one thread on a free port; stopped on exit."""
+    """llama_cpp.server of `model` with one thread (generation and prompt batches: its default batch threads are all the cores) on a free port; stopped on exit."""
     port = free_port()
     log = directory / f"server-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path(model)),
              "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port),
-             "--n_threads", "1", "--n_ctx", "2048"], stdout=out, stderr=subprocess.STDOUT)
+             "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "2048"], stdout=out, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}/v1", proc, log)
     try:
         deadline = time.monotonic() + 180
