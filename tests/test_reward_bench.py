@@ -105,3 +105,19 @@ def test_output_prior_and_shorter_wins_never_look_at_the_input(task):
     assert len({prior[k] for k in same_text}) == 1
     shorter = rb.ShorterWins().scores(task, [], random.Random(0))
     assert shorter[np.argmin(task.length)] == shorter.max()
+
+
+def test_best_static_fixes_the_source_best_on_the_other_folds(task):
+    # "model=big" is right 80% of the time, "current" and "sample:1" 20%: every fold picks big
+    static = rb.best_static(task)
+    recs = sorted(task.by_rec)
+    big = [task.score[[k for k in task.by_rec[r] if "model=big" in task.sources[k]][0]]
+           for r in recs]
+    assert np.array_equal(static, np.array(big))
+    r, _ = rb.cross_validate(task, rb.Fixed(task.score.copy()))
+    s = rb.summarize(rb.per_input(task, r), static)
+    assert s["static"] == pytest.approx(np.mean(big))
+    assert s["pick_minus_static"] > 0 and s["pick_minus_static_ci"][0] > 0  # the oracle beats it
+    r, _ = rb.cross_validate(task, rb.Fixed(np.zeros(len(task.score))))
+    s = rb.summarize(rb.per_input(task, r), static)
+    assert s["pick_minus_static"] < 0  # a random pick does not

@@ -14,7 +14,9 @@ though training may use it, as the loop does):
   selection  per input, the global score of the candidate the reward ranks first (a tie:
              the mean of the tied), beside a random pick (the mean), the oracle (the best)
              and the configured output ("current"); `recovered` = (pick - random) /
-             (oracle - random), with its bootstrap interval
+             (oracle - random), with its bootstrap interval; `static`: the one source
+             (a model, the configured output) best on the other folds, fixed for every
+             input, and the pick minus it per input, with its interval
   vs controls  the paired accuracy difference to each input-blind control, with its interval
   curve      accuracy when fit on 8, 16, 32, 64, 128 or all training inputs (per fold), for
              the three most accurate heads and today's (minilm_head)
@@ -70,6 +72,7 @@ class Task:
         self.gold = np.array([c["source"] == "gold" for c in cands])
         self.current = np.array(["current" in [c["source"], *c.get("also", [])] for c in cands])
         self.model = [c.get("model") or "gold" for c in cands]
+        self.sources = [{c["source"], *c.get("also", [])} for c in cands]
         # the controls read an output as the loop's trust check does (rewards/trust.py)
         self.text = [output_text(c["outputs"]) for c in cands]
         self.length = np.array([len(t) for t in self.text])
@@ -278,6 +281,28 @@ def per_input(task: Task, r: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def best_static(task: Task) -> np.ndarray:
+    """Per input (sorted), the score of the one source (the configured output, a ladder
+    model, a sample) that scored best on the other folds' inputs: what fixing the best
+    choice for every input gets, without a reward (nan where that source gave nothing)."""
+    recs = sorted(task.by_rec)
+    out = np.full(len(recs), np.nan)
+
+    def score_of(rec, src):
+        ks = [k for k in task.by_rec[rec] if src in task.sources[k] and not task.gold[k]]
+        return task.score[ks[0]] if ks else np.nan
+
+    folds = folds_of(task)
+    for f, held in enumerate(folds):
+        train = [x for g, fold in enumerate(folds) if g != f for x in fold]
+        names = {s for r in train for k in task.by_rec[r] if not task.gold[k]
+                 for s in task.sources[k]}
+        best = max(sorted(names), key=lambda s: np.nanmean([score_of(r, s) for r in train]))
+        for rec in held:
+            out[recs.index(rec)] = score_of(rec, best)
+    return out
+
+
 def _boot(stat, n: int, seed: int = 0) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     vals = [stat(rng.integers(0, n, n)) for _ in range(BOOT)]
@@ -285,7 +310,7 @@ def _boot(stat, n: int, seed: int = 0) -> tuple[float, float]:
     return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
 
 
-def summarize(pi: dict[str, np.ndarray]) -> dict[str, object]:
+def summarize(pi: dict[str, np.ndarray], static: np.ndarray | None = None) -> dict[str, object]:
     c, n = pi["correct"], pi["pairs"]
     acc = float(c.sum() / n.sum()) if n.sum() else float("nan")
     sel = ~np.isnan(pi["pick"])
@@ -296,7 +321,9 @@ def summarize(pi: dict[str, np.ndarray]) -> dict[str, object]:
         return (pick[ix].mean() - rnd[ix].mean()) / gap if gap > 0 else float("nan")
 
     cur = pi["current"][sel]
-    return {
+    out = {} if static is None else {"static": float(np.nanmean(static[sel])), **_vs_static(
+        pi["pick"][sel], static[sel])}
+    return out | {
         "accuracy": acc, "accuracy_ci": _boot(lambda ix: c[ix].sum() / max(n[ix].sum(), 1), len(c)),
         "pairs": int(n.sum()), "inputs_with_pairs": int((n > 0).sum()),
         "spearman": float(np.nanmean(pi["spearman"])) if np.any(~np.isnan(pi["spearman"])) else None,
@@ -305,6 +332,14 @@ def summarize(pi: dict[str, np.ndarray]) -> dict[str, object]:
         "recovered": float(recovered(np.arange(len(pick)))),
         "recovered_ci": _boot(recovered, len(pick)),
     }
+
+
+def _vs_static(pick: np.ndarray, static: np.ndarray) -> dict[str, object]:
+    """The reward's per-input pick minus the best static choice, per input, with its CI."""
+    ok = ~np.isnan(static)
+    d = pick[ok] - static[ok]
+    return {"pick_minus_static": float(d.mean()),
+            "pick_minus_static_ci": _boot(lambda ix: d[ix].mean(), len(d))}
 
 
 def paired_vs(pi_a, pi_b) -> dict[str, object]:
@@ -324,10 +359,11 @@ def evaluate_task(name: str, only: list[str] | None, curve: bool) -> dict[str, o
         scorers = {k: v for k, v in scorers.items() if k in only or k in CONTROLS}
     res: dict[str, object] = {"task": name, "inputs": len(task.records), "designs": {}}
     held: dict[str, dict] = {}
+    static = best_static(task)
     for k, scorer in scorers.items():
         r, secs = cross_validate(task, scorer)
         held[k] = per_input(task, r)
-        res["designs"][k] = {**summarize(held[k]), "fit_seconds_per_fold": secs / FOLDS,
+        res["designs"][k] = {**summarize(held[k], static), "fit_seconds_per_fold": secs / FOLDS,
                              "control": k in CONTROLS}
         print(f"{name} {k}: acc {res['designs'][k]['accuracy']:.3f} "
               f"recovered {res['designs'][k]['recovered']:.2f} ({secs:.1f} s)", flush=True)

@@ -77,17 +77,20 @@ def task_table(res: dict) -> list[str]:
     lines = [f"**{res['task']}** ({res['inputs']} inputs; features: "
              f"{'; '.join(feature_costs(res['task']))})", "",
              "| design | pairwise acc. [95%] | Spearman | pick / random / oracle / current | "
-             "gap recovered [95%] | beats every control | fit s/fold |",
-             "|---|---|---|---|---|---|---|"]
+             "gap recovered [95%] | pick − best static [95%] | beats every control | fit s/fold |",
+             "|---|---|---|---|---|---|---|---|"]
     rows = sorted(res["designs"].items(), key=lambda kv: (not kv[1]["control"], -kv[1]["accuracy"]))
     for name, d in rows:
         beats = "(control)" if d["control"] else ("yes" if d["beats_controls"] else "no")
         sp = f"{d['spearman']:.2f}" if d["spearman"] is not None else "-"
         cur = f"{d['current']:.3f}" if d["current"] is not None else "-"
+        static = (f"{d['pick_minus_static']:+.3f} {_ci(d['pick_minus_static_ci'])} (static "
+                  f"{d['static']:.3f})" if "static" in d else "-")
         lines.append(
             f"| {name} | {d['accuracy']:.3f} {_ci(d['accuracy_ci'])} | {sp} | "
             f"{d['pick']:.3f} / {d['random']:.3f} / {d['oracle']:.3f} / {cur} | "
-            f"{d['recovered']:.2f} {_ci(d['recovered_ci'])} | {beats} | {d['fit_seconds_per_fold']:.1f} |")
+            f"{d['recovered']:.2f} {_ci(d['recovered_ci'])} | {static} | {beats} | "
+            f"{d['fit_seconds_per_fold']:.1f} |")
     curves = {n: d["curve"] for n, d in res["designs"].items() if d.get("curve")}
     if curves:
         sizes = list(next(iter(curves.values())))
