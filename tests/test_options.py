@@ -19,6 +19,7 @@ from optimas_cli.schema import (
     OptimizerConfig,
     RewardConfig,
     RunConfig,
+    TrackingConfig,
     UpdateConfig,
     VariableConfig,
     WeightsUpdateConfig,
@@ -40,11 +41,12 @@ MODELS: dict[str, type[BaseModel]] = {
     "optimizer.update.": UpdateConfig,
     "optimizer.update.weights.": WeightsUpdateConfig,
     "reward.": RewardConfig,
+    "tracking.": TrackingConfig,
     VAR: VariableConfig,
     VAR + "lora.": LoraSpec,
 }
 # prefix -> its fields that hold a sub-model (walked, so no row of their own)
-SUBMODELS = {"": {"lm", "system", "data", "eval", "optimizer", "reward"},
+SUBMODELS = {"": {"lm", "system", "data", "eval", "optimizer", "reward", "tracking"},
              "lm.": {"cache", "local"}, "optimizer.": {"collect", "update"},
              "optimizer.update.": {"weights"}, VAR: {"lora"}}
 
