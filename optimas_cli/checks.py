@@ -52,6 +52,17 @@ def callable_problem(dotted: str) -> str | None:
     return None
 
 
+def loader_data_names(dotted: str | None) -> tuple[str, ...]:
+    """The data.path values a loader reads by name instead of as a file (its function's
+    `data_names` attribute; none if it has none or cannot be imported)."""
+    if not isinstance(dotted, str):
+        return ()
+    try:
+        return tuple(getattr(import_dotted(dotted), "data_names", ()))
+    except ValueError:
+        return ()
+
+
 def semantic_problems(system: SystemConfig | None, data: DataConfig | None,
                       raw_system: Any = None) -> list[Problem]:
     """The graph, every dotted path, data.path. A section that failed its schema (None) is
@@ -77,8 +88,11 @@ def semantic_problems(system: SystemConfig | None, data: DataConfig | None,
         if why:
             problems.append((key, f"bad value for '{key}': {dotted!r} ({why})"))
     # a registered name is valid by name: it is found (or fetched) when the data is read,
-    # so loading a config never starts a download
-    if data is not None and data.path and datasets_registry.entry(data.path) is None:
+    # so loading a config never starts a download; so is a name the loader reads by name
+    # (its `data_names`, e.g. the Amazon loader's primary|multilingual|both)
+    named = set(loader_data_names(paths.get("system.loader")))
+    if data is not None and data.path and datasets_registry.entry(data.path) is None \
+            and data.path not in named:
         try:
             resolve_data_path(data.path, data.path, "")
         except FileNotFoundError as e:

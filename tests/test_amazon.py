@@ -18,6 +18,7 @@ from optimas_cli.cli import app
 from optimas_cli.config import PROJECT_CONFIGS, load
 from optimas_cli.data import Example, split
 from optimas_cli.data_files import SHARED_DATA
+from optimas_cli.errors import ConfigError
 from optimas_cli.jobs import execute
 from optimas_cli.schema import DataConfig
 from systems.amazon import extract_choice, metric
@@ -180,6 +181,14 @@ def test_validate_amazon_config(seed_data):
     assert result.exit_code == 0, result.output
     assert "session_analyzer -> candidate_profiler -> next_item_decider" in " ".join(
         result.output.split())
+
+
+def test_the_loaders_named_sets_load_as_data_path_and_a_typo_is_refused():
+    # `data.path=multilingual` (the config's own example) is a name the loader reads, not a file
+    for name in ("primary", "multilingual", "both"):
+        assert load(AMAZON, [f"data.path={name}"]).run.data.path == name
+    with pytest.raises(ConfigError, match="'data.path': 'bothh'"):
+        load(AMAZON, ["data.path=bothh"])
 
 
 def test_config_declares_adapters_on_the_two_local_components_and_a_decider_prompt():

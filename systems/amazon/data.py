@@ -122,3 +122,6 @@ def load(cfg: DataConfig) -> Dataset:
     for name in names:
         examples += read_examples(resolve_data_path(None, FILES[name], HINT), name)
     return Dataset(examples=examples)
+
+
+load.data_names = tuple(SETS)  # data.path values read by name (optimas_cli/checks.py)
