@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from reliability_log import record
+from test_sandbox_attacks import sandbox_modes
 
 from optimas_cli.sandbox import Limits, Sandbox, cgroups, reaper
 
@@ -25,13 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(cpu_seconds=5, wall_seconds=20, memory_mb=256, max_processes=32)
 
 
-def _modes() -> list:
-    have_bwrap = Sandbox().resolved == "bwrap"
-    return [pytest.param("bwrap", marks=pytest.mark.skipif(
-        not have_bwrap, reason="bubblewrap unavailable here (CI installs it)")), "rlimits"]
-
-
-@pytest.fixture(params=_modes())
+@pytest.fixture(params=sandbox_modes())
 def mode(request):
     return request.param
 
@@ -206,6 +201,15 @@ def test_the_reaper_kills_by_real_uid(tmp_path):
         assert p.wait(timeout=5) == -signal.SIGKILL
     finally:
         p.kill()
+
+
+def test_the_harness_clean_up_takes_no_exit_status_of_a_child_it_does_not_own():
+    # another run's reaper (here any child of this process) exits 3 while a run is cleaned up
+    other = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    assert _wait_for(lambda: reaper._is_zombie(other.pid), 30)
+    reaper.kill_run(uid=1_999_998)  # the harness's sweep after a run
+    Sandbox(LIMITS, mode="rlimits").run({}, ["python", "-c", "pass"])  # a whole run's too
+    assert other.wait(timeout=5) == 3  # not 0: its status was left for its own Popen
 
 
 def test_a_v2_group_is_written_where_the_cgroup_is_delegated(tmp_path, monkeypatch):

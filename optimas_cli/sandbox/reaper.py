@@ -106,9 +106,13 @@ def _reap() -> None:
             return
 
 
-def kill_run(*, root: int | None = None, cgroups: list[str] = (), uid: int | None = None) -> int:
+def kill_run(*, root: int | None = None, cgroups: list[str] = (), uid: int | None = None,
+             reap: bool = False) -> int:
     """SIGKILL the run's processes until none is left; returns how many were found alive
-    after the first round (0: the run had ended cleanly)."""
+    after the first round (0: the run had ended cleanly). `reap`: also collect this
+    process's exited children, for the reaper alone, whose children are all the run's (the
+    harness must not: it would take the exit status of a child it does not own, such as
+    another run's reaper, whose Popen would then read exit 0)."""
     cgroups, survivors = list(cgroups), 0
     for n in range(_ROUNDS):
         alive = run_processes(root=root, cgroups=cgroups, uid=uid)
@@ -122,7 +126,8 @@ def kill_run(*, root: int | None = None, cgroups: list[str] = (), uid: int | Non
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        _reap()
+        if reap:
+            _reap()
         time.sleep(0.01)
     return survivors
 
@@ -185,7 +190,7 @@ def main(argv: list[str]) -> None:
     me = os.getpid()
 
     def abandon(signum, frame):  # the harness died, or asked: the whole run goes
-        kill_run(root=me, cgroups=cgroups, uid=uid)
+        kill_run(root=me, cgroups=cgroups, uid=uid, reap=True)
         os._exit(128 + signum)
 
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
@@ -201,7 +206,7 @@ def main(argv: list[str]) -> None:
             break
         if pid == child:
             status = st
-    kill_run(root=me, cgroups=cgroups, uid=uid)
+    kill_run(root=me, cgroups=cgroups, uid=uid, reap=True)
     _reap()
     if status is not None and os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
