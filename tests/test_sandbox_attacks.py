@@ -27,13 +27,14 @@ LIMITS = Limits(cpu_seconds=2, wall_seconds=8, memory_mb=1024, max_processes=32,
 SECRET = "sk-test-0123456789-do-not-leak"
 
 
-def _modes() -> list:
+def sandbox_modes() -> list:
+    """bwrap (skipped where bubblewrap cannot start) and rlimits: the modes a test runs in."""
     have_bwrap = Sandbox().resolved == "bwrap"
     return [pytest.param("bwrap", marks=pytest.mark.skipif(
         not have_bwrap, reason="bubblewrap unavailable here (CI installs it)")), "rlimits"]
 
 
-@pytest.fixture(params=_modes())
+@pytest.fixture(params=sandbox_modes())
 def sandbox(request):
     """The sandbox under attack; afterwards, this process is alive (it is the harness) and a
     fresh run in the same sandbox still works."""

@@ -173,11 +173,11 @@ class Sandbox:
                     for fd in fds:
                         os.close(fd)
                 timed_out = _wait(proc, limits.wall_seconds)
-        finally:  # what outlived its reaper: the run's cgroups and its uid, by real uid
-            reaper.kill_run(cgroups=dirs, uid=uid)
+        finally:  # what outlived its reaper: its uid's processes, by real uid, and its cgroups
+            reaper.kill_run(uid=uid)
             peak = group.peak_memory_mb() if group is not None else None
             if group is not None:
-                group.remove()
+                group.remove()  # kills what is left in the groups, then removes them
         seconds = time.monotonic() - start
         out = read_capped(stage / "stdout", limits.max_output_bytes)
         err = read_capped(stage / "stderr", limits.max_output_bytes)
