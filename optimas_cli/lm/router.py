@@ -54,6 +54,12 @@ def slots_taken(exc: BaseException, litellm: Any) -> bool:
     return isinstance(exc, litellm.RateLimitError) and "max_parallel_requests" in str(exc)
 
 
+def server_down(exc: BaseException, litellm: Any) -> bool:
+    """A deployment that could not be reached or failed (not a refusal of the request)."""
+    return isinstance(exc, (litellm.APIConnectionError, litellm.InternalServerError,
+                            litellm.ServiceUnavailableError, litellm.Timeout))
+
+
 def api_key(deployment: Deployment, cfg: LMConfig) -> str:
     """The deployment's key: its api_key_env, else lm.api_key_env; a self-hosted
     OpenAI-compatible server takes any (the openai client insists on one)."""
@@ -77,10 +83,11 @@ class DeploymentGroup:
                 params["max_parallel_requests"] = d.max_parallel
             model_list.append({"model_name": name, "litellm_params": params})
         # Every other deployment is tried before a call fails; a failing deployment cools
-        # down after one failure, for as long as a call may take.
+        # down after its first failure (allowed_fails=0: more than 0 fails), for as long as
+        # a call may take.
         self.router = litellm.Router(
             model_list=model_list, routing_strategy="least-busy",
-            num_retries=len(deployments), retry_after=0, allowed_fails=1,
+            num_retries=len(deployments), retry_after=0, allowed_fails=0,
             cooldown_time=cfg.timeout_s)
         limits = [d.max_parallel for d in deployments]
         capacity = sum(limits) if None not in limits else cfg.max_concurrency
@@ -93,10 +100,13 @@ class DeploymentGroup:
     def call(self, kwargs: dict[str, Any], chat: bool) -> Any:
         """One litellm call through the Router, from any thread. It waits for a free slot:
         while a deployment is down, the others' slots are all there is, and litellm answers a
-        call that finds every slot of its pick taken with a 429 rather than a wait."""
+        call that finds every slot of its pick taken with a 429 rather than a wait.
+        A call whose server failed is tried again, up to once per deployment: the Router's own
+        retries can all land on the failed server before its cooldown is recorded."""
         router = self.router
         coroutine = router.acompletion if chat else router.atext_completion
         deadline = time.monotonic() + self.wait_s
+        failed = 0
         with self.slots:
             while True:
                 future = asyncio.run_coroutine_threadsafe(coroutine(**kwargs), event_loop())
@@ -104,6 +114,9 @@ class DeploymentGroup:
                     resp = future.result()
                     break
                 except Exception as e:
+                    if server_down(e, self.litellm) and failed < len(self.bases):
+                        failed += 1
+                        continue
                     if not slots_taken(e, self.litellm) or time.monotonic() > deadline:
                         raise
                 time.sleep(_SLOT_WAIT_S)
