@@ -110,3 +110,27 @@ def optimization_and_test(total: dict[str, int], optimization: dict[str, Any] | 
     record = optimization or {}
     opt = {k: int(record.get(k) or 0) for k in SPENT_KEYS}
     return opt | {f"test_{k}": total[k] - opt[k] for k in SPENT_KEYS}
+
+
+def inference_cost(test: dict[str, Any]) -> dict[str, float | None]:
+    """What a system costs per question at test, from an evaluation's LM usage per component
+    (stages/evaluate.summarize, summed over repeats): prompt + completion tokens per question
+    (cache hits' tokens included: the same whatever the cache held), and LM seconds per
+    question, each component's measured seconds per real call times its calls and hits
+    (None where a component's every call was a cache hit: nothing was measured)."""
+    per = test.get("per_component") or {}
+    n = int(test.get("n") or 0) * int(test.get("repeats") or 1)
+    if not n:
+        return {"tokens_per_question": None, "lm_seconds_per_question": None}
+    tokens = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in per.values())
+    seconds: float | None = 0.0
+    for u in per.values():
+        asked = u.get("calls", 0) + u.get("cache_hits", 0)
+        if not asked:
+            continue
+        if not u.get("calls"):
+            seconds = None
+            break
+        seconds += u.get("latency_s", 0.0) / u["calls"] * asked
+    return {"tokens_per_question": tokens / n,
+            "lm_seconds_per_question": None if seconds is None else seconds / n}

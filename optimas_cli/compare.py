@@ -2,8 +2,9 @@
 
 A directory is a run directory (it has config.yaml, written when the run starts),
 or a folder holding run directories at any depth (a multirun sweep, runs/<system>/).
-Runs are grouped by (optimizer.name, system.name) from their config.yaml, plus
-any `--by` keys; the runs of a group are its seeds. Per group:
+Runs are grouped by (optimizer.name, system.name) from their config.yaml (the method's name
+is "<optimizer.name>:<tag>" for a run with a `tag`), plus any `--by` keys; the runs of a
+group are its seeds. Per group:
 
   test         mean and std (sample, n-1) over seeds of summary.json test.final.mean
   initial      the same for test.initial.mean (the unoptimized system)
@@ -11,9 +12,12 @@ any `--by` keys; the runs of a group are its seeds. Per group:
                optimization (the last history record; test excluded; optimas_cli/budget.py
                defines each), mean over seeds; "replay": requests and no calls
   wall time    per run, from the first run.log line to DONE, mean over seeds
+  inference    the final system's tokens and LM seconds per test question
+               (summary.json inference.final, budget.inference_cost), mean over seeds
 
-With --out DIR: compare.md, compare.csv (a row per group) and compare.png (accepted
-validation against system runs spent, a line per method, seeds thin, their mean bold).
+With --out DIR: compare.md, compare.csv (a row per group), compare.png (accepted
+validation against system runs spent, a line per method, seeds thin, their mean bold) and
+cost.png (test score against tokens per test question of each final system).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class Run:
     data: str = ""  # the data config: runs are paired question by question only when equal
     # the system's other test metrics of the final system (PubMedQA: said_yes, parsed), means
     metrics: dict[str, float] = field(default_factory=dict)
+    # the final system's inference cost per test question (budget.inference_cost)
+    inference: dict[str, float | None] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ reading
@@ -113,9 +119,10 @@ def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
     summary = rd.read_json(layout.SUMMARY)
     history = rd.read_jsonl(layout.HISTORY)
     last = history[-1] if history else {}
+    method = summary.get("optimizer") or _get(cfg, "optimizer.name") or "optimas"
     return Run(
         path=path,
-        method=summary.get("optimizer") or _get(cfg, "optimizer.name") or "optimas",
+        method=f"{method}:{cfg['tag']}" if cfg.get("tag") else method,
         system=_get(cfg, "system.name") or "?",
         seed=cfg.get("seed", RunConfig.model_fields["seed"].default),  # a YAML may leave it out
         key=tuple(str(_get(cfg, k)) for k in by),
@@ -135,6 +142,7 @@ def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
         metrics={k: float(v["mean"]) for k, v in
                  summary["test"]["final"].get("metrics", {}).items()
                  if k != "score" and isinstance(v, dict) and "mean" in v},
+        inference=(summary.get("inference") or {}).get("final") or {},
     )
 
 
@@ -170,7 +178,8 @@ def paired_to_initial(rs: list[Run]) -> dict[str, Any]:
         return {}
     d = pooled_paired_diff([(r.final_scores, r.initial_scores, r.data) for r in rs],
                            confidence=0.95)
-    return {"diff_mean": d.mean, "diff_low": d.low, "diff_high": d.high, "diff_n": d.n}
+    return {"diff_mean": d.mean, "diff_low": d.low, "diff_high": d.high, "diff_n": d.n,
+            "diff_sign_p": d.sign_p}
 
 
 def other_metrics(rs: list[Run]) -> dict[str, float]:
@@ -195,6 +204,7 @@ def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
             "test_mean": _mean(tests), "test_std": _std(tests),
             "initial_mean": _mean(inits), "initial_std": _std(inits),
             "diff_mean": None, "diff_low": None, "diff_high": None, "diff_n": None,
+            "diff_sign_p": None,
             **paired_to_initial(rs),
             "system_runs": _mean([r.system_runs for r in rs]),
             "component_calls": _mean([r.component_calls for r in rs]),
@@ -202,6 +212,8 @@ def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
             "lm_requests": _mean([r.lm_requests for r in rs]),
             "lm_tokens": _mean([r.lm_tokens for r in rs if r.lm_tokens is not None]),
             "wall_time_s": _mean(walls),
+            **{k: _mean([r.inference[k] for r in rs if r.inference.get(k) is not None])
+               for k in ("tokens_per_question", "lm_seconds_per_question")},
             # seeds whose every LM request was a cache hit: their calls, tokens and wall
             # time are those of a replay, not what the method costs
             "replayed": sum(1 for r in rs if r.lm_calls == 0 and r.lm_requests > 0),
@@ -250,6 +262,40 @@ def plot(runs: list[Run], path: Path, by: tuple[str, ...] = ()) -> None:
     plt.close(fig)
 
 
+def plot_cost(runs: list[Run], path: Path, by: tuple[str, ...] = ()) -> None:
+    """Test score against tokens per test question of each final system: a point per seed,
+    the method's mean larger (a method that matches a larger model at fewer tokens shows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = {k: [r for r in rs if r.inference.get("tokens_per_question") is not None]
+              for k, rs in group(runs, by).items()}
+    groups = {k: rs for k, rs in groups.items() if rs}
+    systems = sorted({s for _, s in groups}) or ["(no inference cost recorded)"]
+    fig, axes = plt.subplots(1, len(systems), figsize=(6 * len(systems), 4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    methods = sorted({m for m, _ in groups})
+    for ax, system in zip(axes[0], systems, strict=True):
+        for (method, s), rs in groups.items():
+            if s != system:
+                continue
+            color = colors[methods.index(method) % len(colors)]
+            xs = [r.inference["tokens_per_question"] for r in rs]
+            ax.scatter(xs, [r.test for r in rs], color=color, alpha=0.35, s=14)
+            ax.scatter([statistics.fmean(xs)], [statistics.fmean(r.test for r in rs)],
+                       color=color, s=60, label=f"{method} (n={len(rs)})")
+        ax.set_title(system)
+        ax.set_xlabel("LM tokens per test question (final system)")
+        ax.set_ylabel("test score")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def compare(paths: list[str | Path], out: str | Path | None = None,
             by: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], list[Path]]:
     """The table rows, and the run directories skipped for having no summary.json."""
@@ -269,6 +315,7 @@ def compare(paths: list[str | Path], out: str | Path | None = None,
                                         encoding="utf-8")
         write_csv(rows, out / "compare.csv")
         plot(runs, out / "compare.png", by)
+        plot_cost(runs, out / "cost.png", by)
     return rows, skipped
 
 

@@ -12,8 +12,9 @@ from typing import Any
 from rich.markup import escape
 
 COLUMNS = ("method", "system", "seeds", "test_mean", "test_std", "initial_mean", "initial_std",
-           "diff_mean", "diff_low", "diff_high", "diff_n", "system_runs", "component_calls", "lm_calls",
-           "lm_requests", "lm_tokens", "wall_time_s", "replayed", "test_metrics", "runs")
+           "diff_mean", "diff_low", "diff_high", "diff_n", "diff_sign_p", "system_runs",
+           "component_calls", "lm_calls", "lm_requests", "lm_tokens", "wall_time_s",
+           "tokens_per_question", "lm_seconds_per_question", "replayed", "test_metrics", "runs")
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -31,7 +32,8 @@ def display_cells(row: dict[str, Any]) -> list[str]:
             _interval(row, 4),
             _fmt(row["system_runs"], 1), _fmt(row["component_calls"], 1), _fmt(row["lm_calls"], 1)
             + _replayed(row), _fmt(row["lm_requests"], 1), _fmt(row["lm_tokens"], 0) + _replayed(row),
-            _fmt(row["wall_time_s"], 1) + _replayed(row)]
+            _fmt(row["wall_time_s"], 1) + _replayed(row),
+            _fmt(row.get("tokens_per_question"), 0), _fmt(row.get("lm_seconds_per_question"), 2)]
 
 
 def _replayed(row: dict[str, Any]) -> str:
@@ -40,8 +42,8 @@ def _replayed(row: dict[str, Any]) -> str:
 
 HEADERS = ("method", "system", "seeds", "test (mean ± std)", "initial test",
            "final − initial [95% CI]", "system runs", "component calls", "LM calls",
-           "LM requests", "LM tokens",
-           "wall time s")
+           "LM requests", "LM tokens", "wall time s", "inference tokens / question",
+           "inference LM s / question")
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
@@ -57,10 +59,12 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
                                                else [])) + " |" for r in rows]
     note = ("\nTest score: mean ± std (sample, n-1) over seeds of summary.json test.final.mean. "
             "final − initial: the paired difference to the unoptimized system per test "
-            "question (seeds that share a split averaged per question, seeds on other splits "
-            "pooled), with its 95% bootstrap interval over questions; a gain is beyond noise "
-            "only when the interval is above 0. LM tokens: prompt + completion tokens of real "
-            "calls. "
+            "question (seeds that share a split averaged per question; seeds on their own "
+            "splits resampled split first, then question), with its 95% bootstrap interval "
+            "and the sign test's p over questions; a gain is beyond noise only when the "
+            "interval is above 0 and p < 0.05. LM tokens: prompt + completion tokens of real "
+            "calls. Inference: the final system's prompt + completion tokens and LM seconds "
+            "per test question (seconds measured on its real calls), mean over seeds. "
             "System runs, LM calls (real model calls) and LM requests (calls + cache hits): "
             "spent by the optimization (test evaluation excluded), mean over seeds. "
             "Wall time: per run, mean over seeds."
@@ -91,8 +95,9 @@ def _interval(row: dict[str, Any], digits: int = 3) -> str:
     """The paired difference to the initial system with its interval, or "-"."""
     if row.get("diff_mean") is None:
         return "-"
+    p = f" p={row['diff_sign_p']:.2g}" if row.get("diff_sign_p") is not None else ""
     return (f"{row['diff_mean']:+.{digits}f} [{row['diff_low']:+.{digits}f}, "
-            f"{row['diff_high']:+.{digits}f}]")
+            f"{row['diff_high']:+.{digits}f}]{p}")
 
 
 def rich_table(rows: list[dict[str, Any]]):

@@ -371,6 +371,9 @@ class TrackingConfig(Strict):
 class RunConfig(Strict):
     name: str = Field(description="the run config's name")
     seed: int = Field(0, description="seed of the run (sampling, draws, methods)")
+    tag: str | None = Field(None, description="a label `optimas compare` adds to the method's "
+                                              "name, e.g. tag=largest for optimizer=none with "
+                                              "lm.model at the ladder's top")
     run_root: str = Field("runs", description="run directories land in <run_root>/<system>/"
                                               "<timestamp>/")
     run_dir: str | None = Field(None, description="an explicit run directory (overrides run_root)")

@@ -6,7 +6,10 @@ both are scored on the same examples, and the interval is over those examples
 different examples pool their pairs (seed, example); seeds that share a split score the
 same examples, so their differences are first averaged per example: the examples are
 the independent units, and resampling (seed, example) pairs would count one example once
-per seed and make the interval too narrow.
+per seed and make the interval too narrow. Seeds that drew different splits
+(`data.seed = seed`) are resampled at two levels: splits (seeds) with replacement, then
+questions within each drawn split, so the interval holds the spread between splits as well
+as between questions.
 """
 
 from __future__ import annotations
@@ -96,10 +99,32 @@ def pooled_paired_diff(runs: Sequence[tuple[Sequence[float], Sequence[float], st
             raise ValueError(f"paired scores differ in length: {len(candidate)} vs {len(baseline)}")
         by_split.setdefault(split, []).append(
             [float(a) - float(b) for a, b in zip(candidate, baseline, strict=True)])
-    units: list[float] = []
+    per_split: list[list[float]] = []
     for split, diffs in by_split.items():
         if len({len(d) for d in diffs}) != 1:
             raise ValueError(f"runs on split {split!r} scored different numbers of examples")
-        units += [sum(d[i] for d in diffs) / len(diffs) for i in range(len(diffs[0]))]
-    return paired_diff(units, [0.0] * len(units), confidence=confidence, resamples=resamples,
-                       seed=seed)
+        per_split.append([sum(d[i] for d in diffs) / len(diffs) for i in range(len(diffs[0]))])
+    units = [u for split in per_split for u in split]
+    pooled = paired_diff(units, [0.0] * len(units), confidence=confidence, resamples=resamples,
+                         seed=seed)
+    if len(per_split) < 2:
+        return pooled
+    low, high = _two_level_interval(per_split, confidence, resamples, seed)
+    return PairedDiff(pooled.n, pooled.mean, low, high, confidence, pooled.wins, pooled.losses,
+                      pooled.sign_p)
+
+
+def _two_level_interval(per_split: list[list[float]], confidence: float, resamples: int,
+                        seed: int) -> tuple[float, float]:
+    """Percentile interval of the pooled mean when splits are drawn with replacement, then
+    the questions of each drawn split."""
+    rng = random.Random(seed)
+    means = []
+    for _ in range(resamples):
+        drawn = [u for split in rng.choices(per_split, k=len(per_split))
+                 for u in rng.choices(split, k=len(split))]
+        means.append(sum(drawn) / len(drawn) if drawn else 0.0)
+    means.sort()
+    alpha = (1 - confidence) / 2
+    return (means[max(0, math.floor(alpha * resamples))],
+            means[min(resamples - 1, math.ceil((1 - alpha) * resamples) - 1)])

@@ -4,10 +4,10 @@ For each other method of the same system, the runs of the two methods are matche
 (the same seed draws the same data split, so the same test questions in the same order),
 and the per-question final scores are paired: reference − other, with a 95% bootstrap
 interval over the questions and wins/losses (seeds that share a split are averaged per
-question first, `stats.pooled_paired_diff`). A difference is beyond
-the noise of the questions only when its interval excludes 0; with few seeds, the spread
-over seeds (the first table's ± std) is the larger uncertainty and this interval does not
-include it.
+question first; seeds on their own splits are resampled split first, then question,
+`stats.pooled_paired_diff`). A difference is beyond noise only when its interval excludes 0
+and the two-sided sign test over the questions agrees (p < 0.05); seeds that share one
+split hold only the questions' noise, not the spread over splits.
 """
 
 from __future__ import annotations
@@ -17,6 +17,17 @@ from typing import Any
 from optimas_cli.stats import pooled_paired_diff
 
 REFERENCE = "optimas"
+ALPHA = 0.05  # the sign test's level for "beyond noise"
+
+
+def verdict(low: float, high: float, sign_p: float) -> str:
+    """"better" / "worse" when the interval excludes 0 and the sign test agrees, else
+    "within noise"."""
+    if sign_p < ALPHA and low > 0:
+        return "better"
+    if sign_p < ALPHA and high < 0:
+        return "worse"
+    return "within noise"
 
 
 def versus(groups: dict[tuple[str, str], list[Any]], reference: str = REFERENCE
@@ -42,7 +53,9 @@ def versus(groups: dict[tuple[str, str], list[Any]], reference: str = REFERENCE
         d = pooled_paired_diff(pairs, confidence=0.95)
         rows.append({"reference": reference, "method": method, "system": system,
                      "seeds": seeds, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
-                     "wins": d.wins, "losses": d.losses})
+                     "wins": d.wins, "losses": d.losses, "sign_p": d.sign_p,
+                     "splits": len({data for _, _, data in pairs}),
+                     "verdict": verdict(d.low, d.high, d.sign_p)})
     rows.sort(key=lambda r: (r["system"], r["method"]))
     return rows
 
@@ -52,15 +65,19 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         return ""
     ref = rows[0]["reference"]
     lines = [f"| {ref} − method | system | seeds paired | questions | difference [95% CI] | "
-             f"{ref} better / worse |", "|---|---|---|---:|---:|---:|"]
+             f"{ref} better / worse | sign test p | {ref} is |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {ref} − {r['method']} | {r['system']} | "
                      f"{', '.join(map(str, r['seeds']))} | {r['n']} | "
                      f"{r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] | "
-                     f"{r['wins']} / {r['losses']} |")
+                     f"{r['wins']} / {r['losses']} | {r['sign_p']:.3g} | {r['verdict']} |")
+    one_split = any(r["splits"] == 1 and len(r["seeds"]) > 1 for r in rows)
     note = (f"\n{ref} against each method on the same test questions: runs matched by seed "
             "(same data split), final scores paired per question (seeds on one split averaged "
-            "per question; questions: the independent questions), 95% bootstrap interval over "
-            "questions. Beyond the noise of the questions only when the interval excludes 0; "
-            "the spread over seeds is not in this interval.\n")
+            "per question), 95% bootstrap interval resampling splits (seeds), then questions "
+            "within them. Beyond noise (better / worse) only when the interval excludes 0 and "
+            "the two-sided sign test over the questions agrees (p < 0.05)."
+            + (" Rows whose seeds share one split hold only the questions' noise, not the "
+               "spread over splits." if one_split else "") + "\n")
     return "\n".join(lines) + "\n" + note

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from optimas_cli.budget import SPENT_KEYS, optimization_and_test
+from optimas_cli.budget import SPENT_KEYS, inference_cost, optimization_and_test
 from optimas_cli.compare import compare
 from optimas_cli.config import load
 from optimas_cli.jobs import execute
@@ -46,3 +46,16 @@ def test_summary_show_and_compare_say_the_same_system_runs(tmp_path):
     print_summary(path, console)
     text = console.export_text()
     assert f'{on_disk["system_runs"]} system runs + 20 test system runs' in text
+
+
+def test_inference_cost_counts_hits_tokens_and_prices_them_at_measured_calls():
+    test = {"n": 4, "repeats": 1, "per_component": {
+        "a": {"calls": 2, "cache_hits": 2, "prompt_tokens": 300, "completion_tokens": 100,
+              "latency_s": 3.0},
+        "b": {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0,
+              "latency_s": 0.0}}}  # a component with no LM
+    assert inference_cost(test) == {"tokens_per_question": 100.0,
+                                    "lm_seconds_per_question": 1.5}  # 1.5 s a call, 4 calls
+    test["per_component"]["a"]["calls"] = 0  # a replay measured nothing
+    assert inference_cost(test)["lm_seconds_per_question"] is None
+    assert inference_cost({"n": 0})["tokens_per_question"] is None

@@ -79,6 +79,23 @@ def test_compare_table_has_mean_and_std_over_seeds(sweep, tmp_path):
     md = (out / "compare.md").read_text()
     assert "| search | linear | 2 | 1.0000 ± 0.0000 |" in md
     assert (out / "compare.png").stat().st_size > 1000
+    # no LM in this system: its inference costs no token and no LM second
+    assert by_method["search"]["tokens_per_question"] == 0
+    assert by_method["search"]["lm_seconds_per_question"] == 0
+    assert (out / "cost.png").stat().st_size > 1000
+
+
+def test_a_tag_names_its_own_row(sweep, tmp_path):
+    import shutil
+
+    none = [r for r in find_runs([sweep])
+            if yaml.safe_load((r / "config.yaml").read_text())["optimizer"]["name"] == "none"]
+    tagged = tmp_path / "tagged"
+    shutil.copytree(none[0], tagged)
+    cfg = yaml.safe_load((tagged / "config.yaml").read_text())
+    (tagged / "config.yaml").write_text(yaml.safe_dump(cfg | {"tag": "largest"}))
+    rows, _ = compare([*none, tagged])
+    assert sorted((r["method"], r["seeds"]) for r in rows) == [("none", 2), ("none:largest", 1)]
 
 
 def test_compare_groups_by_extra_keys_and_accepts_run_dirs(sweep):
@@ -106,7 +123,7 @@ def test_compare_command(sweep, tmp_path):
     assert result.exit_code == 0, result.output
     assert "search" in result.output and "skipped" in result.output
     assert {p.name for p in (tmp_path / "o").iterdir()} == {"compare.md", "compare.csv",
-                                                            "compare.png"}
+                                                            "compare.png", "cost.png"}
     result = CliRunner().invoke(app, ["compare", str(unfinished)])
     assert result.exit_code == 1 and "no finished runs" in result.output
 

@@ -119,6 +119,10 @@ def test_run_optimas_loop_small_budget(tmp_path, isolated_cache, hotpot_path):
     assert not it["changed"] and "decision" not in it and it["val_before"] == it["val_after"]
     final = yaml.safe_load((run / "final/system.yaml").read_text())["state"]
     assert final == history[0]["state"]
+    # its inference cost per test question is the initial system's, measured on real calls
+    cost = summary["inference"]
+    assert cost["final"] == cost["initial"] and cost["initial"]["tokens_per_question"] > 100
+    assert cost["initial"]["lm_seconds_per_question"] > 0
     assert (run / "val_score.png").stat().st_size > 0
     # the optimized state evaluates again, from the cache, with the same test score
     again = optimas("evaluate", str(PROJECT_CONFIGS / "hotpotqa_ci.yaml"), f"run_root={tmp_path}/e",

@@ -68,6 +68,22 @@ def test_seeds_on_one_split_are_averaged_per_question_and_other_splits_pooled():
         pooled_paired_diff([(gain, zero, "s"), (gain[:5], zero[:5], "s")])
 
 
+def test_seeds_on_their_own_splits_are_resampled_split_first():
+    """Three splits that disagree (one gains 0.6, two gain nothing): questions alone would
+    give a narrow interval above 0; resampling the splits too holds their spread."""
+    zero = [0.0] * 50
+    big, none = [1.0] * 30 + [0.0] * 20, [0.0] * 50
+    runs = [(big, zero, "seed 0"), (none, zero, "seed 1"), (none, zero, "seed 2")]
+    d = pooled_paired_diff(runs)
+    flat = paired_diff(big + none + none, zero * 3)
+    assert (d.n, d.mean, d.wins, d.losses) == (flat.n, flat.mean, flat.wins, flat.losses)
+    assert flat.low > 0.1 and d.low == 0.0  # a resample may draw only the splits that gained nothing
+    assert d.high > flat.high
+    # splits that agree: the interval is as narrow as the questions make it
+    same = pooled_paired_diff([(big, zero, f"seed {i}") for i in range(3)])
+    assert same.low == pytest.approx(0.6, abs=0.1) and same.high == pytest.approx(0.6, abs=0.1)
+
+
 def test_one_sided_sign_test_is_the_upper_binomial_tail():
     assert sign_test_greater(0, 0) == 1.0
     assert sign_test_greater(8, 2) == pytest.approx(56 / 1024)  # P(X >= 8), X ~ Bin(10, 1/2)

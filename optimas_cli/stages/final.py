@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimas_cli import attempts, layout, progress
-from optimas_cli.budget import optimization_and_test
+from optimas_cli.budget import inference_cost, optimization_and_test
 from optimas_cli.config import to_yaml
 from optimas_cli.graph import State
 from optimas_cli.heap import peak_rss_mb
@@ -78,6 +78,8 @@ def build_summary(rt: Runtime, run_dir: RunDir, tests: dict, history: list[dict]
         "optimizer": rt.composed.run.optimizer.name,
         "test": {w: {k: t[k] for k in keys if k in t} for w, t in tests.items()},
         "test_improvement": tests["final"]["mean"] - tests["initial"]["mean"],
+        # per test question: tokens and LM seconds of each system (budget.inference_cost)
+        "inference": inference_of(tests),
         "val": {"initial": accepted_val(history[0]) if history else None,
                 "final": accepted_val(history[-1]) if history else None},
         # held-out alignment per component: of its latest fit (iteration 0 if eager)
@@ -99,6 +101,16 @@ def build_summary(rt: Runtime, run_dir: RunDir, tests: dict, history: list[dict]
     a, b = tests["final"].get("scores"), tests["initial"].get("scores")
     if a is not None and b is not None:
         out["test_paired"] = paired_diff(a, b, seed=rt.composed.run.seed).to_dict()
+    return out
+
+
+def inference_of(tests: dict[str, dict]) -> dict[str, dict]:
+    """Inference cost per test question of the initial and final systems. A final system
+    equal to the initial one costs what the initial one measured (its own evaluation was
+    answered from the cache, so it measured no LM second)."""
+    out = {w: inference_cost(t) for w, t in tests.items()}
+    if tests["final"].get("state") == tests["initial"].get("state"):
+        out["final"] = out["initial"]
     return out
 
 
