@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
 
-from run import machine, write_section  # bench/run.py: the machine line and the markers
+from sections import machine, write_section  # bench/sections.py: the machine line and the markers
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = {  # test file -> what it covers (issue 9's items)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "lm"))  # the servers the tests start
 
 from llama_servers import llama_server  # noqa: E402
-from run import machine, write_section  # noqa: E402 - bench/run.py
+from sections import machine, write_section  # noqa: E402 - bench/sections.py
 
 MODEL = "openai/smollm2"
 KEY_ENV = "SERVED_BENCH_KEY"
