@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install test test-fast lint bench-lm bench bench-rewards bench-rewards-data reproduce reproduce-record reliability demo clean
+.PHONY: help install test test-fast lint bench-lm bench bench-dev bench-rewards bench-rewards-data reproduce reproduce-record reliability demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,10 +33,15 @@ lint: install  ## ruff
 bench-lm: install  ## LM engine throughput benchmark -> BENCHMARKS.md figures
 	$(BIN)/python bench/lm_throughput.py
 
-BENCH_METHODS ?= none,optimas,search,llmselector,mipro,gepa
-bench: install  ## every method x 3 seeds on the two ladder benchmarks -> BENCHMARKS.md (hours; resumable)
-	$(BIN)/python bench/run.py --config configs/bench/hotpotqa_ladder.yaml --methods $(BENCH_METHODS)
-	$(BIN)/python bench/run.py --config configs/bench/pubmedqa_ladder.yaml --methods $(BENCH_METHODS)
+BENCH_METHODS ?= none,largest,single,optimas,search,llmselector,mipro,gepa
+BENCH_SEEDS ?= report
+BENCH_CONFIGS ?= hotpotqa pubmedqa bigcodebench amazon
+bench: install  ## the benchmark protocol (issue #29): every method x the report seeds, each seed its own split -> BENCHMARKS.md (days; resumable)
+	@for b in $(BENCH_CONFIGS); do $(BIN)/python bench/run.py --config configs/bench/protocol/protocol_$$b.yaml \
+	  --methods $(BENCH_METHODS) --seeds $(BENCH_SEEDS) || exit 1; done
+
+bench-dev: install  ## the same on the dev seeds (100, 101): judge loop changes here; never written to BENCHMARKS.md
+	$(MAKE) bench BENCH_SEEDS=dev
 
 REWARD_TASKS ?= $(shell $(BIN)/python -c "import yaml;print(' '.join(yaml.safe_load(open('bench/rewards/tasks.yaml'))))")
 REWARD_BLOCKS ?= lexical minilm qwen05 qwen15

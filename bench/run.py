@@ -1,8 +1,8 @@
 """`make bench`: every method on one benchmark config, several seeds, one table (issue #29's
 protocol).
 
-    python bench/run.py --config configs/bench/protocol/hotpotqa.yaml           # report seeds
-    python bench/run.py --config configs/bench/protocol/hotpotqa.yaml --seeds dev
+    python bench/run.py --config configs/bench/protocol/protocol_hotpotqa.yaml           # report seeds
+    python bench/run.py --config configs/bench/protocol/protocol_hotpotqa.yaml --seeds dev
     python bench/run.py --methods none,largest --seeds 100 --root runs/try --no-write
 
 The protocol:
@@ -200,7 +200,7 @@ def section(bench: Bench, table: str, header: list[str], failed: list[dict]) -> 
 
 def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--config", default="configs/bench/protocol/hotpotqa.yaml")
+    ap.add_argument("--config", default="configs/bench/protocol/protocol_hotpotqa.yaml")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", default="report",
                     help="report (1,2,3: the table in BENCHMARKS.md), dev (100,101: judge loop "

@@ -192,6 +192,12 @@ def compose_raw(config_path: str | Path, overrides: list[str]) -> tuple[DictConf
     # Hydra raises plain ValueErrors too (a defaults list that is no list, an empty key)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise _compose_error(e, path, overrides) from None
+    except RecursionError:  # a defaults entry that leads back to an earlier file
+        raise ConfigError(
+            f"{path}: its defaults lists form a cycle: an entry such as '/pubmedqa' in a file "
+            f"of {path.parent.name}/ loads {path.parent.name}/pubmedqa.yaml when there is one "
+            "(the primary config's directory is searched first); rename that file or give "
+            "the entry's directory") from None
     choices = {k: v for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
                if not k.startswith("hydra/") and v is not None}
     with open_dict(cfg):

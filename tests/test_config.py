@@ -104,6 +104,16 @@ def test_config_from_any_directory_finds_project_groups(tmp_path, write_yaml):
     assert c.run.lm.model == "local/gemma3-270m"
 
 
+def test_defaults_that_lead_back_to_an_earlier_file_are_refused(write_yaml):
+    # mine/pubmedqa.yaml -> the project's bench/pubmedqa_ladder -> /pubmedqa, which is
+    # mine/pubmedqa.yaml again (its directory is searched first): a cycle, not a RecursionError
+    cfg = write_yaml("mine/pubmedqa.yaml",
+                     "defaults:\n  - /bench/pubmedqa_ladder@_here_\n  - _self_\nname: x\n")
+    with pytest.raises(ConfigError, match="form a cycle") as e:
+        load(cfg)
+    assert str(cfg) in str(e.value)
+
+
 def test_a_config_that_names_itself_among_its_defaults_is_refused(write_yaml):
     # bench/hotpotqa.yaml extending /hotpotqa would load itself (its directory comes first)
     cfg = write_yaml("bench/hotpotqa.yaml", "defaults:\n  - /hotpotqa\n  - _self_\nname: x\n")
