@@ -221,8 +221,9 @@ def parse() -> argparse.Namespace:
 
 def main() -> int:
     a = parse()
-    stem, dev = Path(a.config).stem, a.seeds == "dev"
+    stem = Path(a.config).stem
     seeds = [int(s) for s in SEEDS.get(a.seeds, a.seeds).split(",")]
+    dev = set(seeds) <= {int(s) for s in SEEDS["dev"].split(",")}  # dev seeds only
     suffix = "/dev" if dev else ""
     a.root = a.root or f"runs/bench/{stem}{suffix}"
     a.results = a.results or f"bench/results/protocol/{stem}{suffix}"
@@ -262,7 +263,7 @@ def main() -> int:
     ]
     table = (out / "compare.md").read_text()
     write_section(ROOT / "BENCHMARKS.md", section(bench, table, header, failed),
-                  name=f"protocol-{stem}")
+                  name=stem)
     print(f"[bench] BENCHMARKS.md updated; {len(failed)} failed run(s)")
     return 0
 
