@@ -103,9 +103,14 @@ def semantic_problems(system: SystemConfig | None, data: DataConfig | None,
 
 def model_names(run: RunConfig) -> dict[str, list[str]]:
     """Every LM name the config may call, with the keys that hold it (lm.model and
-    lm.choices first, then the components' params.model and model variables)."""
+    lm.choices first, then the components' params.model and model variables, and an
+    embedded LLM judging as the reward backbone)."""
+    from optimas_cli.lm.base import LOCAL_PREFIX
+
     found: dict[str, list[str]] = {}
     named = [("lm.model", run.lm.model), *(("lm.choices", m) for m in run.lm.choices)]
+    if run.reward.backbone.startswith(LOCAL_PREFIX):
+        named.append(("reward.backbone", run.reward.backbone))
     for name, comp in run.system.components.items():
         at = f"system.components.{name}"
         if comp.params.get("model"):

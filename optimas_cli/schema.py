@@ -325,8 +325,10 @@ class OptimizerConfig(Strict):
 
 class RewardConfig(Strict):
     backbone: str = Field("all-MiniLM-L6-v2", description="reward backbone: the embedded "
-                                                          "MiniLM, or any Hugging Face "
-                                                          "encoder/decoder name")
+                                                          "MiniLM, any Hugging Face "
+                                                          "encoder/decoder name, or an "
+                                                          "embedded local/... LLM as a frozen "
+                                                          "judge (reward=judge)")
     max_length: int = Field(256, gt=0, description="tokens per (description, inputs, output) text; "
                                                    "each field gets its own share")
     lora: dict[str, Any] | None = Field(None, description="LoRA on the backbone, e.g. {r: 8, "

@@ -66,6 +66,7 @@ class LocalRewardModel(nn.Module):
         super().__init__()
         if not components:
             raise ValueError("LocalRewardModel needs at least one component")
+        self.trains = True  # a fit trains it (rewards/judge.py's zero-shot judge: False)
         self.backbone_name = backbone
         self.max_length_requested = int(max_length)
         self.lora_config = dict(lora) if lora else None

@@ -136,12 +136,14 @@ def fit_reward_model(
     n_held = {c: sum(p.component == c for p in held_pairs) for c in trained}
     decisive = [c for c, n in n_held.items() if n and 0.5**n < CHANCE_ALPHA]
     cap = max(epochs, max_epochs or epochs) if decisive else epochs
+    if not model.trains:  # a zero-shot model (rewards/judge.py): measured, not trained
+        cap = 0
     total_steps = max(1, math.ceil(len(train_pairs) / max(1, batch_size)) * cap)
     opt = torch.optim.AdamW(param_groups, weight_decay=0.0)
     from transformers import get_linear_schedule_with_warmup  # slow to import: only when training
 
     sched = get_linear_schedule_with_warmup(opt, int(WARMUP_FRACTION * total_steps), total_steps)
-    feats = None if bb_params or not train_pairs else model.features(data.seqs)
+    feats = None if bb_params or not train_pairs or not cap else model.features(data.seqs)
     if bb_params:
         model.backbone_trained()
 

@@ -10,6 +10,7 @@ from optimas_cli import heap
 from optimas_cli.graph import System
 from optimas_cli.layout import METRICS
 from optimas_cli.rewards import LocalRewardModel, PreferencePair, fit_reward_model
+from optimas_cli.rewards.judge import new_reward_model as make_reward_model
 from optimas_cli.rewards.trust import component_trust
 from optimas_cli.schema import RewardConfig
 
@@ -18,8 +19,8 @@ log = logging.getLogger("optimas.fit")
 
 def new_reward_model(system: System, cfg: RewardConfig, seed: int) -> LocalRewardModel:
     comps = {n: system.cfg.components[n].description for n in system.optimizable}
-    return LocalRewardModel(comps, backbone=cfg.backbone, max_length=cfg.max_length, lora=cfg.lora,
-                            seed=seed)
+    return make_reward_model(comps, cfg.backbone, max_length=cfg.max_length, lora=cfg.lora,
+                             seed=seed)
 
 
 def fit_local_rewards(lrf: LocalRewardModel, pairs: list[PreferencePair], cfg: RewardConfig, *,

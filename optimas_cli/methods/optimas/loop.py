@@ -64,6 +64,7 @@ from optimas_cli.methods.optimas.probe import barren_components, next_probe, pro
 from optimas_cli.methods.optimas.update import prompt_history, update_component
 from optimas_cli.methods.optimas.updaters.common import UpdateContext
 from optimas_cli.rewards import LocalRewardModel
+from optimas_cli.rewards.judge import load_reward_model
 from optimas_cli.run_dir import RunDir
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def stage_fit(rt: Runtime, run_dir: RunDir) -> tuple[LocalRewardModel, dict[str,
     """LRF of iteration 0 on every rollout on disk; loaded from disk when already fitted."""
     directory = run_dir.path / layout.lrf(0)
     if (directory / layout.METRICS).exists():
-        return LocalRewardModel.load(directory), run_dir.read_json(f"{layout.lrf(0)}/{layout.METRICS}")
+        return load_reward_model(directory), run_dir.read_json(f"{layout.lrf(0)}/{layout.METRICS}")
     run = rt.composed.run
     progress.stage("fit", detail="every component (eager start)")
     lrf = new_reward_model(rt.system, run.reward, run.seed)
@@ -135,7 +136,7 @@ class OptimasLoop:
         one. Loaded on first use, so a resumed run with nothing left to adapt loads none."""
         if self._lrf is None:
             saved = [h["lrf_dir"] for h in self.history if h.get("lrf_dir")]
-            self._lrf = LocalRewardModel.load(self.run_dir.path / saved[-1]) if saved else \
+            self._lrf = load_reward_model(self.run_dir.path / saved[-1]) if saved else \
                 new_reward_model(self.rt.system, self.run_cfg.reward, self.run_cfg.seed)
         return self._lrf
 
@@ -244,7 +245,7 @@ class OptimasLoop:
         rel = layout.lrf(it, name if own_dir else None)
         lrf_dir = self.run_dir.path / rel
         if (lrf_dir / layout.METRICS).exists():  # a restart after the fit, before the record
-            self.lrf = LocalRewardModel.load(lrf_dir)
+            self.lrf = load_reward_model(lrf_dir)
             result = self.run_dir.read_json(f"{rel}/{layout.METRICS}")
         else:
             result = fit_local_rewards(self.lrf, pairs, self.run_cfg.reward, components=[name],
