@@ -11,6 +11,7 @@ from optimas_cli.rewards.trust import (
     assess,
     component_trust,
     output_prior,
+    output_prior_of_other_inputs,
     shorter_wins,
     untrusted,
 )
@@ -122,3 +123,22 @@ def test_component_trust_scores_the_held_out_own_pairs_of_the_component_only():
     assert t["n_pairs"] == 6 and t["accuracy"] == 1.0
     # the prior learned from the training pairs ("right answer i" won there) explains all of it
     assert t["controls"]["output_prior"]["accuracy"] == 1.0 and not t["trusted"]
+
+
+def test_a_zero_shot_model_is_judged_on_every_pair_against_a_prior_of_the_other_inputs():
+    # twelve inputs, the right answer winning on each: a zero-shot head right on every pair
+    pairs = [pair(i, f"right answer {i}", f"wrong {i}") for i in range(12)]
+    scores = {f"right answer {i}": 1.0 for i in range(12)} | {f"wrong {i}": 0.0 for i in range(12)}
+    head = TableHead(scores, InputSplit())  # nothing trained: an empty split
+    head.trains = False
+    t = component_trust(head, "c", pairs)
+    assert t["n_pairs"] == 12 and t["accuracy"] == 1.0  # every pair held out, not a split's share
+    # each text is seen on its own input only: the other inputs' prior knows none of them
+    assert t["controls"]["output_prior"]["accuracy"] == 0.5 and t["trusted"]
+    # a text that wins on other inputs gives the prior its call; its own input does not count
+    same = [pair(i, "yes", "no") for i in range(12)]
+    head = TableHead({"yes": 1.0, "no": 0.0}, InputSplit())
+    head.trains = False
+    t = component_trust(head, "c", same)
+    assert t["controls"]["output_prior"]["accuracy"] == 1.0 and not t["trusted"]
+    assert output_prior_of_other_inputs(same[:1])(same[0]) == 0.5  # one input: no evidence

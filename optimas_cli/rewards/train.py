@@ -123,7 +123,10 @@ def fit_reward_model(
     pairs = [p for p in pairs if p.component in set(trained)]
     if not pairs:
         raise ValueError("no preference pairs for the components to train")
-    train_pairs, held_pairs = model.split.assign(pairs, holdout=cfg.holdout, seed=seed)
+    if model.trains:
+        train_pairs, held_pairs = model.split.assign(pairs, holdout=cfg.holdout, seed=seed)
+    else:  # a zero-shot model (rewards/judge.py) is measured on every pair
+        train_pairs, held_pairs = [], list(pairs)
     bb_params = model.backbone_trainable() if train_backbone and train_pairs else []
     weights = (gap_weights([p.gap for p in train_pairs], floor=cfg.gap_floor).tolist()
                if cfg.weight_by_gap else [1.0] * len(train_pairs))

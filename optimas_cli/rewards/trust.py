@@ -12,6 +12,9 @@ input-blind controls, scored on the same pairs:
   whatever their input; the higher score wins, equal scores (texts never seen) count half.
 
 An output's text is its field values in key order, lowercased and whitespace-collapsed.
+A model that is never trained (``lrf.trains`` False: the zero-shot judge of rewards/judge.py)
+has no training pairs to keep apart: every pair of its own outputs is held out, and the
+output prior of a pair is tallied on the pairs of the other inputs (cross-fitted by input).
 The head is ``trusted`` when its accuracy beats chance (the one-sided binomial test of
 ``evaluate``) and it beats each control by a one-sided paired sign test at
 ``CHANCE_ALPHA`` over the pairs where the two score differently: head right where the
@@ -50,19 +53,42 @@ def shorter_wins(pair: PreferencePair) -> float:
     return _compare(len(output_text(pair.rejected)), len(output_text(pair.chosen)))
 
 
-def output_prior(train: Sequence[PreferencePair]) -> Rule:
-    """The rule that prefers the output text with more wins minus losses in `train`."""
+def _tally(pairs: Sequence[PreferencePair]) -> Counter[str]:
     tally: Counter[str] = Counter()
-    for p in train:
+    for p in pairs:
         tally[output_text(p.chosen)] += 1
         tally[output_text(p.rejected)] -= 1
+    return tally
+
+
+def output_prior(train: Sequence[PreferencePair]) -> Rule:
+    """The rule that prefers the output text with more wins minus losses in `train`."""
+    tally = _tally(train)
     return lambda p: _compare(tally[output_text(p.chosen)], tally[output_text(p.rejected)])
 
 
+def output_prior_of_other_inputs(pairs: Sequence[PreferencePair]) -> Rule:
+    """output_prior with a pair's own input left out of the tally: a control for a model
+    judged on every pair (none of them trained on)."""
+    total = _tally(pairs)
+    by_input: dict[str, list[PreferencePair]] = {}
+    for p in pairs:
+        by_input.setdefault(input_key(p), []).append(p)
+    own = {k: _tally(ps) for k, ps in by_input.items()}
+
+    def rule(p: PreferencePair) -> float:
+        mine = own.get(input_key(p), Counter())
+        a, b = output_text(p.chosen), output_text(p.rejected)
+        return _compare(total[a] - mine[a], total[b] - mine[b])
+
+    return rule
+
+
 def assess(margins: Sequence[float], heldout: Sequence[PreferencePair],
-           train: Sequence[PreferencePair]) -> dict[str, Any]:
+           train: Sequence[PreferencePair], prior: Rule | None = None) -> dict[str, Any]:
     """Trust in one head: `margins[i]` is its r(chosen) - r(rejected) on `heldout[i]`
-    (pairs with the gold answer are left out here), `train` the pairs it trained on.
+    (pairs with the gold answer are left out here), `train` the pairs it trained on, whose
+    output prior is the control unless `prior` gives another.
 
     Returns ``{"n_pairs", "accuracy", "p_value" (vs chance), "controls": {name:
     {"accuracy", "p_value" (sign test of the head against it)}}, "trusted"}`` and, when not
@@ -76,7 +102,8 @@ def assess(margins: Sequence[float], heldout: Sequence[PreferencePair],
     out: dict[str, Any] = {"n_pairs": n, "accuracy": right / n if n else None,
                            "p_value": sign_test_greater(right, n - right), "controls": {}}
     reasons = []
-    for name, rule in (("shorter_wins", shorter_wins), ("output_prior", output_prior(train))):
+    for name, rule in (("shorter_wins", shorter_wins),
+                       ("output_prior", prior or output_prior(train))):
         calls = [rule(p) for _, p in own]
         wins = sum(h > c for h, c in zip(head, calls, strict=True))
         losses = sum(h < c for h, c in zip(head, calls, strict=True))
@@ -100,13 +127,16 @@ def assess(margins: Sequence[float], heldout: Sequence[PreferencePair],
 
 def component_trust(lrf: Any, component: str, pairs: Sequence[PreferencePair]) -> dict[str, Any]:
     """`assess` for `component`'s head of `lrf` (a LocalRewardModel): the held-out and
-    training pairs among `pairs` are those of its split (`lrf.split`)."""
+    training pairs among `pairs` are those of its split (`lrf.split`); for a model that is
+    never trained, every pair is held out (the output prior cross-fitted by input)."""
     mine = [p for p in pairs if p.component == component]
-    held = [p for p in mine if input_key(p) in lrf.split.heldout and not p.gold]
-    train = [p for p in mine if input_key(p) in lrf.split.train]
+    zero_shot = not getattr(lrf, "trains", True)
+    held = [p for p in mine if (zero_shot or input_key(p) in lrf.split.heldout) and not p.gold]
+    train = [] if zero_shot else [p for p in mine if input_key(p) in lrf.split.train]
     r = lrf.score_items([(component, p.inputs, side) for p in held
                          for side in (p.chosen, p.rejected)])
-    return assess([r[2 * i] - r[2 * i + 1] for i in range(len(held))], held, train)
+    return assess([r[2 * i] - r[2 * i + 1] for i in range(len(held))], held, train,
+                  prior=output_prior_of_other_inputs(mine) if zero_shot else None)
 
 
 def untrusted(trust: Mapping[str, Any] | None) -> str | None:
