@@ -65,6 +65,7 @@ class Run:
     metrics: dict[str, float] = field(default_factory=dict)
     # the final system's inference cost per test question (budget.inference_cost)
     inference: dict[str, float | None] = field(default_factory=dict)
+    val: float | None = None  # the accepted system's validation score at the end
 
 
 # ------------------------------------------------------------------ reading
@@ -143,6 +144,7 @@ def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
                  summary["test"]["final"].get("metrics", {}).items()
                  if k != "score" and isinstance(v, dict) and "mean" in v},
         inference=(summary.get("inference") or {}).get("final") or {},
+        val=(summary.get("val") or {}).get("final"),
     )
 
 
@@ -262,6 +264,20 @@ def plot(runs: list[Run], path: Path, by: tuple[str, ...] = ()) -> None:
     plt.close(fig)
 
 
+def val_test_correlation(runs: list[Run]) -> list[str]:
+    """Per system: Pearson's r between the final validation and test scores over its runs
+    (does validation rank the systems as test does?), as markdown lines."""
+    lines = []
+    for system in sorted({r.system for r in runs}):
+        pairs = [(r.val, r.test) for r in runs if r.system == system and r.val is not None]
+        if len(pairs) < 3 or len({v for v, _ in pairs}) < 2 or len({t for _, t in pairs}) < 2:
+            continue
+        r = statistics.correlation([v for v, _ in pairs], [t for _, t in pairs])
+        lines.append(f"- {system}: validation and test scores of the final systems correlate "
+                     f"at r = {r:.2f} over {len(pairs)} runs.")
+    return lines
+
+
 def plot_cost(runs: list[Run], path: Path, by: tuple[str, ...] = ()) -> None:
     """Test score against tokens per test question of each final system: a point per seed,
     the method's mean larger (a method that matches a larger model at fewer tokens shows)."""
@@ -311,7 +327,9 @@ def compare(paths: list[str | Path], out: str | Path | None = None,
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         pairs = versus.to_markdown(versus.versus(group(runs, by)))
-        (out / "compare.md").write_text(to_markdown(rows) + ("\n" + pairs if pairs else ""),
+        corr = val_test_correlation(runs)
+        (out / "compare.md").write_text(to_markdown(rows) + ("\n" + pairs if pairs else "")
+                                        + ("\n" + "\n".join(corr) + "\n" if corr else ""),
                                         encoding="utf-8")
         write_csv(rows, out / "compare.csv")
         plot(runs, out / "compare.png", by)

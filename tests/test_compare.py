@@ -83,6 +83,11 @@ def test_compare_table_has_mean_and_std_over_seeds(sweep, tmp_path):
     assert by_method["search"]["tokens_per_question"] == 0
     assert by_method["search"]["lm_seconds_per_question"] == 0
     assert (out / "cost.png").stat().st_size > 1000
+    vals = [x["summary"]["val"]["final"] for rs in expected.values() for x in rs]
+    tests = [x["summary"]["test"]["final"]["mean"] for rs in expected.values() for x in rs]
+    r = statistics.correlation(vals, tests)
+    assert f"- linear: validation and test scores of the final systems correlate at r = {r:.2f} " \
+           "over 4 runs." in md
 
 
 def test_a_tag_names_its_own_row(sweep, tmp_path):
