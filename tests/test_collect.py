@@ -39,6 +39,19 @@ def test_every_strictly_better_pair_is_kept_ties_are_not(rt):
     assert flags == {(1, 0): False, (9, 0): True}  # the gold answer ties the 1.0: no pair
 
 
+def test_a_pair_names_the_model_that_wrote_each_side(scripted_lm):
+    words = build_runtime(load(Path(__file__).parent / "words.yaml"), lm=scripted_lm())
+    small, big = "local/smollm2-135m-instruct", "local/gemma3-270m"
+    rec = {"example_id": "e", "component": "upper", "fields": {"word": "cat"}, "candidates": [
+        {"source": "current", "outputs": {"caps": "cat"}, "score": 0.0,
+         "values": {"model": small, "prompt": "p"}},
+        {"source": f"model={big}", "outputs": {"caps": "CAT"}, "score": 1.0,
+         "values": {"model": big, "prompt": "p"}},
+        {"source": "gold", "outputs": {"caps": "CAT!"}, "score": 0.5, "values": {}}]}
+    got = {(p.chosen_writer, p.rejected_writer) for p in pairs_from_record(rec, words.system)}
+    assert got == {(big, small), (big, "gold"), ("gold", small)}
+
+
 def test_candidates_are_variable_values_scored_by_the_global_metric(rt, tmp_path):
     rd = RunDir(tmp_path)
     ex = rt.splits["train"][:3]

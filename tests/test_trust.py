@@ -11,9 +11,10 @@ from optimas_cli.rewards.trust import (
     assess,
     component_trust,
     output_prior,
-    output_prior_of_other_inputs,
+    prior_of_other_inputs,
     shorter_wins,
     untrusted,
+    writers,
 )
 
 
@@ -141,4 +142,26 @@ def test_a_zero_shot_model_is_judged_on_every_pair_against_a_prior_of_the_other_
     head.trains = False
     t = component_trust(head, "c", same)
     assert t["controls"]["output_prior"]["accuracy"] == 1.0 and not t["trusted"]
-    assert output_prior_of_other_inputs(same[:1])(same[0]) == 0.5  # one input: no evidence
+    assert prior_of_other_inputs(same[:1])(same[0]) == 0.5  # one input: no evidence
+
+
+def written(i: int, chosen: str, rejected: str, by: tuple[str, str]) -> PreferencePair:
+    p = pair(i, chosen, rejected)
+    p.chosen_writer, p.rejected_writer = by
+    return p
+
+
+def test_a_head_that_only_knows_which_model_wrote_the_output_is_not_trusted():
+    big, small = "local/qwen2.5-coder-1.5b-instruct", "local/smollm2-135m-instruct"
+    train = [written(100 + i, f"a{i}", f"b{i}", (big, small)) for i in range(8)]
+    # held out: the larger model's answer wins 16 of 20, every text new
+    held = [written(i, f"c{i}", f"d{i}", (big, small)) for i in range(16)]
+    held += [written(i, f"e{i}", f"f{i}", (small, big)) for i in range(16, 20)]
+    head = [1.0] * 16 + [-1.0] * 4  # prefers the larger model's output, whatever the input
+    t = assess(head, held, train)
+    assert t["controls"]["output_prior"]["accuracy"] == 0.5  # it has seen none of these texts
+    assert t["controls"]["model_identity"]["accuracy"] == 0.8 and not t["trusted"]
+    assert "does not beat model_identity 0.80" in t["reason"]
+    # the writer unknown or the same on both sides: the control makes no call
+    assert output_prior(train, writers)(written(0, "x", "y", ("", small))) == 0.5
+    assert output_prior(train, writers)(written(0, "x", "y", (big, big))) == 0.5

@@ -5,7 +5,8 @@
 For each task with the judge's features cached (features.py --block qwen15), draw N inputs
 of the kept rollouts at random (N = 4, 8, 16, 32, 64, 128; `--draws` times each), build the
 pairs the loop builds from them (methods/optimas/collect.pairs_from_record: every two
-candidates whose scores differ, the gold answer included), score them with the judge's
+candidates whose scores differ, the gold answer included, each side's writing model named),
+score them with the judge's
 cached log-odds, and run the loop's own trust rule (optimas_cli/rewards/trust.py, a
 zero-shot model: every own-output pair held out, the output prior of the other inputs). The
 table: the share of draws in which the judge is trusted, and the mean number of own-output
@@ -66,7 +67,9 @@ def pairs_of(records: list[dict], idx: list[int]) -> list[PreferencePair]:
             win, lose = (a, b) if a["score"] > b["score"] else (b, a)
             out.append(PreferencePair("c", {"input": i}, win["outputs"], lose["outputs"],
                                       win["score"], lose["score"], str(i),
-                                      gold="gold" in (win["source"], lose["source"])))
+                                      gold="gold" in (win["source"], lose["source"]),
+                                      chosen_writer=win.get("model") or "gold",
+                                      rejected_writer=lose.get("model") or "gold"))
     return out
 
 

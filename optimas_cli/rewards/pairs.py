@@ -29,6 +29,10 @@ class PreferencePair:
     score_rejected: float
     example_id: str = ""
     gold: bool = False  # one side is the dataset's answer (collect.add_gold), not a model output
+    # the model that wrote each side ("gold" for the dataset's answer; "" when unknown): what
+    # rewards/trust.py's model_identity control reads
+    chosen_writer: str = ""
+    rejected_writer: str = ""
 
     @property
     def gap(self) -> float:

@@ -10,6 +10,9 @@ input-blind controls, scored on the same pairs:
 - ``shorter_wins``: the shorter output text wins; equal lengths count half.
 - ``output_prior``: an output's text scores its wins minus its losses in the training pairs,
   whatever their input; the higher score wins, equal scores (texts never seen) count half.
+- ``model_identity``: the same tally by the model that wrote the output (the pairs'
+  ``chosen_writer`` / ``rejected_writer``; "the larger model's answer wins"); pairs whose
+  writers are unknown or the same count half.
 
 An output's text is its field values in key order, lowercased and whitespace-collapsed.
 A model that is never trained (``lrf.trains`` False: the zero-shot judge of rewards/judge.py)
@@ -53,42 +56,69 @@ def shorter_wins(pair: PreferencePair) -> float:
     return _compare(len(output_text(pair.rejected)), len(output_text(pair.chosen)))
 
 
-def _tally(pairs: Sequence[PreferencePair]) -> Counter[str]:
+Side = Callable[[PreferencePair], tuple[str, str]]  # what a prior tallies: (chosen, rejected)
+
+
+def texts(p: PreferencePair) -> tuple[str, str]:
+    return output_text(p.chosen), output_text(p.rejected)
+
+
+def writers(p: PreferencePair) -> tuple[str, str]:
+    return p.chosen_writer, p.rejected_writer
+
+
+def _no_call(side: Side, a: str, b: str) -> bool:
+    """The same text or writer, or a writer unknown: the prior cannot tell them apart."""
+    return a == b or (side is writers and not (a and b))
+
+
+def _tally(pairs: Sequence[PreferencePair], side: Side) -> Counter[str]:
     tally: Counter[str] = Counter()
     for p in pairs:
-        tally[output_text(p.chosen)] += 1
-        tally[output_text(p.rejected)] -= 1
+        won, lost = side(p)
+        tally[won] += 1
+        tally[lost] -= 1
     return tally
 
 
-def output_prior(train: Sequence[PreferencePair]) -> Rule:
-    """The rule that prefers the output text with more wins minus losses in `train`."""
-    tally = _tally(train)
-    return lambda p: _compare(tally[output_text(p.chosen)], tally[output_text(p.rejected)])
+def output_prior(train: Sequence[PreferencePair], side: Side = texts) -> Rule:
+    """The rule that prefers the output text (`side=writers`: the writing model) with more
+    wins minus losses in `train`."""
+    tally = _tally(train, side)
+
+    def rule(p: PreferencePair) -> float:
+        a, b = side(p)
+        return 0.5 if _no_call(side, a, b) else _compare(tally[a], tally[b])
+
+    return rule
 
 
-def output_prior_of_other_inputs(pairs: Sequence[PreferencePair]) -> Rule:
+def prior_of_other_inputs(pairs: Sequence[PreferencePair], side: Side = texts) -> Rule:
     """output_prior with a pair's own input left out of the tally: a control for a model
     judged on every pair (none of them trained on)."""
-    total = _tally(pairs)
+    total = _tally(pairs, side)
     by_input: dict[str, list[PreferencePair]] = {}
     for p in pairs:
         by_input.setdefault(input_key(p), []).append(p)
-    own = {k: _tally(ps) for k, ps in by_input.items()}
+    own = {k: _tally(ps, side) for k, ps in by_input.items()}
 
     def rule(p: PreferencePair) -> float:
         mine = own.get(input_key(p), Counter())
-        a, b = output_text(p.chosen), output_text(p.rejected)
+        a, b = side(p)
+        if _no_call(side, a, b):
+            return 0.5
         return _compare(total[a] - mine[a], total[b] - mine[b])
 
     return rule
 
 
 def assess(margins: Sequence[float], heldout: Sequence[PreferencePair],
-           train: Sequence[PreferencePair], prior: Rule | None = None) -> dict[str, Any]:
+           train: Sequence[PreferencePair], cross_fit: Sequence[PreferencePair] = ()
+           ) -> dict[str, Any]:
     """Trust in one head: `margins[i]` is its r(chosen) - r(rejected) on `heldout[i]`
     (pairs with the gold answer are left out here), `train` the pairs it trained on, whose
-    output prior is the control unless `prior` gives another.
+    priors are the controls; with `cross_fit` (a model trained on nothing), the priors are
+    tallied on those pairs, each held-out pair's own input left out.
 
     Returns ``{"n_pairs", "accuracy", "p_value" (vs chance), "controls": {name:
     {"accuracy", "p_value" (sign test of the head against it)}}, "trusted"}`` and, when not
@@ -102,8 +132,11 @@ def assess(margins: Sequence[float], heldout: Sequence[PreferencePair],
     out: dict[str, Any] = {"n_pairs": n, "accuracy": right / n if n else None,
                            "p_value": sign_test_greater(right, n - right), "controls": {}}
     reasons = []
-    for name, rule in (("shorter_wins", shorter_wins),
-                       ("output_prior", prior or output_prior(train))):
+    def prior(side: Side) -> Rule:
+        return prior_of_other_inputs(cross_fit, side) if cross_fit else output_prior(train, side)
+
+    for name, rule in (("shorter_wins", shorter_wins), ("output_prior", prior(texts)),
+                       ("model_identity", prior(writers))):
         calls = [rule(p) for _, p in own]
         wins = sum(h > c for h, c in zip(head, calls, strict=True))
         losses = sum(h < c for h, c in zip(head, calls, strict=True))
@@ -136,7 +169,7 @@ def component_trust(lrf: Any, component: str, pairs: Sequence[PreferencePair]) -
     r = lrf.score_items([(component, p.inputs, side) for p in held
                          for side in (p.chosen, p.rejected)])
     return assess([r[2 * i] - r[2 * i + 1] for i in range(len(held))], held, train,
-                  prior=output_prior_of_other_inputs(mine) if zero_shot else None)
+                  cross_fit=mine if zero_shot else ())
 
 
 def untrusted(trust: Mapping[str, Any] | None) -> str | None:

@@ -173,7 +173,15 @@ def pairs_from_record(record: dict[str, Any], system: System, *,
     if len(candidates) < 2:
         return []  # e.g. a failed input: its upstream fields may lack the inputs
     name = record["component"]
-    inputs = {k: record["fields"][k] for k in system.cfg.components[name].inputs}
+    comp = system.cfg.components[name]
+    inputs = {k: record["fields"][k] for k in comp.inputs}
+    models = [v for v, var in comp.variables.items() if var.type == "model"]
+
+    def writer(cand: dict[str, Any]) -> str:
+        if cand.get("source") == "gold":
+            return "gold"
+        return str(cand.get("values", {}).get(models[0], "")) if models else ""
+
     pairs = []
     for a, b in itertools.combinations(candidates, 2):
         if a["score"] == b["score"]:
@@ -182,7 +190,8 @@ def pairs_from_record(record: dict[str, Any], system: System, *,
         pairs.append(PreferencePair(component=name, inputs=inputs, chosen=win["outputs"],
                                     rejected=lose["outputs"], score_chosen=win["score"],
                                     score_rejected=lose["score"], example_id=record["example_id"],
-                                    gold="gold" in (win.get("source"), lose.get("source"))))
+                                    gold="gold" in (win.get("source"), lose.get("source")),
+                                    chosen_writer=writer(win), rejected_writer=writer(lose)))
     return pairs
 
 
