@@ -34,7 +34,7 @@ import yaml
 from rich.markup import escape
 
 from optimas_cli import datasets_registry, layout, versus
-from optimas_cli.compare_tables import rich_table, to_markdown, write_csv
+from optimas_cli.compare_tables import per_seed_markdown, rich_table, to_markdown, write_csv
 from optimas_cli.history import accepted_val
 from optimas_cli.run_dir import RunDir
 from optimas_cli.schema import RunConfig
@@ -328,7 +328,8 @@ def compare(paths: list[str | Path], out: str | Path | None = None,
         out.mkdir(parents=True, exist_ok=True)
         pairs = versus.to_markdown(versus.versus(group(runs, by)))
         corr = val_test_correlation(runs)
-        (out / "compare.md").write_text(to_markdown(rows) + ("\n" + pairs if pairs else "")
+        (out / "compare.md").write_text(to_markdown(rows) + per_seed_markdown(group(runs, by))
+                                        + ("\n" + pairs if pairs else "")
                                         + ("\n" + "\n".join(corr) + "\n" if corr else ""),
                                         encoding="utf-8")
         write_csv(rows, out / "compare.csv")

@@ -115,3 +115,22 @@ def rich_table(rows: list[dict[str, Any]]):
                   _interval(r), _fmt(r["system_runs"], 0), _fmt(r["lm_calls"], 0),
                   _fmt(r["wall_time_s"], 0))
     return t
+
+
+def per_seed_markdown(groups: dict[tuple[str, str], list[Any]]) -> str:
+    """A row per (method, system), a column per seed: each run's final test score (and its
+    initial one where the seeds drew their own splits, the initial systems differ)."""
+    seeds = sorted({r.seed for rs in groups.values() for r in rs}, key=str)
+    if len(seeds) < 2:
+        return ""
+    lines = ["| method | system | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|---|" + "---:|" * len(seeds)]
+    for (method, system), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        by = {r.seed: r for r in rs}
+        cells = [(f"{by[s].test:.4f}" + (f" (from {by[s].initial:.4f})"
+                                         if by[s].initial is not None else "")
+                  if s in by else "-") for s in seeds]
+        lines.append(f"| {method} | {system} | " + " | ".join(cells) + " |")
+    return ("\nPer seed: the final system's test score (the initial system's in brackets; "
+            "seeds with their own split test other questions).\n\n" + "\n".join(lines) + "\n")
+

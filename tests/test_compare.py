@@ -78,6 +78,12 @@ def test_compare_table_has_mean_and_std_over_seeds(sweep, tmp_path):
     assert float(table["none"]["test_std"]) == pytest.approx(by_method["none"]["test_std"])
     md = (out / "compare.md").read_text()
     assert "| search | linear | 2 | 1.0000 ± 0.0000 |" in md
+    # per seed: each run's final (and initial) test score
+    for method, runs_ in expected.items():
+        cells = {x["seed"]: x["summary"]["test"] for x in runs_}
+        row = " | ".join(f"{cells[s]['final']['mean']:.4f} (from {cells[s]['initial']['mean']:.4f})"
+                         for s in (0, 1))
+        assert f"| {method} | linear | {row} |" in md
     assert (out / "compare.png").stat().st_size > 1000
     # no LM in this system: its inference costs no token and no LM second
     assert by_method["search"]["tokens_per_question"] == 0
