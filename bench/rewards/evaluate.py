@@ -191,34 +191,6 @@ class ModelIdentity:
         return x @ fit_bt(x, p, 1e-2) if len(p) else np.zeros(len(x))
 
 
-class LoopJudge:
-    """reward=judge exactly as the loop fits it (optimas_cli/rewards/judge.py): a head on the
-    judge's log-odds and mean log-likelihood that starts as the judge alone, then the loop's
-    head-only Bradley-Terry fit (rewards/train.py, the schema's reward defaults) on every
-    training pair, gold included, as the loop trains."""
-
-    def __init__(self, judge: np.ndarray, loglik: np.ndarray) -> None:
-        self.judge, self.loglik = judge.astype(float), np.nan_to_num(loglik.astype(float))
-
-    def scores(self, task: Task, train_recs, rng):
-        from optimas_cli.rewards import PreferencePair, fit_reward_model
-        from optimas_cli.rewards.judge import JudgeRewardModel
-        from optimas_cli.schema import RewardConfig
-
-        model = JudgeRewardModel({"c": ""}, "local/judge-features-given")
-        items = [("c", {"input": int(task.rec[k])}, {"candidate": k}) for k in range(len(self.judge))]
-        for k, (c, i, o) in enumerate(items):
-            model.remember(c, i, o, float(self.judge[k]), float(self.loglik[k]))
-        pairs = [PreferencePair("c", items[a][1], items[a][2], items[b][2],
-                                float(task.score[a]), float(task.score[b]),
-                                gold=bool(task.gold[a] or task.gold[b]))
-                 for a, b in task.pairs(train_recs, False)]
-        if pairs:
-            fit_reward_model(model, pairs, RewardConfig(holdout=0.0), train_backbone=False,
-                             seed=rng.randrange(2**31))
-        return np.array(model.score_items(items))
-
-
 CONTROLS = {"output_prior": OutputPrior, "shorter_wins": ShorterWins,
             "model_identity": ModelIdentity}
 
@@ -241,8 +213,7 @@ def designs(task: str) -> dict[str, object]:
             continue
         f = blocks[b]
         scalars = np.stack([f["judge"], f["loglik"], f["loglik_sum"]], 1)
-        out[f"{b}_judge"] = Fixed(f["judge"].astype(float))
-        out[f"{b}_judge_as_loop_fits"] = LoopJudge(f["judge"], f["loglik"])
+        out[f"{b}_judge"] = Fixed(f["judge"].astype(float))  # reward=judge (rewards/judge.py)
         out[f"{b}_loglik"] = Fixed(f["loglik"].astype(float))
         out[f"{b}_last_head"] = HeadDesign(f["last"])
         out[f"{b}_mean_head"] = HeadDesign(f["mean"])
