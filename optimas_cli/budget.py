@@ -27,6 +27,7 @@ spent (`resume`, fed by optimas_cli/spend.py).
 from __future__ import annotations
 
 import math
+import resource
 import threading
 from typing import Any
 
@@ -134,3 +135,12 @@ def inference_cost(test: dict[str, Any]) -> dict[str, float | None]:
         seconds += u.get("latency_s", 0.0) / u["calls"] * asked
     return {"tokens_per_question": tokens / n,
             "lm_seconds_per_question": None if seconds is None else seconds / n}
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its children that have ended (sandboxed
+    programs, servers it started): what a run cost the machine, unlike its wall time, whatever
+    else ran beside it. A resumed run's process counts since the resume."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, 1)
+

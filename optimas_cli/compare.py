@@ -12,6 +12,7 @@ group are its seeds. Per group:
                optimization (the last history record; test excluded; optimas_cli/budget.py
                defines each), mean over seeds; "replay": requests and no calls
   wall time    per run, from the first run.log line to DONE, mean over seeds
+  CPU s        per run, its process's and children's CPU seconds, mean over seeds
   inference    the final system's tokens and LM seconds per test question
                (summary.json inference.final, budget.inference_cost), mean over seeds
 
@@ -66,6 +67,7 @@ class Run:
     # the final system's inference cost per test question (budget.inference_cost)
     inference: dict[str, float | None] = field(default_factory=dict)
     val: float | None = None  # the accepted system's validation score at the end
+    cpu_s: float | None = None  # CPU seconds of the run's process (budget.cpu_seconds)
 
 
 # ------------------------------------------------------------------ reading
@@ -145,6 +147,7 @@ def load_run(path: Path, by: tuple[str, ...] = ()) -> Run | None:
                  if k != "score" and isinstance(v, dict) and "mean" in v},
         inference=(summary.get("inference") or {}).get("final") or {},
         val=(summary.get("val") or {}).get("final"),
+        cpu_s=summary.get("cpu_s"),
     )
 
 
@@ -214,6 +217,7 @@ def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
             "lm_requests": _mean([r.lm_requests for r in rs]),
             "lm_tokens": _mean([r.lm_tokens for r in rs if r.lm_tokens is not None]),
             "wall_time_s": _mean(walls),
+            "cpu_s": _mean([r.cpu_s for r in rs if r.cpu_s is not None]),
             **{k: _mean([r.inference[k] for r in rs if r.inference.get(k) is not None])
                for k in ("tokens_per_question", "lm_seconds_per_question")},
             # seeds whose every LM request was a cache hit: their calls, tokens and wall

@@ -13,7 +13,7 @@ from rich.markup import escape
 
 COLUMNS = ("method", "system", "seeds", "test_mean", "test_std", "initial_mean", "initial_std",
            "diff_mean", "diff_low", "diff_high", "diff_n", "diff_sign_p", "system_runs",
-           "component_calls", "lm_calls", "lm_requests", "lm_tokens", "wall_time_s",
+           "component_calls", "lm_calls", "lm_requests", "lm_tokens", "wall_time_s", "cpu_s",
            "tokens_per_question", "lm_seconds_per_question", "replayed", "test_metrics", "runs")
 
 
@@ -32,7 +32,7 @@ def display_cells(row: dict[str, Any]) -> list[str]:
             _interval(row, 4),
             _fmt(row["system_runs"], 1), _fmt(row["component_calls"], 1), _fmt(row["lm_calls"], 1)
             + _replayed(row), _fmt(row["lm_requests"], 1), _fmt(row["lm_tokens"], 0) + _replayed(row),
-            _fmt(row["wall_time_s"], 1) + _replayed(row),
+            _fmt(row["wall_time_s"], 1) + _replayed(row), _fmt(row.get("cpu_s"), 0),
             _fmt(row.get("tokens_per_question"), 0), _fmt(row.get("lm_seconds_per_question"), 2)]
 
 
@@ -42,7 +42,7 @@ def _replayed(row: dict[str, Any]) -> str:
 
 HEADERS = ("method", "system", "seeds", "test (mean ± std)", "initial test",
            "final − initial [95% CI]", "system runs", "component calls", "LM calls",
-           "LM requests", "LM tokens", "wall time s", "inference tokens / question",
+           "LM requests", "LM tokens", "wall time s", "CPU s", "inference tokens / question",
            "inference LM s / question")
 
 
@@ -67,7 +67,8 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
             "per test question (seconds measured on its real calls), mean over seeds. "
             "System runs, LM calls (real model calls) and LM requests (calls + cache hits): "
             "spent by the optimization (test evaluation excluded), mean over seeds. "
-            "Wall time: per run, mean over seeds."
+            "Wall time and CPU s (the run's process and its children): per run, mean over "
+            "seeds."
             + (" (replay: k of n): k seeds made no model call, every LM request a cache hit "
                "of an earlier run of the same config, so their LM calls, tokens and wall time "
                "are a replay's, not the method's cost." if any(r.get("replayed") for r in rows)

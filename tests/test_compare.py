@@ -58,6 +58,8 @@ def test_compare_table_has_mean_and_std_over_seeds(sweep, tmp_path):
         walls = [x["summary"]["wall_time_s"] for x in runs_]
         assert all(w > 0 for w in walls)  # a real run takes time
         assert row["wall_time_s"] == pytest.approx(statistics.fmean(walls))
+        cpus = [x["summary"]["cpu_s"] for x in runs_]
+        assert all(c > 0 for c in cpus) and row["cpu_s"] == pytest.approx(statistics.fmean(cpus))
         # the paired difference pools (seed, question) pairs of both seeds
         final = [v for x in runs_ for v in x["summary"]["test"]["final"]["scores"]]
         initial = [v for x in runs_ for v in x["summary"]["test"]["initial"]["scores"]]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimas_cli import attempts, layout, progress
-from optimas_cli.budget import inference_cost, optimization_and_test
+from optimas_cli.budget import cpu_seconds, inference_cost, optimization_and_test
 from optimas_cli.config import to_yaml
 from optimas_cli.graph import State
 from optimas_cli.heap import peak_rss_mb
@@ -94,6 +94,7 @@ def build_summary(rt: Runtime, run_dir: RunDir, tests: dict, history: list[dict]
         # the optimization's spend (history's last record) and the test evaluations' apart
         **optimization_and_test(rt.spent(), history[-1] if history else None),
         "wall_time_s": wall_time(run_dir),
+        "cpu_s": cpu_seconds(),  # this process's and its children's (a resumed run: since then)
         # this process's peak (a resumed run: since the resume), the mapped GGUF weights included
         "peak_rss_mb": peak_rss_mb(),
         "lm": lm_usage.get("total", lm_usage),
