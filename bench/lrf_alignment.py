@@ -64,7 +64,8 @@ def real_pairs(run_dirs: list[Path]) -> tuple[list, dict[str, str], RewardConfig
     cfg = yaml.safe_load((run_dirs[0] / "config.yaml").read_text())
     comps = cfg["system"]["components"]
     system = SimpleNamespace(cfg=SimpleNamespace(components={
-        n: SimpleNamespace(inputs=c["inputs"]) for n, c in comps.items()}))
+        # no variables: the pairs name no writing model (this bench reads no trust control)
+        n: SimpleNamespace(inputs=c["inputs"], variables={}) for n, c in comps.items()}))
     def key(p) -> str:
         return canonical([p.component, p.inputs, p.chosen, p.rejected])
 

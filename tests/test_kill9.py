@@ -48,7 +48,8 @@ STAGES = ["startup", "initial validation", "collect", "fit", "update+validate", 
           "summary", "done"]
 # spend repeats work a kill cut off (optimas_cli/budget.py SPENT_KEYS, and their test_ twins)
 SPEND = {"system_runs", "component_calls", "lm_calls", "lm_tokens", "lm_requests"}
-VOLATILE = {"seconds", "wall_time_s", "latency_s", "lm", "usage", "peak_rss_mb",
+VOLATILE = {"seconds", "wall_time_s", "latency_s", "lm", "usage", "peak_rss_mb", "cpu_s",
+            "lm_seconds_per_question",
             *SPEND, *(f"test_{k}" for k in SPEND)}
 CHAINS = int(os.environ.get("KILL9_CHAINS", 4))
 KILLS = int(os.environ.get("KILL9_KILLS", 5))

@@ -358,8 +358,8 @@ def test_per_input_choice_resolves_every_per_input_variable(tmp_path):
 def test_a_resumed_loop_goes_on_with_the_reward_model_saved_last(tmp_path, monkeypatch):
     """Even when the last iteration adapted nothing (skipped), and only when one is needed."""
     loaded, built = [], []
-    monkeypatch.setattr(loop_mod.LocalRewardModel, "load",
-                        staticmethod(lambda d: loaded.append(d) or f"model of {d.name}"))
+    monkeypatch.setattr(loop_mod, "load_reward_model",
+                        lambda d: loaded.append(d) or f"model of {d.name}")
     monkeypatch.setattr(loop_mod, "new_reward_model", lambda *a: built.append(a) or "new model")
     lp = make_loop(tmp_path)
     state = lp.current
