@@ -233,39 +233,47 @@ def table(runs: list[Run], by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ writing
 
 
-def plot(runs: list[Run], path: Path, by: tuple[str, ...] = ()) -> None:
-    """Accepted val score against system runs spent: seeds thin, mean by step bold."""
+def _per_system_figure(groups: dict[tuple[str, str], list[Run]], path: Path, empty: str,
+                       labels: tuple[str, str], draw) -> None:
+    """One panel per system, one color per method: `draw(ax, runs, color, label)` draws a
+    method's runs on its system's panel; `labels` are the axes' (x, y)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = group([r for r in runs if r.curve], by)
-    systems = sorted({s for _, s in groups}) or ["(no history)"]
+    systems = sorted({s for _, s in groups}) or [empty]
     fig, axes = plt.subplots(1, len(systems), figsize=(6 * len(systems), 4), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     methods = sorted({m for m, _ in groups})
     for ax, system in zip(axes[0], systems, strict=True):
         for (method, s), rs in groups.items():
-            if s != system:
-                continue
-            color = colors[methods.index(method) % len(colors)]
-            for r in rs:
-                xs, ys = zip(*r.curve, strict=True)
-                ax.step(xs, ys, where="post", color=color, alpha=0.3, linewidth=0.8)
-            steps = min(len(r.curve) for r in rs)
-            mean_x = [statistics.fmean(r.curve[i][0] for r in rs) for i in range(steps)]
-            mean_y = [statistics.fmean(r.curve[i][1] for r in rs) for i in range(steps)]
-            ax.step(mean_x, mean_y, where="post", color=color, linewidth=2,
-                    label=f"{method} (n={len(rs)})")
+            if s == system:
+                draw(ax, rs, colors[methods.index(method) % len(colors)],
+                     f"{method} (n={len(rs)})")
         ax.set_title(system)
-        ax.set_xlabel("system runs spent")
-        ax.set_ylabel("validation score (accepted system)")
+        ax.set_xlabel(labels[0])
+        ax.set_ylabel(labels[1])
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot(runs: list[Run], path: Path, by: tuple[str, ...] = ()) -> None:
+    """Accepted val score against system runs spent: seeds thin, mean by step bold."""
+    def draw(ax, rs: list[Run], color: str, label: str) -> None:
+        for r in rs:
+            xs, ys = zip(*r.curve, strict=True)
+            ax.step(xs, ys, where="post", color=color, alpha=0.3, linewidth=0.8)
+        steps = min(len(r.curve) for r in rs)
+        mean_x = [statistics.fmean(r.curve[i][0] for r in rs) for i in range(steps)]
+        mean_y = [statistics.fmean(r.curve[i][1] for r in rs) for i in range(steps)]
+        ax.step(mean_x, mean_y, where="post", color=color, linewidth=2, label=label)
+
+    _per_system_figure(group([r for r in runs if r.curve], by), path, "(no history)",
+                       ("system runs spent", "validation score (accepted system)"), draw)
 
 
 def val_test_correlation(runs: list[Run]) -> list[str]:
@@ -285,35 +293,15 @@ def val_test_correlation(runs: list[Run]) -> list[str]:
 def plot_cost(runs: list[Run], path: Path, by: tuple[str, ...] = ()) -> None:
     """Test score against tokens per test question of each final system: a point per seed,
     the method's mean larger (a method that matches a larger model at fewer tokens shows)."""
-    import matplotlib
+    def draw(ax, rs: list[Run], color: str, label: str) -> None:
+        xs = [r.inference["tokens_per_question"] for r in rs]
+        ax.scatter(xs, [r.test for r in rs], color=color, alpha=0.35, s=14)
+        ax.scatter([statistics.fmean(xs)], [statistics.fmean(r.test for r in rs)],
+                   color=color, s=60, label=label)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = {k: [r for r in rs if r.inference.get("tokens_per_question") is not None]
-              for k, rs in group(runs, by).items()}
-    groups = {k: rs for k, rs in groups.items() if rs}
-    systems = sorted({s for _, s in groups}) or ["(no inference cost recorded)"]
-    fig, axes = plt.subplots(1, len(systems), figsize=(6 * len(systems), 4), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    methods = sorted({m for m, _ in groups})
-    for ax, system in zip(axes[0], systems, strict=True):
-        for (method, s), rs in groups.items():
-            if s != system:
-                continue
-            color = colors[methods.index(method) % len(colors)]
-            xs = [r.inference["tokens_per_question"] for r in rs]
-            ax.scatter(xs, [r.test for r in rs], color=color, alpha=0.35, s=14)
-            ax.scatter([statistics.fmean(xs)], [statistics.fmean(r.test for r in rs)],
-                       color=color, s=60, label=f"{method} (n={len(rs)})")
-        ax.set_title(system)
-        ax.set_xlabel("LM tokens per test question (final system)")
-        ax.set_ylabel("test score")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="best", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    costed = group([r for r in runs if r.inference.get("tokens_per_question") is not None], by)
+    _per_system_figure(costed, path, "(no inference cost recorded)",
+                       ("LM tokens per test question (final system)", "test score"), draw)
 
 
 def compare(paths: list[str | Path], out: str | Path | None = None,
