@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from optimas_cli.rewards.io import read_config, read_heads, write_model
-from optimas_cli.rewards.model import LocalRewardModel
+from optimas_cli.rewards.io import read_config, write_model
+from optimas_cli.rewards.model import LocalRewardModel, components_of
 from optimas_cli.rewards.pairs import InputSplit, canonical
 
 JUDGE_PREFIX = "local/"  # a reward backbone naming an embedded LLM is a judge
@@ -157,9 +157,7 @@ class JudgeRewardModel(LocalRewardModel):
                   "pooling": KIND, "seed": self.seed, "hidden_size": self.hidden_size,
                   "backbone_weights": KIND, "backbone_modified": False,
                   "heldout_inputs": self.split.to_dict()}
-        heads = {f"{key}.{pn}": t for key, mod in self.heads.items()
-                 for pn, t in mod.state_dict().items()}
-        return write_model(directory, config, heads)
+        return write_model(directory, config, self.head_tensors())
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> JudgeRewardModel:
@@ -168,13 +166,8 @@ class JudgeRewardModel(LocalRewardModel):
         if cfg.get("features") != list(FEATURES):
             raise ValueError(f"{d}: a judge of features {cfg.get('features')}, this version "
                              f"reads {list(FEATURES)}; fit again")
-        key_order = sorted(cfg["head_keys"].items(), key=lambda kv: int(kv[1][1:]))
-        model = cls(OrderedDict((name, cfg["components"][name]) for name, _ in key_order),
-                    cfg["backbone"], seed=cfg.get("seed", 0))
-        heads = read_heads(d)
-        for name, key in cfg["head_keys"].items():
-            model.head(name).load_state_dict({pn: heads[f"{key}.{pn}"] for pn in ("weight", "bias")})
-        model.split = InputSplit.from_dict(cfg.get("heldout_inputs"))
+        model = cls(components_of(cfg), cfg["backbone"], seed=cfg.get("seed", 0))
+        model.load_heads(d, cfg)
         return model
 
 

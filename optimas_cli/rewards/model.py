@@ -313,9 +313,7 @@ class LocalRewardModel(nn.Module):
             "backbone_modified": self._backbone_modified,
             "heldout_inputs": self.split.to_dict(),
         }
-        heads = {f"{key}.{pn}": t for key, mod in self.heads.items()
-                 for pn, t in mod.state_dict().items()}
-        return write_model(directory, config, heads,
+        return write_model(directory, config, self.head_tensors(),
                            adapter=self.backbone if kind == "lora" else None,
                            backbone=self.backbone if kind == "full" else None,
                            tokenizer=self.tokenizer)
@@ -326,9 +324,8 @@ class LocalRewardModel(nn.Module):
         d = Path(directory)
         cfg = read_config(d)
         kind = cfg.get("backbone_weights", "reference")
-        key_order = sorted(cfg["head_keys"].items(), key=lambda kv: int(kv[1][1:]))
         model = cls(
-            OrderedDict((name, cfg["components"][name]) for name, _ in key_order),
+            components_of(cfg),
             backbone=cfg["backbone"],
             max_length=cfg["max_length"],
             lora=cfg.get("lora"),
@@ -337,13 +334,28 @@ class LocalRewardModel(nn.Module):
             _weights_from=str(d / BACKBONE_DIR) if kind == "full" else None,
             _adapter_from=str(d / ADAPTER_DIR) if kind == "lora" else None,
         )
-        heads = read_heads(d)
-        for name, key in cfg["head_keys"].items():
-            model.head(name).load_state_dict({pn: heads[f"{key}.{pn}"] for pn in ("weight", "bias")})
+        model.load_heads(d, cfg)
         model._backbone_modified = bool(cfg.get("backbone_modified", kind == "full"))
-        model.split = InputSplit.from_dict(cfg.get("heldout_inputs"))
         model.eval()
         return model
+
+    def head_tensors(self) -> dict[str, torch.Tensor]:
+        """Every head's weight and bias, keyed as heads.safetensors stores them."""
+        return {f"{key}.{pn}": t for key, mod in self.heads.items()
+                for pn, t in mod.state_dict().items()}
+
+    def load_heads(self, directory: Path, cfg: Mapping[str, Any]) -> None:
+        """The heads and the held-out inputs a saved model (its lrf_config `cfg`) holds."""
+        heads = read_heads(directory)
+        for name, key in cfg["head_keys"].items():
+            self.head(name).load_state_dict({pn: heads[f"{key}.{pn}"] for pn in ("weight", "bias")})
+        self.split = InputSplit.from_dict(cfg.get("heldout_inputs"))
+
+
+def components_of(cfg: Mapping[str, Any]) -> OrderedDict[str, str]:
+    """A saved model's components and descriptions, in the order their heads were made."""
+    key_order = sorted(cfg["head_keys"].items(), key=lambda kv: int(kv[1][1:]))
+    return OrderedDict((name, cfg["components"][name]) for name, _ in key_order)
 
 
 def _agreement(diffs: Sequence[float]) -> dict[str, Any]:
