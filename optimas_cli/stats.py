@@ -60,11 +60,17 @@ def paired_diff(candidate: Sequence[float], baseline: Sequence[float], *,
         return PairedDiff(0, 0.0, 0.0, 0.0, confidence, 0, 0, 1.0)
     mean = sum(diffs) / n
     rng = random.Random(seed)
-    means = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(resamples))
-    alpha = (1 - confidence) / 2
-    low = means[max(0, math.floor(alpha * resamples))]
-    high = means[min(resamples - 1, math.ceil((1 - alpha) * resamples) - 1)]
+    low, high = _percentile_interval([sum(rng.choices(diffs, k=n)) / n for _ in range(resamples)],
+                                     confidence)
     return PairedDiff(n, mean, low, high, confidence, wins, losses, sign_test(wins, losses))
+
+
+def _percentile_interval(means: list[float], confidence: float) -> tuple[float, float]:
+    """The bootstrap percentile interval of resampled means at `confidence`."""
+    means = sorted(means)
+    alpha = (1 - confidence) / 2
+    return (means[max(0, math.floor(alpha * len(means)))],
+            means[min(len(means) - 1, math.ceil((1 - alpha) * len(means)) - 1)])
 
 
 def sign_test_greater(wins: int, losses: int) -> float:
@@ -124,7 +130,4 @@ def _two_level_interval(per_split: list[list[float]], confidence: float, resampl
         drawn = [u for split in rng.choices(per_split, k=len(per_split))
                  for u in rng.choices(split, k=len(split))]
         means.append(sum(drawn) / len(drawn) if drawn else 0.0)
-    means.sort()
-    alpha = (1 - confidence) / 2
-    return (means[max(0, math.floor(alpha * resamples))],
-            means[min(resamples - 1, math.ceil((1 - alpha) * resamples) - 1)])
+    return _percentile_interval(means, confidence)
