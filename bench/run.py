@@ -141,10 +141,8 @@ def archive(run_dir: Path, dest: Path, meta: dict | None = None) -> None:
         (dest / "bench.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def run_one(bench: Bench, method: Method | str, seed: int) -> dict:
+def run_one(bench: Bench, method: Method, seed: int) -> dict:
     """Run (or resume, or keep) one method/seed on its own LM cache; its status and command."""
-    if isinstance(method, str):
-        method = expand([method], [])[0]
     run_dir = bench.root / method.name / f"seed_{seed}"
     kept = bench.results / "runs" / method.name / f"seed_{seed}"
     row = {"method": method.name, "seed": seed, "dir": kept}
