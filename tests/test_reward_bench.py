@@ -121,3 +121,30 @@ def test_best_static_fixes_the_source_best_on_the_other_folds(task):
     r, _ = rb.cross_validate(task, rb.Fixed(np.zeros(len(task.score))))
     s = rb.summarize(rb.per_input(task, r), static)
     assert s["pick_minus_static"] < 0  # a random pick does not
+
+
+def test_a_writer_head_adds_the_writing_model_to_what_the_judge_reads(monkeypatch):
+    # the judge ranks the weak model's own outputs (sample against configured) and is noise
+    # on the strong model's: alone it cannot rank big against small, the writer alone cannot
+    # rank small against small; the head on both ranks both kinds of pair
+    task = rb.Task("synthetic", records=_records(80, seed=2))
+    rng = np.random.default_rng(0)
+    n = len(task.score)
+    small = np.array(task.model) == "small"
+    judge = np.where(small, task.score + rng.normal(0, 0.1, n), rng.normal(0, 3.0, n))
+    block = {"judge": judge, "loglik": rng.normal(0, 1, n), "loglik_sum": rng.normal(0, 1, n),
+             "last": rng.normal(0, 1, (n, 3)), "mean": rng.normal(0, 1, (n, 3))}
+
+    def load(name, b):
+        if b != "qwen15":
+            raise FileNotFoundError(b)
+        return block, {}
+
+    monkeypatch.setattr(rb, "load", load)
+    ds = rb.designs(task)
+    held = {k: rb.per_input(task, rb.cross_validate(task, v)[0])
+            for k, v in [("judge", ds["qwen15_judge"]), ("both", ds["qwen15_judge+writer"]),
+                         ("writer", rb.ModelIdentity())]}
+    acc = {k: rb.summarize(v)["accuracy"] for k, v in held.items()}
+    assert acc["both"] > max(acc["judge"], acc["writer"]) + 0.05
+    assert rb.paired_vs(held["both"], held["writer"])["ci"][0] > 0

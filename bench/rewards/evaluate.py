@@ -181,12 +181,17 @@ class ShorterWins:
         return -task.length.astype(float)
 
 
+def writer_onehot(task: Task) -> np.ndarray:
+    """One column per model that wrote a candidate (gold: its own column)."""
+    names = sorted(set(task.model))
+    return np.array([[m == n for n in names] for m in task.model], dtype=float)
+
+
 class ModelIdentity:
     """A BT strength per writing model (one-hot features), fit on the training pairs."""
 
     def scores(self, task: Task, train_recs, rng):
-        names = sorted(set(task.model))
-        x = np.array([[m == n for n in names] for m in task.model], dtype=float)
+        x = writer_onehot(task)
         p = task.pairs(train_recs, False)
         return x @ fit_bt(x, p, 1e-2) if len(p) else np.zeros(len(x))
 
@@ -195,13 +200,16 @@ CONTROLS = {"output_prior": OutputPrior, "shorter_wins": ShorterWins,
             "model_identity": ModelIdentity}
 
 
-def designs(task: str) -> dict[str, object]:
-    """Every design whose feature blocks are cached for `task`."""
+def designs(task: Task) -> dict[str, object]:
+    """Every design whose feature blocks are cached for `task`. `+writer`: the same head
+    with the writing model's one-hot beside it (the model_identity control's features), so
+    that it can only beat that control by what it reads in the input and output."""
     out: dict[str, object] = {}
     blocks = {}
+    writer = writer_onehot(task)
     for b in ["minilm", "lexical", "qwen15", "qwen05", "smollm2"]:
         try:
-            blocks[b] = load(task, b)[0]
+            blocks[b] = load(task.name, b)[0]
         except FileNotFoundError:
             continue
     if "minilm" in blocks:
@@ -217,10 +225,13 @@ def designs(task: str) -> dict[str, object]:
         out[f"{b}_loglik"] = Fixed(f["loglik"].astype(float))
         out[f"{b}_last_head"] = HeadDesign(f["last"])
         out[f"{b}_mean_head"] = HeadDesign(f["mean"])
+        out[f"{b}_judge+writer"] = HeadDesign(np.hstack([scalars[:, :1], writer]))
         if "lexical" in blocks:
             out[f"{b}_scalars+lexical"] = HeadDesign(np.hstack([scalars, blocks["lexical"]["x"]]))
             out[f"{b}_mean+scalars+lexical"] = HeadDesign(
                 np.hstack([f["mean"], scalars, blocks["lexical"]["x"]]))
+            out[f"{b}_scalars+lexical+writer"] = HeadDesign(
+                np.hstack([scalars, blocks["lexical"]["x"], writer]))
     return out
 
 
@@ -354,7 +365,7 @@ def paired_vs(pi_a, pi_b) -> dict[str, object]:
 
 def evaluate_task(name: str, only: list[str] | None, curve: bool) -> dict[str, object]:
     task = Task(name)
-    scorers = {**{k: v() for k, v in CONTROLS.items()}, **designs(name)}
+    scorers = {**{k: v() for k, v in CONTROLS.items()}, **designs(task)}
     if only:
         scorers = {k: v for k, v in scorers.items() if k in only or k in CONTROLS}
     res: dict[str, object] = {"task": name, "inputs": len(task.records), "designs": {}}
