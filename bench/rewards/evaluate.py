@@ -71,7 +71,9 @@ class Task:
         cands = [self.records[i]["candidates"][j] for i, j in idx]
         self.gold = np.array([c["source"] == "gold" for c in cands])
         self.current = np.array(["current" in [c["source"], *c.get("also", [])] for c in cands])
-        self.model = [c.get("model") or "gold" for c in cands]
+        # a component without a model variable records no writer: its configured model
+        self.model = [c.get("model") or ("gold" if c["source"] == "gold" else "configured")
+                      for c in cands]
         self.sources = [{c["source"], *c.get("also", [])} for c in cands]
         # the controls read an output as the loop's trust check does (rewards/trust.py)
         self.text = [output_text(c["outputs"]) for c in cands]
