@@ -11,7 +11,9 @@ scored by the global metric. One JSON line per input goes to
 bench/rewards/data/<task>.partial.jsonl as soon as it is done (a killed collection resumes
 there; LM replies are cached, so what was asked before is not asked again). When every
 input is in, the lines are written, in input order, to <task>.jsonl.gz and the partial
-file is removed. A task whose .jsonl.gz exists is not collected again.
+file is removed. A task whose .jsonl.gz exists is not collected again. A partial file is
+committed like the finished ones, so that a collection stopped on one machine resumes on
+another (the inputs are the training split's, drawn by the task's seeded config).
 
 A record keeps what a reward model is shown and what it is judged by: the component's
 inputs, and per candidate its outputs, its source ("current", "sample:i", "model=...",
