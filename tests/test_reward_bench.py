@@ -1,4 +1,5 @@
-"""bench/rewards/evaluate.py: the reward benchmark's metrics, controls and cross-validation."""
+"""bench/rewards/evaluate.py and designs.py: the reward benchmark's metrics, designs, controls
+and cross-validation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench" / "rewards"))
 
+import designs as rd  # noqa: E402
 import evaluate as rb  # noqa: E402
 
 
@@ -48,21 +50,21 @@ def _summary(task, scorer):
 
 
 def test_the_true_score_ranks_every_sampled_pair_and_recovers_the_whole_gap(task):
-    s = _summary(task, rb.Fixed(task.score.copy()))
+    s = _summary(task, rd.Fixed(task.score.copy()))
     assert s["accuracy"] == 1.0 and s["recovered"] == pytest.approx(1.0)
     assert s["pick"] == pytest.approx(s["oracle"])
     assert s["pairs"] == len(task.pairs(sorted(task.by_rec), True)) > 0
 
 
 def test_a_constant_reward_is_half_right_and_picks_at_random(task):
-    s = _summary(task, rb.Fixed(np.zeros(len(task.score))))
+    s = _summary(task, rd.Fixed(np.zeros(len(task.score))))
     assert s["accuracy"] == 0.5 and s["recovered"] == pytest.approx(0.0)
 
 
 def test_gold_is_never_a_side_of_a_judged_pair(task):
     # gold on top, every other candidate in the wrong order: judged pairs are all wrong
     r = np.where(task.gold, 100.0, -task.score)
-    s = _summary(task, rb.Fixed(r))
+    s = _summary(task, rd.Fixed(r))
     assert s["accuracy"] == 0.0
 
 
@@ -78,7 +80,7 @@ def test_held_out_inputs_get_nothing_of_what_training_saw(task):
 
 
 def test_model_identity_learns_which_model_usually_wins(task):
-    s = _summary(task, rb.ModelIdentity())
+    s = _summary(task, rd.ModelIdentity())
     big = np.array([m == "big" for m in task.model])
     pairs = task.pairs(sorted(task.by_rec), True)
     # it ranks every big-vs-small pair big first and ties small-vs-small: exactly this accuracy
@@ -92,18 +94,18 @@ def test_a_head_learns_an_informative_feature_and_beats_the_controls():
     rng = np.random.default_rng(0)
     x = np.stack([task.score + rng.normal(0, 0.1, len(task.score)),
                   rng.normal(0, 1, len(task.score))], 1)
-    scorers = {"head": rb.HeadDesign(x), **{k: v() for k, v in rb.CONTROLS.items()}}
+    scorers = {"head": rd.HeadDesign(x), **{k: v() for k, v in rd.CONTROLS.items()}}
     held = {k: rb.per_input(task, rb.cross_validate(task, v)[0]) for k, v in scorers.items()}
     assert rb.summarize(held["head"])["accuracy"] > 0.95
-    for control in rb.CONTROLS:
+    for control in rd.CONTROLS:
         assert rb.paired_vs(held["head"], held[control])["ci"][0] > 0
 
 
 def test_output_prior_and_shorter_wins_never_look_at_the_input(task):
-    prior = rb.OutputPrior().scores(task, sorted(task.by_rec), random.Random(0))
+    prior = rd.OutputPrior().scores(task, sorted(task.by_rec), random.Random(0))
     same_text = [k for k, t in enumerate(task.text) if t == task.text[0]]
     assert len({prior[k] for k in same_text}) == 1
-    shorter = rb.ShorterWins().scores(task, [], random.Random(0))
+    shorter = rd.ShorterWins().scores(task, [], random.Random(0))
     assert shorter[np.argmin(task.length)] == shorter.max()
 
 
@@ -114,11 +116,11 @@ def test_best_static_fixes_the_source_best_on_the_other_folds(task):
     big = [task.score[[k for k in task.by_rec[r] if "model=big" in task.sources[k]][0]]
            for r in recs]
     assert np.array_equal(static, np.array(big))
-    r, _ = rb.cross_validate(task, rb.Fixed(task.score.copy()))
+    r, _ = rb.cross_validate(task, rd.Fixed(task.score.copy()))
     s = rb.summarize(rb.per_input(task, r), static)
     assert s["static"] == pytest.approx(np.mean(big))
     assert s["pick_minus_static"] > 0 and s["pick_minus_static_ci"][0] > 0  # the oracle beats it
-    r, _ = rb.cross_validate(task, rb.Fixed(np.zeros(len(task.score))))
+    r, _ = rb.cross_validate(task, rd.Fixed(np.zeros(len(task.score))))
     s = rb.summarize(rb.per_input(task, r), static)
     assert s["pick_minus_static"] < 0  # a random pick does not
 
@@ -140,11 +142,11 @@ def test_a_writer_head_adds_the_writing_model_to_what_the_judge_reads(monkeypatc
             raise FileNotFoundError(b)
         return block, {}
 
-    monkeypatch.setattr(rb, "load", load)
-    ds = rb.designs(task)
+    monkeypatch.setattr(rd, "load", load)
+    ds = rd.designs(task)
     held = {k: rb.per_input(task, rb.cross_validate(task, v)[0])
             for k, v in [("judge", ds["qwen15_judge"]), ("both", ds["qwen15_judge+writer"]),
-                         ("writer", rb.ModelIdentity())]}
+                         ("writer", rd.ModelIdentity())]}
     acc = {k: rb.summarize(v)["accuracy"] for k, v in held.items()}
     assert acc["both"] > max(acc["judge"], acc["writer"]) + 0.05
     assert rb.paired_vs(held["both"], held["writer"])["ci"][0] > 0
