@@ -150,3 +150,16 @@ def test_a_writer_head_adds_the_writing_model_to_what_the_judge_reads(monkeypatc
     acc = {k: rb.summarize(v)["accuracy"] for k, v in held.items()}
     assert acc["both"] > max(acc["judge"], acc["writer"]) + 0.05
     assert rb.paired_vs(held["both"], held["writer"])["ci"][0] > 0
+
+
+def test_a_partial_collection_resumes_only_under_the_spec_it_was_collected_under(tmp_path):
+    import collect
+
+    spec = {"config": "configs/x.yaml", "component": "c", "inputs": 3, "overrides": []}
+    partial = tmp_path / "t.partial.jsonl"
+    assert collect.read_partial(partial, spec) == {}  # a new collection keeps its spec
+    partial.write_text('{"example_id": "a", "n": 1}\n{"example_id": "b", "n"', encoding="utf-8")
+    assert list(collect.read_partial(partial, spec)) == ["a"]  # a torn last line is dropped
+    changed = {**spec, "overrides": ["x=1"]}
+    with pytest.raises(SystemExit, match="t.partial.jsonl: collected under .* tasks.yaml now says"):
+        collect.read_partial(partial, changed)

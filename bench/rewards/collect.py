@@ -13,7 +13,9 @@ there; LM replies are cached, so what was asked before is not asked again). When
 input is in, the lines are written, in input order, to <task>.jsonl.gz and the partial
 file is removed. A task whose .jsonl.gz exists is not collected again. A partial file is
 committed like the finished ones, so that a collection stopped on one machine resumes on
-another (the inputs are the training split's, drawn by the task's seeded config).
+another (the inputs are the training split's, drawn by the task's seeded config); beside
+it, <task>.partial.spec.json keeps the task's spec, and a collection whose spec has changed
+since stops with an error instead of mixing the two.
 
 A record keeps what a reward model is shown and what it is judged by: the component's
 inputs, and per candidate its outputs, its source ("current", "sample:i", "model=...",
@@ -98,12 +100,23 @@ def _compact(record: dict, spec: dict, rt) -> dict:
     return out
 
 
-def collect(task: str, spec: dict, workers: int) -> Path:
-    final = data_path(task)
-    if final.exists():
-        print(f"{task}: {final.relative_to(ROOT)} exists; not collected again", flush=True)
-        return final
-    partial = DATA / f"{task}.partial.jsonl"
+def _spec_path(partial: Path) -> Path:
+    return partial.with_name(partial.name.removesuffix(".jsonl") + ".spec.json")
+
+
+def read_partial(partial: Path, spec: dict) -> dict[str, dict]:
+    """The inputs a stopped collection finished, by example id. Beside the partial file,
+    <task>.partial.spec.json keeps the task's spec it was collected under; a spec that has
+    changed since (tasks.yaml edited) stops the collection rather than mix records of two
+    setups."""
+    spec_file = _spec_path(partial)
+    if spec_file.exists():
+        before = json.loads(spec_file.read_text(encoding="utf-8"))
+        if before != spec:
+            raise SystemExit(f"{partial}: collected under {before}, but tasks.yaml now says "
+                             f"{spec}; remove {partial.name} and {spec_file.name} to collect anew")
+    else:  # a new collection (or one from before the spec was kept): this spec from now on
+        spec_file.write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
     done: dict[str, dict] = {}
     if partial.exists():
         for line in partial.read_text(encoding="utf-8").splitlines():
@@ -112,6 +125,16 @@ def collect(task: str, spec: dict, workers: int) -> Path:
             except json.JSONDecodeError:  # a torn last line of a killed collection
                 continue
             done[rec["example_id"]] = rec
+    return done
+
+
+def collect(task: str, spec: dict, workers: int) -> Path:
+    final = data_path(task)
+    if final.exists():
+        print(f"{task}: {final.relative_to(ROOT)} exists; not collected again", flush=True)
+        return final
+    partial = DATA / f"{task}.partial.jsonl"
+    done = read_partial(partial, spec)
     rt = _runtime(spec)
     examples = rt.splits["train"]
     ctx = CollectContext(system=rt.system, name=spec["component"], state=rt.state,
@@ -139,6 +162,7 @@ def collect(task: str, spec: dict, workers: int) -> Path:
             gz.write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
     tmp.replace(final)
     partial.unlink()
+    _spec_path(partial).unlink(missing_ok=True)
     print(f"{task}: wrote {final.relative_to(ROOT)} ({final.stat().st_size // 1024} KiB)", flush=True)
     return final
 
