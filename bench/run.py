@@ -141,6 +141,13 @@ def archive(run_dir: Path, dest: Path, meta: dict | None = None) -> None:
         (dest / "bench.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+def from_root(arg: str | Path) -> str:
+    """An argument as the command is run, from the repository root: a path (or a key=path
+    override) under ROOT relative to it, so that a recorded command works on any clone."""
+    text = str(arg)
+    return text.replace(f"{ROOT}/", "") if f"{ROOT}/" in text else text
+
+
 def run_one(bench: Bench, method: Method, seed: int) -> dict:
     """Run (or resume, or keep) one method/seed on its own LM cache; its status and command."""
     run_dir = bench.root / method.name / f"seed_{seed}"
@@ -153,8 +160,8 @@ def run_one(bench: Bench, method: Method, seed: int) -> dict:
     split = [f"data.seed={seed}"] if bench.split_per_seed else []
     args = ["run", str(bench.config), *resume, *method.overrides, f"seed={seed}", *split,
             f"run_dir={run_dir}", "-q", *bench.extra]
-    meta = {"commit": commit(), "command": f"OPTIMAS_CACHE_DIR={cache} optimas "
-                                          f"{shlex.join(args)}"}
+    meta = {"commit": commit(), "command": f"OPTIMAS_CACHE_DIR={from_root(cache)} optimas "
+                                          f"{shlex.join(from_root(a) for a in args)}"}
     if (run_dir / "DONE").exists():
         archive(run_dir, kept, meta)
         return row | {"status": "kept"}

@@ -184,3 +184,10 @@ def test_paired_matches_seeds_and_averages_each_question_over_them(tmp_path):
     assert (d.n, d.wins, d.losses) == (4, 1, 1) and d.mean == pytest.approx(0.5 / 4)
     with pytest.raises(SystemExit, match="no seed_N"):
         paired.paired(a, tmp_path / "none")
+
+
+def test_a_recorded_command_names_paths_from_the_repository_root():
+    root = bench_run.ROOT
+    assert bench_run.from_root(root / "runs/bench/x/lmcache") == "runs/bench/x/lmcache"
+    assert bench_run.from_root(f"run_dir={root}/runs/x/seed_1") == "run_dir=runs/x/seed_1"
+    assert bench_run.from_root("/elsewhere/runs") == "/elsewhere/runs"  # outside: as given
