@@ -163,3 +163,18 @@ def test_a_partial_collection_resumes_only_under_the_spec_it_was_collected_under
     changed = {**spec, "overrides": ["x=1"]}
     with pytest.raises(SystemExit, match="t.partial.jsonl: collected under .* tasks.yaml now says"):
         collect.read_partial(partial, changed)
+
+
+def test_outputs_with_no_recorded_writer_share_one_writer_apart_from_gold():
+    # a component without a model variable (Amazon's decider) records no writer: its own
+    # outputs are the configured model's, never in the gold answer's column
+    recs = _records(10)
+    for r in recs:
+        for c in r["candidates"]:
+            if c["source"] != "gold":
+                c["model"] = None
+    task = rb.Task("synthetic", records=recs)
+    onehot = rd.writer_onehot(task)
+    own = ~task.gold
+    assert onehot.shape[1] == 2 and (onehot[own] == onehot[own][0]).all()
+    assert not (onehot[task.gold] == onehot[own][0]).all(axis=1).any()
