@@ -144,8 +144,7 @@ def archive(run_dir: Path, dest: Path, meta: dict | None = None) -> None:
 def from_root(arg: str | Path) -> str:
     """An argument as the command is run, from the repository root: a path (or a key=path
     override) under ROOT relative to it, so that a recorded command works on any clone."""
-    text = str(arg)
-    return text.replace(f"{ROOT}/", "") if f"{ROOT}/" in text else text
+    return str(arg).replace(f"{ROOT}/", "")
 
 
 def run_one(bench: Bench, method: Method, seed: int) -> dict:
