@@ -40,8 +40,8 @@ from optimas_cli.config import scrub
 if TYPE_CHECKING:
     from optimas_cli.budget import Budget
 
-# the stages a run reports, in the order an Optimas run goes through them ("probe" and
-# "skipped" when it does; a baseline's step says "validate", then "accepted" or "rejected")
+# the stages a run reports, in the order an Optimas run goes through them ("skipped"
+# when it does; a baseline's step says "validate", then "accepted" or "rejected")
 STAGES = ("initial validation", "collect", "fit", "update", "validate", "test")
 PLAIN_STEPS = 10  # a pipe gets an evaluation's count every tenth of it, and at its end
 

@@ -286,20 +286,6 @@ class OptimizerConfig(Strict):
     components_per_iteration: int = Field(1, ge=1, description="optimas: components updated per "
                                                                "iteration, validated together "
                                                                "(1: the paper's loop)")
-    # optimas: a component whose collections gave no preference pair (barren) gets up to this
-    # many of its model/hyperparameter values validated directly, one per iteration, before the
-    # components with pairs (methods/optimas/probe.py); 0: it is left out until a change is accepted
-    probe_choices: int = Field(0, ge=0, description="optimas: model/hyperparameter values "
-                                                    "validated directly for a barren component "
-                                                    "(0: it waits)")
-    # What counts as evidence from a component's pairs. any: every pair, the gold answer's
-    # included. own_outputs: only pairs of the component's own sampled outputs count toward
-    # min_pairs and the preference gaps selection reads (gold pairs still train the head).
-    # Whether a head may rank a prompt is no longer this switch: whatever it says, a head
-    # ranks prompts and weights and breaks ties only when trusted (rewards/trust.py)
-    evidence: Literal["any", "own_outputs"] = Field(
-        "any", description="optimas: any pair counts toward min_pairs and selection; "
-                           "own_outputs: only pairs of the component's own outputs count")
     # Acceptance compares candidate and incumbent on the same validation examples:
     # mean: mean gain > accept_threshold; bootstrap: the gain exceeds accept_threshold with
     # confidence accept_confidence (one-sided paired bootstrap bound); sign: more wins than

@@ -210,7 +210,7 @@ TRUSTED = {"trusted": True}
 
 
 def test_an_untrusted_head_holds_the_prompt_and_a_measured_choice_still_moves(tmp_path):
-    lp = make_loop(tmp_path, "optimizer.min_pairs=1")  # optimizer.evidence: any, the default
+    lp = make_loop(tmp_path, "optimizer.min_pairs=1")
     records, _ = lp.collect(1, "exclaim", lp.current)
     lp.lrf = CapsAndBang()
     untrusted = {"trusted": False, "reason": "3 held-out pairs of own outputs: too few"}
@@ -375,22 +375,13 @@ def test_a_resumed_loop_goes_on_with_the_reward_model_saved_last(tmp_path, monke
     assert fresh.lrf == "new model" and loaded == [lp.run_dir.path / "lrf/iter_002"]
 
 
-def test_under_own_outputs_evidence_gold_pairs_do_not_qualify_a_component_or_steer_selection(tmp_path):
+def test_gold_pairs_qualify_a_component_and_say_they_are_gold(tmp_path):
     # every sampled candidate scores the same: the only pairs are the gold answer's
     lm = ScriptedLM(lambda r: "same")
     lp = make_loop(tmp_path, "optimizer.num_iterations=1", "optimizer.min_pairs=1", lm=lm)
-    assert lp.opt.collect.add_gold and lp.opt.evidence == "any"
+    assert lp.opt.collect.add_gold
     record = lp.iteration(1)  # counted: the gold pairs qualify the final component
     assert record["component"] == "exclaim" and record.get("adapted") and "skipped" not in record
     gold = pairs_of(lp.rt, lp.run_dir, "exclaim")
-    assert gold and not pairs_of(lp.rt, lp.run_dir, "exclaim", sampled_only=True)
-    assert all(p.gold for p in gold)  # each pair says so, for the head's held-out figures
+    assert gold and all(p.gold for p in gold)  # each pair says so, for the head's held-out figures
     assert loop_mod.preference_gaps(lp.rt, lp.run_dir)["exclaim"] > 0
-
-    lp = make_loop(tmp_path / "b", "optimizer.num_iterations=1", "optimizer.min_pairs=1",
-                   "optimizer.evidence=own_outputs", lm=lm)
-    record = lp.iteration(1)
-    assert record["skipped"].startswith("0 preference pairs (gold pairs not counted) after")
-    assert not record.get("adapted")
-    # its gap is that of no pair: 0.0, a barren component, not the gold answer's large gap
-    assert pairs_of(lp.rt, lp.run_dir, "exclaim") and loop_mod.preference_gaps(lp.rt, lp.run_dir)["exclaim"] == 0.0

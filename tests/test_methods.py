@@ -97,20 +97,3 @@ class KeepMethod(Method):
         return {"kept": True}
 
 
-@pytest.mark.parametrize("preset,changed", [
-    ("probes", {"probe_choices": 1}),
-    ("probe_evidence", {"probe_choices": 1, "evidence": "own_outputs"}),
-    ("own_outputs", {"evidence": "own_outputs"}),
-])
-def test_an_experiment_preset_changes_only_its_own_knobs(preset, changed):
-    from optimas_cli.config import PROJECT_CONFIGS, load
-
-    def flat(d, prefix=""):
-        return {k2: v2 for k, v in d.items()
-                for k2, v2 in (flat(v, f"{prefix}{k}.").items() if isinstance(v, dict)
-                               else [(f"{prefix}{k}", v)])}
-
-    base = flat(load(PROJECT_CONFIGS / "hotpotqa.yaml").run.optimizer.model_dump())
-    got = flat(load(PROJECT_CONFIGS / "hotpotqa.yaml",
-                    [f"+optimizer/experiment={preset}"]).run.optimizer.model_dump())
-    assert {k: v for k, v in got.items() if base[k] != v} == changed

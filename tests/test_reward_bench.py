@@ -3,6 +3,7 @@ and cross-validation."""
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from pathlib import Path
@@ -157,8 +158,9 @@ def test_a_partial_collection_resumes_only_under_the_spec_it_was_collected_under
 
     spec = {"config": "configs/x.yaml", "component": "c", "inputs": 3, "overrides": []}
     partial = tmp_path / "t.partial.jsonl"
-    assert collect.read_partial(partial, spec) == {}  # a new collection keeps its spec
+    assert collect.read_partial(partial, spec) == {}  # a new collection: nothing to resume
     partial.write_text('{"example_id": "a", "n": 1}\n{"example_id": "b", "n"', encoding="utf-8")
+    collect._spec_path(partial).write_text(json.dumps(spec), encoding="utf-8")  # as collect() keeps it
     assert list(collect.read_partial(partial, spec)) == ["a"]  # a torn last line is dropped
     changed = {**spec, "overrides": ["x=1"]}
     with pytest.raises(SystemExit, match="t.partial.jsonl: collected under .* tasks.yaml now says"):

@@ -115,8 +115,6 @@ def read_partial(partial: Path, spec: dict) -> dict[str, dict]:
         if before != spec:
             raise SystemExit(f"{partial}: collected under {before}, but tasks.yaml now says "
                              f"{spec}; remove {partial.name} and {spec_file.name} to collect anew")
-    else:  # a new collection (or one from before the spec was kept): this spec from now on
-        spec_file.write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
     done: dict[str, dict] = {}
     if partial.exists():
         for line in partial.read_text(encoding="utf-8").splitlines():
@@ -135,6 +133,8 @@ def collect(task: str, spec: dict, workers: int) -> Path:
         return final
     partial = DATA / f"{task}.partial.jsonl"
     done = read_partial(partial, spec)
+    # a new collection (or one from before the spec was kept): this spec from now on
+    _spec_path(partial).write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
     rt = _runtime(spec)
     examples = rt.splits["train"]
     ctx = CollectContext(system=rt.system, name=spec["component"], state=rt.state,

@@ -2,7 +2,7 @@
 
 Read it top to bottom in loop.py; its steps are one module each:
 
-select    pairs.py (preference gaps, the softmax) and probe.py (barren components)
+select    pairs.py (preference gaps, the softmax, barren components)
 collect   collect.py: rollouts and their preference pairs
 adapt     fit.py: the local reward model (optimas_cli/rewards/)
 update    update.py, with one updater per variable type in updaters/

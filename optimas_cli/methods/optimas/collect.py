@@ -165,11 +165,9 @@ def collect_example(ctx: CollectContext, example: Example, seed: int | str) -> d
     return record
 
 
-def pairs_from_record(record: dict[str, Any], system: System, *,
-                      sampled_only: bool = False) -> list[PreferencePair]:
-    """Every pair of candidates of one input whose scores differ, better one chosen
-    (`sampled_only`: the gold candidate left out, only the component's own outputs)."""
-    candidates = [c for c in record["candidates"] if not (sampled_only and c["source"] == "gold")]
+def pairs_from_record(record: dict[str, Any], system: System) -> list[PreferencePair]:
+    """Every pair of candidates of one input whose scores differ, better one chosen."""
+    candidates = record["candidates"]
     if len(candidates) < 2:
         return []  # e.g. a failed input: its upstream fields may lack the inputs
     name = record["component"]

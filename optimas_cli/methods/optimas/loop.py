@@ -17,9 +17,6 @@ adapt     its reward head (and, the first time, the shared backbone) on its pair
 update    its variables against the adapted local reward (methods/optimas/update.py); a
           head not trusted on held-out pairs of its own outputs (rewards/trust.py) ranks
           no prompt or weights and breaks no tie of measured returns
-probe     (`optimizer.probe_choices` > 0) when no component is left uncollected, a barren
-          one (no pair on this system) gets one model or hyperparameter value validated
-          directly instead of collect/adapt/update (methods/optimas/probe.py)
 validate  the changed system on the validation split, accepted by `history.decide`
           (once per iteration: several components' changes are kept or reverted together)
 
@@ -59,8 +56,12 @@ from optimas_cli.methods.optimas.collect import (
     tied_choices,
 )
 from optimas_cli.methods.optimas.fit import fit_local_rewards, new_reward_model, save_reward_model
-from optimas_cli.methods.optimas.pairs import pairs_of, pick_component, preference_gaps
-from optimas_cli.methods.optimas.probe import barren_components, next_probe, probed_state
+from optimas_cli.methods.optimas.pairs import (
+    barren_components,
+    pairs_of,
+    pick_component,
+    preference_gaps,
+)
 from optimas_cli.methods.optimas.update import prompt_history, update_component
 from optimas_cli.methods.optimas.updaters.common import UpdateContext
 from optimas_cli.rewards import LocalRewardModel
@@ -174,10 +175,6 @@ class OptimasLoop:
         picks = [(n, {"reason": "not collected yet", "gaps": gaps}) for n in fresh[:want]]
         rng = random.Random(f"{self.run_cfg.seed}:select:{it}")
         barren = barren_components(self.history, gaps, it)
-        probe = None if picks or left < 0 else \
-            next_probe(self.rt.system, self.history, barren, self.opt, self.run_cfg.seed)
-        if probe:  # validated alone, before the components the local rewards can still move
-            return [(probe[0], probe[1] | {"gaps": gaps})]
         pool = {n: gaps[n] for n in affordable if gaps[n] is not None and n not in barren}
         while len(picks) < want and pool:
             name, probs = pick_component(pool, self.opt.selection_temperature, rng)
@@ -187,9 +184,8 @@ class OptimasLoop:
         return picks
 
     def counted_pairs(self, name: str) -> int:
-        """The pairs of `name` that count toward `min_pairs` (`optimizer.evidence`)."""
-        return len(pairs_of(self.rt, self.run_dir, name, self.opt.replay_buffer_size,
-                            sampled_only=self.opt.evidence == "own_outputs"))
+        """The pairs of `name` that count toward `min_pairs`."""
+        return len(pairs_of(self.rt, self.run_dir, name, self.opt.replay_buffer_size))
 
     def collect(self, it: int, name: str, state: State) -> tuple[list[dict], str | None]:
         """Fresh rollouts of `name` for iteration `it`, in rounds of new inputs while it has
@@ -231,8 +227,7 @@ class OptimasLoop:
                 log.info("%s: best values tie on measured returns (%s): another round", name, ties)
         if have >= self.opt.min_pairs:
             return records, None
-        gold = " (gold pairs not counted)" if self.opt.evidence == "own_outputs" else ""
-        return records, (f"{have} preference pairs{gold} after {rounds} collection round(s), "
+        return records, (f"{have} preference pairs after {rounds} collection round(s), "
                          f"fewer than optimizer.min_pairs={self.opt.min_pairs}")
 
     def adapt(self, it: int, name: str, own_dir: bool = False) -> tuple[dict[str, Any], str]:
@@ -311,9 +306,6 @@ class OptimasLoop:
         state it leaves (unchanged when skipped)."""
         step: dict[str, Any] = {"component": name, **why}
         where = {"iteration": it, "of": self.opt.num_iterations, "component": name}
-        if "probe" in why:  # methods/optimas/probe.py: nothing to collect, the change is validated
-            progress.stage("probe", **where, detail=why["probe"])
-            return step, probed_state(state, name, why["probe"])
         progress.stage("collect", **where, detail=why["reason"])
         records, skip = self.collect(it, name, state)
         step["inputs"] = len(records)
