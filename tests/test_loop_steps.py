@@ -247,7 +247,7 @@ def test_the_step_hands_the_fits_trust_to_the_update(tmp_path):
     own = {"pairwise_accuracy": 1.0, "n_pairs": 12, "beats_chance": True,
            "sampled": {"pairwise_accuracy": 0.75, "n_pairs": 8, "beats_chance": True}}
     beaten = {**own, "trust": {"trusted": False, "reason": "accuracy 0.75 does not beat "
-                                                           "shorter_wins 0.75 (sign test p=1)"}}
+                                                           "shorter_wins 0.75 (sign test by input p=1)"}}
     prompts = []
     for heldout in (own, beaten, {**own, "trust": TRUSTED}):
         lp.adapt = lambda it, name, own_dir=False, m=heldout: (

@@ -7,7 +7,7 @@ import pytest
 
 from optimas_cli.rewards import InputSplit, PreferencePair, input_key
 from optimas_cli.rewards.trust import (
-    MIN_PAIRS,
+    MIN_INPUTS,
     assess,
     component_trust,
     output_prior,
@@ -16,6 +16,7 @@ from optimas_cli.rewards.trust import (
     untrusted,
     writers,
 )
+from optimas_cli.stats import sign_test_greater
 
 
 def pair(i: int, chosen: str, rejected: str, gold: bool = False) -> PreferencePair:
@@ -47,7 +48,7 @@ def test_a_head_that_only_reproduces_shorter_wins_is_not_trusted_even_above_chan
     assert t["accuracy"] == 0.75 and t["p_value"] < 0.05  # beats chance...
     assert t["controls"]["shorter_wins"] == {"accuracy": 0.75, "p_value": 1.0}
     assert t["trusted"] is False  # ...but not the rule it reproduces
-    assert t["reason"] == "accuracy 0.75 does not beat shorter_wins 0.75 (sign test p=1)"
+    assert t["reason"] == "accuracy 0.75 does not beat shorter_wins 0.75 (sign test by input p=1)"
     assert untrusted(t) == t["reason"]
 
 
@@ -76,16 +77,33 @@ def test_a_head_at_chance_is_not_trusted_and_the_reason_says_so():
     held = [pair(i, f"right answer {i}", f"wrong {i}") for i in range(20)]
     t = assess([1.0] * 11 + [-1.0] * 9, held, [])
     assert not t["trusted"]
-    assert t["reason"].startswith("accuracy 0.55 on 20 held-out pairs of own outputs does not "
-                                  "beat chance (p=")
+    assert t["reason"].startswith("accuracy 0.55 on 20 held-out pairs of own outputs (20 inputs) "
+                                  "does not beat chance (p=")
 
 
 def test_too_few_pairs_show_nothing_even_when_all_are_right():
     held = [pair(i, f"right answer {i}", f"no {i}") for i in range(3)]
     t = assess([1.0] * 3, held, [])
     assert t["accuracy"] == 1.0 and not t["trusted"]
-    assert t["reason"] == "3 held-out pairs of own outputs: too few to show anything"
-    assert MIN_PAIRS == 5  # 0.5 ** 5 < 0.05 <= 0.5 ** 4
+    assert t["reason"] == "3 held-out pairs of own outputs on 3 input(s): too few to show anything"
+    assert MIN_INPUTS == 5  # 0.5 ** 5 < 0.05 <= 0.5 ** 4
+
+
+def test_the_pairs_of_one_input_count_as_one_piece_of_evidence():
+    # 24 pairs, every one right where both rules fail, but from 3 inputs only: the pairs of an
+    # input share its text and its candidates, so that is 3 wins, not 24
+    train = [pair(100 + i, f"wrong {i}", f"right answer {i}") for i in range(20)]
+    held = [pair(i % 3, f"right answer {i}", f"wrong {i}") for i in range(24)]
+    t = assess([1.0] * 24, held, train)
+    assert t["n_pairs"] == 24 and t["n_inputs"] == 3 and not t["trusted"]
+    assert t["reason"] == "24 held-out pairs of own outputs on 3 input(s): too few to show anything"
+    # on 6 inputs, 4 won, 1 lost and 1 balanced: p = P(>= 4 of 5) = 6/32, not trusted
+    held = [pair(i % 6, f"right answer {i}", f"wrong {i}") for i in range(24)]
+    margins = [1.0 if i % 6 < 4 else -1.0 if i % 6 == 4 else (1.0 if i < 12 else -1.0)
+               for i in range(24)]
+    t = assess(margins, held, train)
+    assert t["accuracy"] == 0.75 and sign_test_greater(18, 6) < 0.05  # above chance pair by pair...
+    assert t["p_value"] == pytest.approx(6 / 32) and not t["trusted"]  # ...not input by input
 
 
 def test_pairs_with_the_gold_answer_do_not_count():

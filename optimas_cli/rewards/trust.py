@@ -18,11 +18,13 @@ An output's text is its field values in key order, lowercased and whitespace-col
 A model that is never trained (``lrf.trains`` False: the zero-shot judge of rewards/judge.py)
 has no training pairs to keep apart: every pair of its own outputs is held out, and the
 output prior of a pair is tallied on the pairs of the other inputs (cross-fitted by input).
-The head is ``trusted`` when its accuracy beats chance (the one-sided binomial test of
-``evaluate``) and it beats each control by a one-sided paired sign test at
-``CHANCE_ALPHA`` over the pairs where the two score differently: head right where the
-control is wrong or tied is a win for the head, head wrong where the control is right or
-tied a loss.
+The head is ``trusted`` when it beats chance and each control by one-sided sign tests at
+``CHANCE_ALPHA`` over *inputs*: the pairs of one input share its text and its candidates,
+so they are not independent evidence, and an input counts once. Against chance, an input is
+a win when the head is right on more of its pairs than wrong, a loss when wrong on more;
+against a control, a pair is a win for the head when the head is right and the control
+wrong or tied, a loss when the head is wrong and the control right or tied, and an input
+is a win or a loss by the balance of its pairs. Inputs that balance out are dropped.
 """
 
 from __future__ import annotations
@@ -37,8 +39,20 @@ from optimas_cli.rewards.pairs import PreferencePair, input_key
 from optimas_cli.stats import sign_test_greater
 
 Rule = Callable[[PreferencePair], float]  # 1: chosen wins, 0: rejected wins, 0.5: no call
-# the fewest pairs on which a head right on every pair beats chance (0.5 ** n < alpha)
-MIN_PAIRS = math.floor(math.log2(1 / CHANCE_ALPHA)) + 1
+# the fewest inputs on which a head right on every pair beats chance (0.5 ** n < alpha)
+MIN_INPUTS = math.floor(math.log2(1 / CHANCE_ALPHA)) + 1
+
+
+def sign_test_by_input(keys: Sequence[str], values: Sequence[float]) -> tuple[int, int, float]:
+    """Inputs won and lost, and the one-sided sign test's p-value, where `values[i]` is
+    pair i's +1 (a win), -1 (a loss) or 0 and `keys[i]` its input: an input is won when its
+    pairs' values sum above 0, lost below, dropped at 0."""
+    net: dict[str, float] = {}
+    for k, v in zip(keys, values, strict=True):
+        net[k] = net.get(k, 0.0) + v
+    wins = sum(v > 0 for v in net.values())
+    losses = sum(v < 0 for v in net.values())
+    return wins, losses, sign_test_greater(wins, losses)
 
 
 def output_text(outputs: Mapping[str, Any]) -> str:
@@ -120,17 +134,20 @@ def assess(margins: Sequence[float], heldout: Sequence[PreferencePair],
     priors are the controls; with `cross_fit` (a model trained on nothing), the priors are
     tallied on those pairs, each held-out pair's own input left out.
 
-    Returns ``{"n_pairs", "accuracy", "p_value" (vs chance), "controls": {name:
-    {"accuracy", "p_value" (sign test of the head against it)}}, "trusted"}`` and, when not
-    trusted, a one-line ``reason``."""
+    Returns ``{"n_pairs", "n_inputs", "accuracy", "p_value" (vs chance, by input),
+    "controls": {name: {"accuracy", "p_value" (sign test of the head against it, by
+    input)}}, "trusted"}`` and, when not trusted, a one-line ``reason``."""
     if len(margins) != len(heldout):
         raise ValueError(f"{len(margins)} margins for {len(heldout)} held-out pairs")
     own = [(m, p) for m, p in zip(margins, heldout, strict=True) if not p.gold]
     head = [float(m > TIE_TOL) for m, _ in own]
-    n = len(own)
+    keys = [input_key(p) for _, p in own]
+    n, n_inputs = len(own), len(set(keys))
     right = int(sum(head))
-    out: dict[str, Any] = {"n_pairs": n, "accuracy": right / n if n else None,
-                           "p_value": sign_test_greater(right, n - right), "controls": {}}
+    out: dict[str, Any] = {"n_pairs": n, "n_inputs": n_inputs,
+                           "accuracy": right / n if n else None,
+                           "p_value": sign_test_by_input(keys, [2 * h - 1 for h in head])[2],
+                           "controls": {}}
     reasons = []
     def prior(side: Side) -> Rule:
         return prior_of_other_inputs(cross_fit, side) if cross_fit else output_prior(train, side)
@@ -138,20 +155,21 @@ def assess(margins: Sequence[float], heldout: Sequence[PreferencePair],
     for name, rule in (("shorter_wins", shorter_wins), ("output_prior", prior(texts)),
                        ("model_identity", prior(writers))):
         calls = [rule(p) for _, p in own]
-        wins = sum(h > c for h, c in zip(head, calls, strict=True))
-        losses = sum(h < c for h, c in zip(head, calls, strict=True))
-        p = sign_test_greater(wins, losses)
+        p = sign_test_by_input(keys, [float(h > c) - float(h < c)
+                                      for h, c in zip(head, calls, strict=True)])[2]
         out["controls"][name] = {"accuracy": sum(calls) / n if n else None, "p_value": p}
         if n and p >= CHANCE_ALPHA:
             reasons.append(f"accuracy {out['accuracy']:.2f} does not beat {name} "
-                           f"{sum(calls) / n:.2f} (sign test p={p:.2g})")
+                           f"{sum(calls) / n:.2f} (sign test by input p={p:.2g})")
     if n == 0:
         reasons = ["no held-out pair of the component's own outputs (gold pairs do not count)"]
-    elif n < MIN_PAIRS:
-        reasons = [f"{n} held-out pairs of own outputs: too few to show anything"]
+    elif n_inputs < MIN_INPUTS:
+        reasons = [f"{n} held-out pairs of own outputs on {n_inputs} input(s): too few to "
+                   f"show anything"]
     elif out["p_value"] >= CHANCE_ALPHA:
         reasons.insert(0, f"accuracy {out['accuracy']:.2f} on {n} held-out pairs of own "
-                          f"outputs does not beat chance (p={out['p_value']:.2g})")
+                          f"outputs ({n_inputs} inputs) does not beat chance "
+                          f"(p={out['p_value']:.2g}, by input)")
     out["trusted"] = not reasons
     if reasons:
         out["reason"] = "; ".join(reasons)
