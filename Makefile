@@ -44,6 +44,8 @@ bench-dev: install  ## the same on the dev seeds (100, 101): judge loop changes 
 	$(MAKE) bench BENCH_SEEDS=dev
 
 REWARD_TASKS ?= $(shell $(BIN)/python -c "import yaml;print(' '.join(yaml.safe_load(open('bench/rewards/tasks.yaml'))))")
+# qwen15: hours of Qwen 1.5B passes on a machine without the feature cache; REWARD_BLOCKS="lexical
+# minilm" reports the zero-shot and scalar designs from the scalars kept in bench/rewards/data/
 REWARD_BLOCKS ?= lexical minilm qwen15
 bench-rewards-data: install  ## collect the reward benchmark's rollouts (hours, resumable, once: the data is kept in bench/rewards/data/)
 	$(BIN)/python bench/rewards/collect.py --all

@@ -180,3 +180,33 @@ def test_outputs_with_no_recorded_writer_share_one_writer_apart_from_gold():
     own = ~task.gold
     assert onehot.shape[1] == 2 and (onehot[own] == onehot[own][0]).all()
     assert not (onehot[task.gold] == onehot[own][0]).all(axis=1).any()
+
+
+def test_an_llm_blocks_scalars_are_kept_in_the_repo_and_stand_in_for_a_missing_cache(
+        tmp_path, monkeypatch):
+    import features
+
+    cache, data = tmp_path / "cache", tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("OPTIMAS_REWARD_BENCH_CACHE", str(cache))
+    monkeypatch.setattr(features, "DATA", data)
+    task = rb.Task("t.c", records=_records(30))
+    n = len(task.score)
+    rng = np.random.default_rng(0)
+    block = {k: rng.normal(size=n).astype(np.float32) for k in features.SCALARS}
+    block |= {"last": rng.normal(size=(n, 8)), "mean": rng.normal(size=(n, 8))}
+    np.savez(features.block_path("t.c", "qwen15"), meta=json.dumps({"seconds": 1.0, "inputs": 30}),
+             **block)
+    for b in ("minilm", "lexical"):
+        np.savez(features.block_path("t.c", b), meta="{}", x=rng.normal(size=(n, 4)))
+    features.compute("t.c", "qwen15")  # cached already: only writes what the repo keeps
+    kept = np.load(features.kept_path("t.c", "qwen15"))
+    assert sorted(kept.files) == sorted(["meta", *features.SCALARS])
+    assert np.array_equal(kept["judge"], block["judge"])
+    assert {"qwen15_last_head", "qwen15_judge", "qwen15_scalars+lexical"} <= set(rd.designs(task))
+    features.block_path("t.c", "qwen15").unlink()  # a new machine: no cache
+    arrays, meta = features.load("t.c", "qwen15")
+    assert set(arrays) == set(features.SCALARS) and meta["inputs"] == 30
+    got = set(rd.designs(task))
+    assert {"qwen15_judge", "qwen15_judge+writer", "qwen15_scalars+lexical"} <= got
+    assert not any(k.endswith(("last_head", "mean_head")) or "mean+" in k for k in got)

@@ -149,13 +149,15 @@ def designs(task: Task) -> dict[str, object]:
         scalars = np.stack([f["judge"], f["loglik"], f["loglik_sum"]], 1)
         out[f"{b}_judge"] = Fixed(f["judge"].astype(float))  # reward=judge (rewards/judge.py)
         out[f"{b}_loglik"] = Fixed(f["loglik"].astype(float))
-        out[f"{b}_last_head"] = HeadDesign(f["last"])
-        out[f"{b}_mean_head"] = HeadDesign(f["mean"])
+        if "last" in f:  # hidden states: in the cache only (the repo keeps the scalars)
+            out[f"{b}_last_head"] = HeadDesign(f["last"])
+            out[f"{b}_mean_head"] = HeadDesign(f["mean"])
         out[f"{b}_judge+writer"] = HeadDesign(np.hstack([scalars[:, :1], writer]))
         if "lexical" in blocks:
             out[f"{b}_scalars+lexical"] = HeadDesign(np.hstack([scalars, blocks["lexical"]["x"]]))
-            out[f"{b}_mean+scalars+lexical"] = HeadDesign(
-                np.hstack([f["mean"], scalars, blocks["lexical"]["x"]]))
+            if "mean" in f:
+                out[f"{b}_mean+scalars+lexical"] = HeadDesign(
+                    np.hstack([f["mean"], scalars, blocks["lexical"]["x"]]))
             out[f"{b}_scalars+lexical+writer"] = HeadDesign(
                 np.hstack([scalars, blocks["lexical"]["x"], writer]))
     return out

@@ -14,7 +14,11 @@ Blocks (each an array per candidate, in the order of `candidates(records)`):
 
 Cached as .npz under $OPTIMAS_REWARD_BENCH_CACHE (default ~/.cache/optimas/reward_bench),
 with the seconds and peak RSS their computation took (of the last process, for a block
-resumed from its .partial.npz, which an LLM block writes every 20 inputs).
+resumed from its .partial.npz, which an LLM block writes every 20 inputs). An LLM block's
+scalars (judge, loglik, loglik_sum: a few KiB) are also kept in the repo, as
+bench/rewards/data/<task>.<block>.scalars.npz: a machine without the cache still has the
+zero-shot and scalar designs (hours of LLM passes), and recomputes only the hidden states
+(`features.py TASK --block qwen15` when it wants the *_head designs).
 """
 
 from __future__ import annotations
@@ -35,12 +39,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "rewards"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from collect import load_tasks, read_records  # noqa: E402
+from collect import DATA, load_tasks, read_records  # noqa: E402
 
 LLM_BLOCKS = {"qwen15": "local/qwen2.5-coder-1.5b-instruct",
               "qwen05": "local/qwen2.5-coder-0.5b-instruct",
               "smollm2": "local/smollm2-135m-instruct"}
 BLOCKS = ["minilm", "lexical", *LLM_BLOCKS]
+SCALARS = ("judge", "loglik", "loglik_sum")  # what the repo keeps of an LLM block
 
 
 def cache_dir() -> Path:
@@ -120,9 +125,22 @@ def block_path(task: str, block: str) -> Path:
     return cache_dir() / f"{task}.{block}.npz"
 
 
+def kept_path(task: str, block: str) -> Path:
+    return DATA / f"{task}.{block}.scalars.npz"
+
+
+def keep_scalars(task: str, block: str) -> None:
+    """Write an LLM block's scalars into the repo's data folder (once)."""
+    if block in LLM_BLOCKS and not kept_path(task, block).exists():
+        arrays, meta = load(task, block)
+        np.savez_compressed(kept_path(task, block), meta=json.dumps(meta),
+                            **{k: arrays[k] for k in SCALARS})
+
+
 def compute(task: str, block: str) -> Path:
     path = block_path(task, block)
     if path.exists():
+        keep_scalars(task, block)
         return path
     records = read_records(task)
     desc = description(task)
@@ -139,12 +157,18 @@ def compute(task: str, block: str) -> Path:
             "candidates": len(candidates(records)),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     np.savez(path, meta=json.dumps(meta), **arrays)
+    keep_scalars(task, block)
     print(f"{task} {block}: {meta['seconds']:.0f} s, peak RSS {meta['peak_rss_mb']:.0f} MB", flush=True)
     return path
 
 
 def load(task: str, block: str) -> tuple[dict[str, np.ndarray], dict]:
-    with np.load(block_path(task, block)) as z:
+    """A block's arrays and meta: the cache's, else (an LLM block) the scalars the repo
+    keeps; FileNotFoundError when neither is there."""
+    path = block_path(task, block)
+    if not path.exists() and kept_path(task, block).exists():
+        path = kept_path(task, block)
+    with np.load(path) as z:
         arrays = {k: z[k] for k in z.files if k != "meta"}
         meta = json.loads(str(z["meta"]))
     return arrays, meta
