@@ -75,10 +75,9 @@ def real_pairs(run_dirs: list[Path]) -> tuple[list, dict[str, str], RewardConfig
         for f in sorted(d.glob("rollouts/iter_*/*.jsonl")):
             for line in f.read_text().splitlines():
                 record = json.loads(line)
-                sampled = {key(p) for p in pairs_from_record(record, system, sampled_only=True)}
                 for p in pairs_from_record(record, system):
                     unique.setdefault(key(p), p)
-                    if key(p) not in sampled:
+                    if p.gold:  # the gold answer on one side
                         gold_keys.add(key(p))
     pairs = list(unique.values())
     used = sorted({p.component for p in pairs})
