@@ -41,16 +41,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "rewards"))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from collect import data_path, load_tasks, read_records  # noqa: E402
 from evaluate import FOLDS, Task, _boot, cross_validate, folds_of  # noqa: E402
+from sections import code_line, commit, write_section  # noqa: E402
 
 COSTS = Path(__file__).with_name("call_costs.json")
 MEASURED_INPUTS = 6
 DRAWS = ["current", "sample:1", "sample:2"]  # the configured model's draws, in order
-START, END = "<!-- bench:best-of-n:begin -->", "<!-- bench:best-of-n:end -->"
 BLOCK_OF = {"minilm_head": "minilm"}  # a design's feature block (qwen15_* read qwen15)
 
 
@@ -88,9 +89,9 @@ def measure(task: str) -> dict[str, object]:
         t0 = time.process_time()
         for r in records[:MEASURED_INPUTS]:
             rt.system.run_step(name, r["inputs"], rt.state, values=values)
-        calls[m or current.get("model", "configured")] = (time.process_time() - t0) / MEASURED_INPUTS
-        print(f"{task} {m}: {calls[m or current.get('model', 'configured')]:.2f} CPU-s per call",
-              flush=True)
+        key = m or current.get("model", "configured")
+        calls[key] = (time.process_time() - t0) / MEASURED_INPUTS
+        print(f"{task} {key}: {calls[key]:.2f} CPU-s per call", flush=True)
     desc = description(task)
     sample = records[:MEASURED_INPUTS]
     n_cands = sum(len(r["candidates"]) for r in sample)
@@ -221,8 +222,8 @@ def evaluate(task: Task, scorers: dict, costs: dict[str, object]) -> dict[str, o
 # ----------------------------------------------------------------------------- report
 
 
-def render(results: list[dict], commit: str) -> str:
-    lines = [f"Code: commit {commit}. Made by `python bench/rewards/best_of_n.py --write` "
+def render(results: list[dict], sha: str) -> str:
+    lines = [code_line(sha), f"Made by `python bench/rewards/best_of_n.py --write` "
              f"(costs: `--measure`, bench/rewards/call_costs.json). CPU-s per input; "
              f"\"static at equal cost\": the single source best on the other folds among those "
              f"costing no more than best-of-n ({FOLDS} folds).", ""]
@@ -262,21 +263,11 @@ def main() -> None:
     if missing:
         ap.error(f"no measured costs for {missing}: run --measure {' '.join(missing)} first")
     results = [evaluate_task(t, args.designs.split(","), costs[t]) for t in tasks]
-    import subprocess
-
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    text = render(results, commit)
+    text = render(results, commit())
     print(text)
     Path(__file__).with_name("best_of_n.json").write_text(json.dumps(results, indent=1) + "\n")
     if args.write:
-        bm = ROOT / "BENCHMARKS.md"
-        doc = bm.read_text()
-        if START not in doc:
-            sys.exit(f"{bm}: no {START} marker")
-        head, rest = doc.split(START, 1)
-        bm.write_text(head + START + "\n" + text + END + rest.split(END, 1)[1])
-
+        write_section(ROOT / "BENCHMARKS.md", text, "best-of-n")
 
 if __name__ == "__main__":
     main()
